@@ -1,0 +1,614 @@
+//! The configuration file (SPEC §2): TOML parsed into a raw serde shape that rejects
+//! unknown keys, then validated into a ready-to-use [`Config`]. Every error names the
+//! file, the key and the problem, so an operator never has to guess.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::mock::Template;
+use crate::route::{Expression, Table};
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub file: PathBuf,
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.problem)
+        } else {
+            write!(f, "{}: key `{}`: {}", self.file.display(), self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Command-line values that override the file (SPEC §1).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub management_listen: Option<String>,
+    pub workers: Option<usize>,
+    pub pin_cores: bool,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Raw shape, as written in the file.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    api: RawApi,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    management: RawManagement,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    integrations: BTreeMap<String, RawIntegration>,
+    #[serde(default)]
+    routes: BTreeMap<String, RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default = "default_api_name")]
+    name: String,
+    #[serde(default = "default_rse")]
+    route_selection_expression: String,
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    stage_variables: BTreeMap<String, String>,
+}
+
+fn default_api_name() -> String {
+    "wsgate".into()
+}
+fn default_rse() -> String {
+    "$request.body.action".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    workers: Option<usize>,
+    pin_cores: Option<bool>,
+    handshake_timeout: Option<String>,
+    drain_timeout: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawManagement {
+    listen: Option<String>,
+    auth: Option<String>,
+    token: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_frame_bytes: Option<u64>,
+    max_message_bytes: Option<u64>,
+    binary: Option<String>,
+    idle_timeout: Option<String>,
+    max_connection_duration: Option<String>,
+    ping_interval: Option<String>,
+    pong_timeout: Option<String>,
+    max_pending_outbound_bytes: Option<u64>,
+    max_inflight_per_connection: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntegration {
+    #[serde(rename = "type")]
+    kind: String,
+    uri: Option<String>,
+    response: Option<String>,
+    timeout: Option<String>,
+    connect_timeout: Option<String>,
+    pool_size: Option<u64>,
+    max_queued_requests: Option<u64>,
+    request_parameters: Option<BTreeMap<String, String>>,
+    status: Option<u16>,
+    response_template: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    integration: String,
+    #[serde(default)]
+    route_response: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Validated shape, as the runtime uses it.
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub api: Api,
+    pub server: Server,
+    pub management: Management,
+    pub limits: Limits,
+    pub integrations: Vec<Integration>,
+    /// Every route, `$connect`/`$disconnect`/`$default` included; indexes are route ids.
+    pub routes: Vec<Route>,
+    pub connect_route: Option<usize>,
+    pub disconnect_route: Option<usize>,
+    pub default_route: Option<usize>,
+    /// Message routes (custom keys and `$default`) compiled for selection.
+    pub table: Table,
+}
+
+#[derive(Debug)]
+pub struct Api {
+    pub name: String,
+    pub route_selection_expression: String,
+    /// Without slashes; "" means clients connect to "/".
+    pub stage: String,
+    pub stage_variables: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub pin_cores: bool,
+    pub handshake_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub log_level: log::LevelFilter,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    Token(String),
+    SigV4 { access_key_id: String, secret_access_key: String },
+}
+
+#[derive(Debug)]
+pub struct Management {
+    pub listen: SocketAddr,
+    pub auth: Auth,
+}
+
+/// Per-connection limits; the defaults are AWS's (reference §1.11).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_message_bytes: usize,
+    pub allow_binary: bool,
+    pub idle_timeout: Duration,
+    pub max_connection_duration: Duration,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub max_pending_outbound_bytes: usize,
+    pub max_inflight_per_connection: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 32 * 1024,
+            max_message_bytes: 128 * 1024,
+            allow_binary: false,
+            idle_timeout: Duration::from_secs(600),
+            max_connection_duration: Duration::from_secs(7200),
+            ping_interval: Duration::ZERO,
+            pong_timeout: Duration::from_secs(10),
+            max_pending_outbound_bytes: 1024 * 1024,
+            max_inflight_per_connection: 64,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Integration {
+    pub name: String,
+    pub kind: IntegrationKind,
+}
+
+#[derive(Debug)]
+pub enum IntegrationKind {
+    /// No backend: a fixed status and a rendered template (SPEC §5).
+    Mock { status: u16, template: Template },
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub key: String,
+    pub integration: usize,
+    pub route_response: bool,
+}
+
+/// Largest frame or message a configuration may allow (the 64-bit length field is
+/// not an invitation to buffer exabytes).
+const MAX_CONFIGURABLE_BYTES: u64 = 1 << 30;
+
+/// Reads, parses and validates the file at `path`, then applies `overrides`.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error {
+        file: path.to_path_buf(),
+        key: String::new(),
+        problem: format!("cannot read the file: {e}"),
+    })?;
+    parse(path, &text, overrides)
+}
+
+/// Parses and validates configuration text; `path` is only used in messages.
+pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, Error> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| Error {
+        file: path.to_path_buf(),
+        key: String::new(),
+        problem: e.to_string().trim_end().replace('\n', "\n  "),
+    })?;
+    Validator { file: path }.config(raw, overrides)
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> Error {
+        Error { file: self.file.to_path_buf(), key: key.into(), problem: problem.into() }
+    }
+
+    fn config(&self, raw: RawConfig, o: &Overrides) -> Result<Config, Error> {
+        let api = self.api(raw.api)?;
+        let server = self.server(raw.server, o)?;
+        let management = self.management(raw.management, o)?;
+        let limits = self.limits(raw.limits)?;
+        let mut names = Vec::new();
+        let mut integrations = Vec::new();
+        for (name, ri) in raw.integrations {
+            integrations.push(self.integration(&name, ri)?);
+            names.push(name);
+        }
+        let mut routes = Vec::new();
+        let (mut connect_route, mut disconnect_route, mut default_route) = (None, None, None);
+        let mut custom = Vec::new();
+        for (key, rr) in raw.routes {
+            let k = format!("routes.\"{key}\".integration");
+            let integration = names
+                .iter()
+                .position(|n| *n == rr.integration)
+                .ok_or_else(|| self.err(&k, format!("no integration named \"{}\" (define [integrations.{}])", rr.integration, rr.integration)))?;
+            let id = routes.len();
+            match key.as_str() {
+                "$connect" => connect_route = Some(id),
+                "$disconnect" => disconnect_route = Some(id),
+                "$default" => default_route = Some(id),
+                k if k.starts_with('$') => {
+                    return Err(self.err(
+                        format!("routes.\"{key}\""),
+                        "route keys starting with `$` are reserved ($connect, $disconnect, $default)",
+                    ))
+                }
+                _ => custom.push((key.clone(), id)),
+            }
+            routes.push(Route { key, integration, route_response: rr.route_response });
+        }
+        let expression = Expression::parse(&api.route_selection_expression)
+            .map_err(|e| self.err("api.route_selection_expression", e.message))?;
+        let table = Table::new(expression, custom, default_route);
+        Ok(Config {
+            path: self.file.to_path_buf(),
+            api,
+            server,
+            management,
+            limits,
+            integrations,
+            routes,
+            connect_route,
+            disconnect_route,
+            default_route,
+            table,
+        })
+    }
+
+    fn api(&self, raw: RawApi) -> Result<Api, Error> {
+        let stage = raw.stage.trim_matches('/').to_string();
+        if stage.contains('/') || stage.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+            return Err(self.err("api.stage", format!("\"{}\" is not a single path segment", raw.stage)));
+        }
+        Ok(Api {
+            name: raw.name,
+            route_selection_expression: raw.route_selection_expression,
+            stage,
+            stage_variables: raw.stage_variables.into_iter().collect(),
+        })
+    }
+
+    fn server(&self, raw: RawServer, o: &Overrides) -> Result<Server, Error> {
+        let (listen_key, listen) = match &o.listen {
+            Some(l) => ("--listen", l.clone()),
+            None => ("server.listen", raw.listen.unwrap_or_else(|| "0.0.0.0:8080".into())),
+        };
+        let workers = o.workers.or(raw.workers).unwrap_or(0);
+        let workers = if workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            workers
+        };
+        if workers > 255 {
+            return Err(self.err("server.workers", format!("{workers} workers: at most 255 (ids carry the worker in one byte)")));
+        }
+        let (lvl_key, lvl) = match &o.log_level {
+            Some(l) => ("--log-level", l.clone()),
+            None => ("server.log_level", raw.log_level.unwrap_or_else(|| "info".into())),
+        };
+        let log_level = lvl
+            .parse::<log::LevelFilter>()
+            .map_err(|_| self.err(lvl_key, format!("\"{lvl}\" is not a log level (off, error, warn, info, debug, trace)")))?;
+        let (fmt_key, fmt) = match &o.log_format {
+            Some(f) => ("--log-format", f.clone()),
+            None => ("server.log_format", raw.log_format.unwrap_or_else(|| "text".into())),
+        };
+        let log_format = match fmt.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(self.err(fmt_key, format!("\"{other}\" is not a log format (text, json)"))),
+        };
+        Ok(Server {
+            listen: self.addr(listen_key, &listen)?,
+            workers,
+            pin_cores: o.pin_cores || raw.pin_cores.unwrap_or(false),
+            handshake_timeout: self.duration("server.handshake_timeout", raw.handshake_timeout.as_deref(), "5s")?,
+            drain_timeout: self.duration("server.drain_timeout", raw.drain_timeout.as_deref(), "10s")?,
+            log_level,
+            log_format,
+        })
+    }
+
+    fn management(&self, raw: RawManagement, o: &Overrides) -> Result<Management, Error> {
+        let (key, listen) = match &o.management_listen {
+            Some(l) => ("--management-listen", l.clone()),
+            None => ("management.listen", raw.listen.unwrap_or_else(|| "127.0.0.1:9001".into())),
+        };
+        let listen = self.addr(key, &listen)?;
+        let auth = match raw.auth.as_deref().unwrap_or("none") {
+            "none" => {
+                if !listen.ip().is_loopback() {
+                    return Err(self.err(
+                        "management.auth",
+                        format!("auth = \"none\" is only allowed on a loopback address, not {listen}: set auth = \"token\" or \"sigv4\""),
+                    ));
+                }
+                Auth::None
+            }
+            "token" => Auth::Token(
+                raw.token
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| self.err("management.token", "auth = \"token\" needs a non-empty token"))?,
+            ),
+            "sigv4" => Auth::SigV4 {
+                access_key_id: raw
+                    .access_key_id
+                    .ok_or_else(|| self.err("management.access_key_id", "auth = \"sigv4\" needs access_key_id"))?,
+                secret_access_key: raw
+                    .secret_access_key
+                    .ok_or_else(|| self.err("management.secret_access_key", "auth = \"sigv4\" needs secret_access_key"))?,
+            },
+            other => return Err(self.err("management.auth", format!("\"{other}\" is not one of none, token, sigv4"))),
+        };
+        Ok(Management { listen, auth })
+    }
+
+    fn limits(&self, raw: RawLimits) -> Result<Limits, Error> {
+        let d = Limits::default();
+        let bytes = |key: &str, v: Option<u64>, default: usize| -> Result<usize, Error> {
+            match v {
+                None => Ok(default),
+                Some(0) => Err(self.err(format!("limits.{key}"), "must be greater than 0")),
+                Some(n) if n > MAX_CONFIGURABLE_BYTES => {
+                    Err(self.err(format!("limits.{key}"), format!("{n} is above the maximum {MAX_CONFIGURABLE_BYTES}")))
+                }
+                Some(n) => Ok(n as usize),
+            }
+        };
+        let max_frame_bytes = bytes("max_frame_bytes", raw.max_frame_bytes, d.max_frame_bytes)?;
+        let max_message_bytes = bytes("max_message_bytes", raw.max_message_bytes, d.max_message_bytes)?;
+        let allow_binary = match raw.binary.as_deref().unwrap_or("reject") {
+            "reject" => false,
+            "allow" => true,
+            other => return Err(self.err("limits.binary", format!("\"{other}\" is not one of reject, allow"))),
+        };
+        Ok(Limits {
+            max_frame_bytes,
+            max_message_bytes,
+            allow_binary,
+            idle_timeout: self.duration("limits.idle_timeout", raw.idle_timeout.as_deref(), "10m")?,
+            max_connection_duration: self.duration(
+                "limits.max_connection_duration",
+                raw.max_connection_duration.as_deref(),
+                "2h",
+            )?,
+            ping_interval: self.duration("limits.ping_interval", raw.ping_interval.as_deref(), "0s")?,
+            pong_timeout: self.duration("limits.pong_timeout", raw.pong_timeout.as_deref(), "10s")?,
+            max_pending_outbound_bytes: bytes(
+                "max_pending_outbound_bytes",
+                raw.max_pending_outbound_bytes,
+                d.max_pending_outbound_bytes,
+            )?,
+            max_inflight_per_connection: bytes(
+                "max_inflight_per_connection",
+                raw.max_inflight_per_connection,
+                d.max_inflight_per_connection,
+            )?,
+        })
+    }
+
+    fn integration(&self, name: &str, raw: RawIntegration) -> Result<Integration, Error> {
+        let key = |field: &str| format!("integrations.{name}.{field}");
+        let kind = match raw.kind.as_str() {
+            "mock" => {
+                for (field, set) in [
+                    ("uri", raw.uri.is_some()),
+                    ("response", raw.response.is_some()),
+                    ("timeout", raw.timeout.is_some()),
+                    ("connect_timeout", raw.connect_timeout.is_some()),
+                    ("pool_size", raw.pool_size.is_some()),
+                    ("max_queued_requests", raw.max_queued_requests.is_some()),
+                    ("request_parameters", raw.request_parameters.is_some()),
+                ] {
+                    if set {
+                        return Err(self.err(key(field), "not used by a mock integration"));
+                    }
+                }
+                let status = raw.status.unwrap_or(200);
+                if !(100..=599).contains(&status) {
+                    return Err(self.err(key("status"), format!("{status} is not an HTTP status (100..599)")));
+                }
+                let template = Template::parse(raw.response_template.as_deref().unwrap_or(""))
+                    .map_err(|p| self.err(key("response_template"), p))?;
+                IntegrationKind::Mock { status, template }
+            }
+            "aws_proxy" | "http_proxy" => {
+                return Err(self.err(
+                    key("type"),
+                    format!("\"{}\" integrations are not available in this build yet; use \"mock\"", raw.kind),
+                ))
+            }
+            other => {
+                return Err(self.err(key("type"), format!("\"{other}\" is not one of aws_proxy, http_proxy, mock")))
+            }
+        };
+        Ok(Integration { name: name.to_string(), kind })
+    }
+
+    fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, Error> {
+        text.to_socket_addrs()
+            .map_err(|e| self.err(key, format!("\"{text}\" is not an address: {e}")))?
+            .next()
+            .ok_or_else(|| self.err(key, format!("\"{text}\" resolves to no address")))
+    }
+
+    fn duration(&self, key: &str, text: Option<&str>, default: &str) -> Result<Duration, Error> {
+        let text = text.unwrap_or(default);
+        humantime::parse_duration(text).map_err(|e| {
+            self.err(key, format!("\"{text}\" is not a duration ({e}); write e.g. \"500ms\", \"5s\", \"10m\", \"2h\""))
+        })
+    }
+}
+
+impl Config {
+    /// The route table as `--check` prints it.
+    pub fn describe_routes(&self) -> String {
+        let mut out = format!(
+            "api {} stage /{} route_selection_expression {}\n",
+            self.api.name, self.api.stage, self.api.route_selection_expression
+        );
+        for r in &self.routes {
+            let i = &self.integrations[r.integration];
+            let kind = match &i.kind {
+                IntegrationKind::Mock { status, .. } => format!("mock status={status}"),
+            };
+            out.push_str(&format!(
+                "route {:<16} -> {} ({kind}){}\n",
+                r.key,
+                i.name,
+                if r.route_response { " route_response" } else { "" }
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, Error> {
+        parse(Path::new("t.toml"), text, &Overrides::default())
+    }
+
+    const ECHO: &str = r#"
+[api]
+name = "t"
+stage = "prod"
+[integrations.echo]
+type = "mock"
+response_template = "$input.body"
+[routes."$default"]
+integration = "echo"
+route_response = true
+"#;
+
+    #[test]
+    fn minimal_config_uses_aws_defaults() {
+        let c = parse_str(ECHO).unwrap();
+        assert_eq!(c.limits.max_frame_bytes, 32768);
+        assert_eq!(c.limits.max_message_bytes, 131072);
+        assert!(!c.limits.allow_binary);
+        assert_eq!(c.server.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(c.default_route, Some(0));
+        assert_eq!(c.api.stage, "prod");
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = parse_str(&format!("{ECHO}\n[limits]\nmax_frames = 3\n")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("t.toml: "), "{s}");
+        assert!(s.contains("max_frames"), "{s}");
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let e = parse_str(&format!("{ECHO}\n[server]\nhandshake_timeout = \"5 parsecs\"\n")).unwrap_err();
+        assert_eq!(e.key, "server.handshake_timeout");
+    }
+
+    #[test]
+    fn route_to_missing_integration_is_an_error() {
+        let e = parse_str(&format!("{ECHO}\n[routes.join]\nintegration = \"nope\"\n")).unwrap_err();
+        assert_eq!(e.key, "routes.\"join\".integration");
+        assert!(e.problem.contains("nope"));
+    }
+
+    #[test]
+    fn unauthenticated_management_must_be_loopback() {
+        let e = parse_str(&format!("{ECHO}\n[management]\nlisten = \"0.0.0.0:9001\"\n")).unwrap_err();
+        assert_eq!(e.key, "management.auth");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let o = Overrides { workers: Some(3), listen: Some("127.0.0.1:0".into()), ..Default::default() };
+        let c = parse(Path::new("t.toml"), ECHO, &o).unwrap();
+        assert_eq!(c.server.workers, 3);
+        assert_eq!(c.server.listen.port(), 0);
+    }
+}

@@ -1,0 +1,129 @@
+//! One client connection: its state, its socket and the buffers it borrows from the
+//! worker only while it needs them (partial input, a message being assembled, output
+//! the socket did not take yet).
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use crate::buf::Pool;
+use crate::id;
+use crate::message::Reader;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// TCP open, upgrade request not complete yet.
+    Handshaking,
+    /// Upgraded: messages flow.
+    Open,
+    /// We sent a close frame and wait for the client's, or for EOF.
+    Closing,
+    /// Nothing more is read; the socket closes once pending output is written.
+    Done,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub state: State,
+    pub generation: u32,
+    pub id: id::Text,
+    pub reader: Reader,
+    /// Bytes received but not yet usable (a partial request head or frame header).
+    pub inbuf: Option<Vec<u8>>,
+    /// A message being assembled from several frames or reads.
+    pub asm: Option<Vec<u8>>,
+    /// Output the socket has not taken yet, in order.
+    pub out: Option<Vec<u8>>,
+    /// Whether WRITABLE interest is registered.
+    pub wants_write: bool,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything is written.
+    All,
+    /// Some bytes wait for writability.
+    Pending,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, generation: u32, id: id::Text) -> Conn {
+        Conn {
+            stream,
+            peer,
+            state: State::Handshaking,
+            generation,
+            id,
+            reader: Reader::default(),
+            inbuf: None,
+            asm: None,
+            out: None,
+            wants_write: false,
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_out(&self) -> usize {
+        self.out.as_ref().map_or(0, |o| o.len())
+    }
+
+    /// Writes `data` after any pending output; what the socket does not take now is
+    /// copied into the connection's output buffer (borrowed from `pool`).
+    pub fn send(&mut self, data: &[u8], pool: &mut Pool) -> io::Result<Flushed> {
+        if data.is_empty() {
+            return Ok(if self.pending_out() == 0 { Flushed::All } else { Flushed::Pending });
+        }
+        if let Some(out) = self.out.as_mut() {
+            out.extend_from_slice(data);
+            return self.flush(pool);
+        }
+        let n = write_some(&mut self.stream, data)?;
+        if n == data.len() {
+            return Ok(Flushed::All);
+        }
+        let mut out = pool.take();
+        out.extend_from_slice(&data[n..]);
+        self.out = Some(out);
+        Ok(Flushed::Pending)
+    }
+
+    /// Writes pending output until done or the socket is full.
+    pub fn flush(&mut self, pool: &mut Pool) -> io::Result<Flushed> {
+        let Some(out) = self.out.as_mut() else { return Ok(Flushed::All) };
+        let n = write_some(&mut self.stream, out)?;
+        out.drain(..n);
+        if out.is_empty() {
+            pool.give(self.out.take().expect("present"));
+            Ok(Flushed::All)
+        } else {
+            Ok(Flushed::Pending)
+        }
+    }
+
+    /// Returns every borrowed buffer to the pool.
+    pub fn release(&mut self, pool: &mut Pool) {
+        for b in [self.inbuf.take(), self.asm.take(), self.out.take()].into_iter().flatten() {
+            pool.give(b);
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes without blocking.
+fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match stream.write(&data[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}

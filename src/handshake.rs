@@ -1,0 +1,283 @@
+//! The opening handshake (RFC 6455 §4.2), sans-IO over `httparse`: feed it the bytes
+//! received so far and it says "need more", "reject with this status", or "upgrade".
+//! Rejections are checked in SPEC §3's order.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+/// Longest request target we accept (AWS: 4096-character URLs).
+pub const MAX_URL_BYTES: usize = 4096;
+/// Largest request head we accept.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most headers in one request.
+const MAX_HEADERS: usize = 128;
+const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A valid upgrade request, borrowing the received bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade<'b> {
+    /// Bytes of the request head, so what follows (early frames) can be kept.
+    pub head_len: usize,
+    pub path: &'b str,
+    pub query: Option<&'b str>,
+    /// `Sec-WebSocket-Accept` value.
+    pub accept: [u8; 28],
+    pub host: Option<&'b [u8]>,
+    pub user_agent: Option<&'b [u8]>,
+    /// `Sec-WebSocket-Protocol` offers, comma-separated as sent (only the backend picks).
+    pub protocols: Option<&'b [u8]>,
+}
+
+/// Why an upgrade request was refused; each maps to one HTTP response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    UriTooLong,
+    HeadersTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    NotUpgrade,
+    BadRequest(&'static str),
+    UnsupportedVersion,
+}
+
+impl Rejection {
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::UriTooLong => 414,
+            Rejection::HeadersTooLarge => 431,
+            Rejection::MethodNotAllowed => 405,
+            Rejection::NotFound => 404,
+            Rejection::NotUpgrade | Rejection::UnsupportedVersion => 426,
+            Rejection::BadRequest(_) => 400,
+        }
+    }
+
+    fn text(self) -> (&'static str, &'static str) {
+        match self {
+            Rejection::UriTooLong => ("URI Too Long", "URL longer than 4096 bytes"),
+            Rejection::HeadersTooLarge => ("Request Header Fields Too Large", "request head larger than 16 KiB"),
+            Rejection::MethodNotAllowed => ("Method Not Allowed", "a WebSocket upgrade must be a GET"),
+            Rejection::NotFound => ("Not Found", "no API stage at this path"),
+            Rejection::NotUpgrade => ("Upgrade Required", "this endpoint speaks WebSocket only"),
+            Rejection::BadRequest(why) => ("Bad Request", why),
+            Rejection::UnsupportedVersion => ("Upgrade Required", "only WebSocket version 13 is supported"),
+        }
+    }
+
+    /// Appends the complete HTTP response (the connection closes after it).
+    pub fn write_response(self, out: &mut Vec<u8>) {
+        let (reason, body) = self.text();
+        let extra = match self {
+            Rejection::NotUpgrade => "Upgrade: websocket\r\n",
+            Rejection::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
+            Rejection::MethodNotAllowed => "Allow: GET\r\n",
+            _ => "",
+        };
+        write_status(out, self.status(), reason, extra, "text/plain", body.as_bytes());
+    }
+}
+
+/// Appends a whole `Connection: close` HTTP/1.1 response.
+pub fn write_status(out: &mut Vec<u8>, status: u16, reason: &str, extra_headers: &str, content_type: &str, body: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\nConnection: close\r\n");
+    out.extend_from_slice(extra_headers.as_bytes());
+    if !body.is_empty() {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+/// Appends the `101 Switching Protocols` response.
+pub fn write_accept(out: &mut Vec<u8>, accept: &[u8; 28], protocol: Option<&[u8]>) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(accept);
+    if let Some(p) = protocol {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// `Sec-WebSocket-Accept` for a client key (RFC 6455 §4.2.2).
+pub fn accept_key(key: &[u8]) -> [u8; 28] {
+    let mut h = Sha1::new();
+    h.update(key);
+    h.update(GUID);
+    let mut out = [0u8; 28];
+    STANDARD.encode_slice(h.finalize(), &mut out).expect("20 bytes encode to 28");
+    out
+}
+
+/// Checks the bytes received so far. `Ok(None)`: the head is not complete yet.
+/// `stage` is the API stage without slashes ("" serves "/").
+pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Rejection> {
+    // 414 is decided by the request line alone, before the rest of the head arrives.
+    let line_end = find(buf, b"\r\n");
+    let line = &buf[..line_end.unwrap_or(buf.len())];
+    let target_len = line.split(|&c| c == b' ').nth(1).map_or(0, |t| t.len());
+    if target_len > MAX_URL_BYTES || (line_end.is_none() && buf.len() > MAX_URL_BYTES + 64) {
+        return Err(Rejection::UriTooLong);
+    }
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        return if buf.len() > MAX_HEADER_BYTES { Err(Rejection::HeadersTooLarge) } else { Ok(None) };
+    };
+    let head_len = end + 4;
+    if head_len > MAX_HEADER_BYTES {
+        return Err(Rejection::HeadersTooLarge);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(Rejection::BadRequest("malformed request head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(Rejection::HeadersTooLarge),
+        Err(_) => return Err(Rejection::BadRequest("malformed request head")),
+    }
+    if req.method != Some("GET") {
+        return Err(Rejection::MethodNotAllowed);
+    }
+    let target = req.path.unwrap_or("");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    if !stage_matches(path, stage) {
+        return Err(Rejection::NotFound);
+    }
+    let mut upgrade = false;
+    let mut connection_upgrade = false;
+    let (mut key, mut version, mut host, mut user_agent, mut protocols) = (None, None, None, None, None);
+    for h in req.headers.iter() {
+        let v = h.value;
+        match h.name.len() {
+            4 if h.name.eq_ignore_ascii_case("host") => host = Some(v),
+            7 if h.name.eq_ignore_ascii_case("upgrade") => upgrade |= has_token(v, b"websocket"),
+            10 if h.name.eq_ignore_ascii_case("connection") => connection_upgrade |= has_token(v, b"upgrade"),
+            10 if h.name.eq_ignore_ascii_case("user-agent") => user_agent = Some(v),
+            17 if h.name.eq_ignore_ascii_case("sec-websocket-key") => key = Some(v),
+            21 if h.name.eq_ignore_ascii_case("sec-websocket-version") => version = Some(v),
+            22 if h.name.eq_ignore_ascii_case("sec-websocket-protocol") => protocols = Some(v),
+            _ => {}
+        }
+    }
+    if !upgrade || !connection_upgrade {
+        return Err(Rejection::NotUpgrade);
+    }
+    if req.version != Some(1) {
+        return Err(Rejection::BadRequest("a WebSocket upgrade needs HTTP/1.1"));
+    }
+    let key = key.map(trim).ok_or(Rejection::BadRequest("missing Sec-WebSocket-Key"))?;
+    let mut decoded = [0u8; 18];
+    if STANDARD.decode_slice(key, &mut decoded) != Ok(16) {
+        return Err(Rejection::BadRequest("Sec-WebSocket-Key is not 16 bytes of base64"));
+    }
+    if version.map(trim) != Some(b"13") {
+        return Err(Rejection::UnsupportedVersion);
+    }
+    Ok(Some(Upgrade { head_len, path, query, accept: accept_key(key), host, user_agent, protocols }))
+}
+
+fn stage_matches(path: &str, stage: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest == stage
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&c| c == b',').any(|t| trim(t).eq_ignore_ascii_case(token))
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "GET /prod HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nUser-Agent: t\r\n\r\n";
+
+    fn req(s: &str) -> Result<Option<Upgrade<'_>>, Rejection> {
+        parse(s.as_bytes(), "prod")
+    }
+
+    #[test]
+    fn rfc6455_accept_key() {
+        assert_eq!(&accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn good_request_upgrades_at_every_split() {
+        for n in 0..GOOD.len() {
+            assert_eq!(req(&GOOD[..n]), Ok(None), "{n}");
+        }
+        let u = req(GOOD).unwrap().unwrap();
+        assert_eq!(u.head_len, GOOD.len());
+        assert_eq!(&u.accept, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(u.host, Some(&b"example.com"[..]));
+        assert!(req(&GOOD.replace("/prod", "/prod/?a=1")).unwrap().unwrap().query == Some("a=1"));
+    }
+
+    macro_rules! rejects {
+        ($($name:ident: $from:expr, $to:expr => $want:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let r = GOOD.replacen($from, $to, 1);
+                assert_eq!(req(&r), Err($want));
+            }
+        )*};
+    }
+
+    rejects! {
+        post_is_405: "GET", "POST" => Rejection::MethodNotAllowed;
+        wrong_path_is_404: "/prod", "/dev" => Rejection::NotFound;
+        post_to_wrong_path_is_405_first: "GET /prod", "PUT /dev" => Rejection::MethodNotAllowed;
+        no_upgrade_is_426: "Upgrade: websocket", "Upgrade: h2c" => Rejection::NotUpgrade;
+        no_connection_upgrade_is_426: "keep-alive, Upgrade", "keep-alive" => Rejection::NotUpgrade;
+        http10_is_400: "HTTP/1.1", "HTTP/1.0" => Rejection::BadRequest("a WebSocket upgrade needs HTTP/1.1");
+        short_key_is_400: "dGhlIHNhbXBsZSBub25jZQ==", "dGhl" => Rejection::BadRequest("Sec-WebSocket-Key is not 16 bytes of base64");
+        missing_key_is_400: "Sec-WebSocket-Key", "X-Key" => Rejection::BadRequest("missing Sec-WebSocket-Key");
+        version_8_is_426: "Version: 13", "Version: 8" => Rejection::UnsupportedVersion;
+    }
+
+    #[test]
+    fn long_url_is_414_even_before_the_head_ends() {
+        let r = format!("GET /prod?{} HTTP/1.1\r\n", "a".repeat(5000));
+        assert_eq!(req(&r), Err(Rejection::UriTooLong));
+    }
+
+    #[test]
+    fn huge_head_is_431() {
+        let r = format!("GET /prod HTTP/1.1\r\nX: {}\r\n", "a".repeat(17000));
+        assert_eq!(req(&r), Err(Rejection::HeadersTooLarge));
+    }
+
+    #[test]
+    fn empty_stage_serves_root() {
+        let r = GOOD.replace("/prod", "/");
+        assert!(parse(r.as_bytes(), "").unwrap().is_some());
+    }
+
+    #[test]
+    fn rejection_responses_carry_their_headers() {
+        let mut out = Vec::new();
+        Rejection::UnsupportedVersion.write_response(&mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(s.contains("Sec-WebSocket-Version: 13\r\n"));
+    }
+}

@@ -1,0 +1,24 @@
+//! wsgate: a WebSocket API gateway with the contract of Amazon API Gateway's WebSocket
+//! APIs, as one thread-per-core binary. The README's Architecture section walks the
+//! path of a message through these modules.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod buf;
+pub mod close;
+pub mod config;
+pub mod conn;
+pub mod frame;
+pub mod handshake;
+pub mod id;
+pub mod logger;
+pub mod management;
+pub mod mask;
+pub mod message;
+pub mod mock;
+pub mod reply;
+pub mod route;
+pub mod runtime;
+pub mod timer;
+pub mod token;
+pub mod worker;

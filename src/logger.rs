@@ -1,0 +1,67 @@
+//! A minimal `log` backend: one line per record on stderr, as text or JSON.
+
+use std::io::Write;
+
+use crate::config::LogFormat;
+
+struct Logger {
+    level: log::LevelFilter,
+    format: LogFormat,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= self.level
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let line = match self.format {
+            LogFormat::Text => format!("{ts} {:<5} {}\n", r.level(), r.args()),
+            LogFormat::Json => format!(
+                "{{\"ts\":\"{ts}\",\"level\":\"{}\",\"target\":\"{}\",\"msg\":\"{}\"}}\n",
+                r.level().as_str().to_ascii_lowercase(),
+                r.target(),
+                json_escape(&r.args().to_string())
+            ),
+        };
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Escapes `s` for a JSON string.
+pub fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Installs the logger once; later calls are ignored.
+pub fn init(level: log::LevelFilter, format: LogFormat) {
+    if log::set_boxed_logger(Box::new(Logger { level, format })).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_escape_handles_quotes_and_controls() {
+        assert_eq!(super::json_escape("a\"b\\c\n\u{1}"), "a\\\"b\\\\c\\n\\u0001");
+    }
+}

@@ -1,0 +1,138 @@
+//! Starts the gateway: raises the open-file limit, binds one `SO_REUSEPORT` listener
+//! per worker (the first bind learns the real port when `:0` was asked), starts the
+//! worker threads (optionally pinned), prints the ready line, and stops on SIGTERM or
+//! SIGINT.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mio::Poll;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{self, Config};
+use crate::worker::{self, Setup, Worker};
+
+/// Why the gateway could not run.
+#[derive(Debug)]
+pub enum Error {
+    /// A listener could not be bound: reported like a config error.
+    Config(config::Error),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Config(e) => e.fmt(f),
+            Error::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// Binds `n` listeners sharing one address through `SO_REUSEPORT`.
+fn bind_group(config: &Config, key: &str, addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, Error> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let l = bind_one(addr).map_err(|e| {
+            Error::Config(config::Error {
+                file: config.path.clone(),
+                key: key.to_string(),
+                problem: format!("cannot listen on {addr}: {e}"),
+            })
+        })?;
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Raises the soft open-file limit to the hard one: every connection is a descriptor.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => log::debug!("open-file limit {n}"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// Runs the gateway until SIGTERM/SIGINT.
+pub fn run(config: Config) -> Result<(), Error> {
+    raise_fd_limit();
+    let config = Arc::new(config);
+    let n = config.server.workers;
+    let clients = bind_group(&config, "server.listen", config.server.listen, n)?;
+    let admins = bind_group(&config, "management.listen", config.management.listen, n)?;
+    let listen = clients[0].local_addr()?;
+    let management = admins[0].local_addr()?;
+    let epoch = crate::id::random_epoch();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+
+    let mut wakers = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for (i, (listener, admin)) in clients.into_iter().zip(admins).enumerate() {
+        let poll = Poll::new()?;
+        wakers.push(worker::waker(&poll)?);
+        let setup = Setup {
+            index: i as u8,
+            workers: n,
+            epoch,
+            config: config.clone(),
+            listener,
+            management: admin,
+            poll,
+            shutdown: shutdown.clone(),
+        };
+        let w = Worker::new(setup)?;
+        let core = (config.server.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
+        threads.push(std::thread::Builder::new().name(format!("wsgate-worker-{i}")).spawn(move || {
+            if let Some(c) = core {
+                if !core_affinity::set_for_current(c) {
+                    log::warn!("worker {i}: cannot pin to core {}", c.id);
+                }
+            }
+            if let Err(e) = w.run() {
+                log::error!("worker {i} stopped: {e}");
+            }
+        })?);
+    }
+
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "wsgate ready listen={listen} management={management} workers={n}")?;
+        out.flush()?;
+    }
+    log::info!("serving api {} on {listen} (management {management}) with {n} workers", config.api.name);
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig}: shutting down");
+    }
+    shutdown.store(true, Ordering::Release);
+    for w in &wakers {
+        let _ = w.wake();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
