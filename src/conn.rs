@@ -1,6 +1,5 @@
-//! One client connection: its state, its socket and the buffers it borrows from the
-//! worker only while it needs them (partial input, a message being assembled, output
-//! the socket did not take yet).
+//! One client connection: its socket, its [`Session`] and the output buffer it borrows
+//! from the worker only while the socket has not taken everything yet.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -9,37 +8,20 @@ use mio::net::TcpStream;
 
 use crate::buf::Pool;
 use crate::id;
-use crate::message::Reader;
-
-/// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// TCP open, upgrade request not complete yet.
-    Handshaking,
-    /// Upgraded: messages flow.
-    Open,
-    /// We sent a close frame and wait for the client's, or for EOF.
-    Closing,
-    /// Nothing more is read; the socket closes once pending output is written.
-    Done,
-}
+use crate::session::Session;
 
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    pub state: State,
     pub generation: u32,
-    pub id: id::Text,
-    pub reader: Reader,
-    /// Bytes received but not yet usable (a partial request head or frame header).
-    pub inbuf: Option<Vec<u8>>,
-    /// A message being assembled from several frames or reads.
-    pub asm: Option<Vec<u8>>,
+    pub session: Session,
     /// Output the socket has not taken yet, in order.
     pub out: Option<Vec<u8>>,
     /// Whether WRITABLE interest is registered.
     pub wants_write: bool,
+    /// Whether the close-linger timer is armed.
+    pub lingering: bool,
 }
 
 /// What a flush achieved.
@@ -53,18 +35,7 @@ pub enum Flushed {
 
 impl Conn {
     pub fn new(stream: TcpStream, peer: SocketAddr, generation: u32, id: id::Text) -> Conn {
-        Conn {
-            stream,
-            peer,
-            state: State::Handshaking,
-            generation,
-            id,
-            reader: Reader::default(),
-            inbuf: None,
-            asm: None,
-            out: None,
-            wants_write: false,
-        }
+        Conn { stream, peer, generation, session: Session::new(id), out: None, wants_write: false, lingering: false }
     }
 
     /// Bytes waiting to be written.
@@ -107,7 +78,8 @@ impl Conn {
 
     /// Returns every borrowed buffer to the pool.
     pub fn release(&mut self, pool: &mut Pool) {
-        for b in [self.inbuf.take(), self.asm.take(), self.out.take()].into_iter().flatten() {
+        self.session.release(pool);
+        if let Some(b) = self.out.take() {
             pool.give(b);
         }
     }

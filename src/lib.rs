@@ -19,6 +19,7 @@ pub mod mock;
 pub mod reply;
 pub mod route;
 pub mod runtime;
+pub mod session;
 pub mod timer;
 pub mod token;
 pub mod worker;

@@ -12,14 +12,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
-use crate::buf::Pool;
 use crate::config::Config;
-use crate::conn::{Conn, Flushed, State};
+use crate::conn::{Conn, Flushed};
 use crate::handshake;
-use crate::id::{ConnectionId, Sequence};
+use crate::id::ConnectionId;
 use crate::management;
-use crate::message::{self, Event, Kind, Payload};
-use crate::route::Selector;
+use crate::session::{Scratch, State};
 use crate::timer::{self, Wheel};
 use crate::token::{self, Kind as TokenKind};
 
@@ -49,20 +47,6 @@ pub struct Setup {
     pub shutdown: Arc<AtomicBool>,
 }
 
-/// Everything the message path touches besides the connection itself.
-struct Shared {
-    config: Arc<Config>,
-    pool: Pool,
-    /// Output for the connection being served, written in one go at the end.
-    wbuf: Vec<u8>,
-    /// A rendered reply too large for one frame, before fragmentation.
-    scratch: Vec<u8>,
-    selector: Selector,
-    seq: Sequence,
-    timers: Wheel,
-    limits: message::Limits,
-}
-
 pub struct Worker {
     index: u8,
     workers: usize,
@@ -75,7 +59,8 @@ pub struct Worker {
     rbuf: Vec<u8>,
     next_generation: u32,
     shutdown: Arc<AtomicBool>,
-    shared: Shared,
+    timers: Wheel,
+    shared: Scratch,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -89,12 +74,6 @@ impl Worker {
         let mut management = TcpListener::from_std(s.management);
         s.poll.registry().register(&mut listener, token::LISTENER, Interest::READABLE)?;
         s.poll.registry().register(&mut management, token::MANAGEMENT_LISTENER, Interest::READABLE)?;
-        let l = &s.config.limits;
-        let limits = message::Limits {
-            max_frame_bytes: l.max_frame_bytes,
-            max_message_bytes: l.max_message_bytes,
-            allow_binary: l.allow_binary,
-        };
         Ok(Worker {
             index: s.index,
             workers: s.workers,
@@ -107,16 +86,8 @@ impl Worker {
             rbuf: vec![0; STASH_BYTES + READ_BYTES],
             next_generation: 0,
             shutdown: s.shutdown,
-            shared: Shared {
-                config: s.config,
-                pool: Pool::new(POOL_KEEP),
-                wbuf: Vec::with_capacity(READ_BYTES),
-                scratch: Vec::new(),
-                selector: Selector::new(),
-                seq: Sequence::new(s.index, s.epoch),
-                timers: Wheel::new(Instant::now()),
-                limits,
-            },
+            timers: Wheel::new(Instant::now()),
+            shared: Scratch::new(s.config, s.index, s.epoch, POOL_KEEP),
         })
     }
 
@@ -125,7 +96,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut expired = Vec::new();
         while !self.shutdown.load(Ordering::Acquire) {
-            let timeout = self.shared.timers.poll_timeout(Instant::now());
+            let timeout = self.timers.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -156,8 +127,8 @@ impl Worker {
                     }
                 }
             }
-            if !self.shared.timers.is_empty() {
-                self.shared.timers.expire(Instant::now(), &mut expired);
+            if !self.timers.is_empty() {
+                self.timers.expire(Instant::now(), &mut expired);
                 for e in expired.drain(..) {
                     self.on_timer(e);
                 }
@@ -198,7 +169,7 @@ impl Worker {
         self.poll.registry().register(&mut stream, token::client(key), Interest::READABLE)?;
         entry.insert(Conn::new(stream, peer, generation, id));
         let at = Instant::now() + self.shared.config.server.handshake_timeout;
-        self.shared.timers.arm(at, key, generation, TIMER_HANDSHAKE);
+        self.timers.arm(at, key, generation, TIMER_HANDSHAKE);
         Ok(())
     }
 
@@ -228,7 +199,7 @@ impl Worker {
         let mut rbuf = std::mem::take(&mut self.rbuf);
         let mut gone = false;
         while let Some(conn) = self.conns.get_mut(key) {
-            if conn.state == State::Done {
+            if conn.session.state == State::Done {
                 break;
             }
             let read = match conn.stream.read(&mut rbuf[STASH_BYTES..]) {
@@ -245,12 +216,12 @@ impl Worker {
                 }
             };
             let mut start = STASH_BYTES;
-            if let Some(stash) = conn.inbuf.take() {
+            if let Some(stash) = conn.session.inbuf.take() {
                 start -= stash.len();
                 rbuf[start..STASH_BYTES].copy_from_slice(&stash);
                 self.shared.pool.give(stash);
             }
-            process(conn, &mut rbuf[start..STASH_BYTES + read], &mut self.shared);
+            conn.session.process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
             if read < READ_BYTES {
                 break;
             }
@@ -268,7 +239,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match conn.flush(&mut self.shared.pool) {
             Ok(Flushed::All) => {
-                if conn.state == State::Done {
+                if conn.session.state == State::Done {
                     self.close(key);
                 } else if conn.wants_write {
                     conn.wants_write = false;
@@ -287,7 +258,7 @@ impl Worker {
         let res = conn.send(&self.shared.wbuf, &mut self.shared.pool);
         self.shared.wbuf.clear();
         match res {
-            Ok(Flushed::All) if conn.state == State::Done => self.close(key),
+            Ok(Flushed::All) if conn.session.state == State::Done => self.close(key),
             Ok(Flushed::All) => {}
             Ok(Flushed::Pending) => {
                 if !conn.wants_write {
@@ -301,9 +272,10 @@ impl Worker {
             Err(_) => self.close(key),
         }
         if let Some(conn) = self.conns.get_mut(key) {
-            if conn.state == State::Closing {
+            if conn.session.state == State::Closing && !conn.lingering {
+                conn.lingering = true;
                 let generation = conn.generation;
-                self.shared.timers.arm(Instant::now() + CLOSE_LINGER, key, generation, TIMER_LINGER);
+                self.timers.arm(Instant::now() + CLOSE_LINGER, key, generation, TIMER_LINGER);
             }
         }
     }
@@ -314,12 +286,12 @@ impl Worker {
             return;
         }
         let expired = match e.kind {
-            TIMER_HANDSHAKE => conn.state == State::Handshaking,
-            TIMER_LINGER => conn.state == State::Closing || conn.state == State::Done,
+            TIMER_HANDSHAKE => conn.session.state == State::Handshaking,
+            TIMER_LINGER => matches!(conn.session.state, State::Closing | State::Done),
             _ => false,
         };
         if expired {
-            log::debug!("worker {}: {} timed out in state {:?}", self.index, conn.peer, conn.state);
+            log::debug!("worker {}: {} timed out in state {:?}", self.index, conn.peer, conn.session.state);
             self.close(e.key);
         }
     }
@@ -332,119 +304,3 @@ impl Worker {
     }
 }
 
-/// Processes newly received bytes of one connection. Replies go to `sh.wbuf`; bytes
-/// that cannot be used yet are stashed in `conn.inbuf`.
-fn process(conn: &mut Conn, input: &mut [u8], sh: &mut Shared) {
-    let mut pos = 0;
-    if conn.state == State::Handshaking {
-        match handshake::parse(input, &sh.config.api.stage) {
-            Ok(None) => {
-                stash(conn, input, &mut sh.pool);
-                return;
-            }
-            Err(rejection) => {
-                log::debug!("{}: handshake rejected with {}", conn.peer, rejection.status());
-                rejection.write_response(&mut sh.wbuf);
-                conn.state = State::Done;
-                return;
-            }
-            Ok(Some(up)) => {
-                handshake::write_accept(&mut sh.wbuf, &up.accept, None);
-                pos = up.head_len;
-                conn.state = State::Open;
-            }
-        }
-    }
-    while pos < input.len() && matches!(conn.state, State::Open | State::Closing) {
-        let res = conn.reader.read(&mut input[pos..], &mut conn.asm, &mut sh.pool, &sh.limits);
-        let base = pos;
-        match res {
-            Ok((n, None)) => {
-                pos += n;
-                stash(conn, &input[pos..], &mut sh.pool);
-                return;
-            }
-            Ok((n, Some(ev))) => {
-                pos += n;
-                if conn.state == State::Closing {
-                    // Waiting for the client's close: everything else is dropped.
-                    if matches!(ev, Event::Close { .. }) {
-                        conn.state = State::Done;
-                    }
-                    release_message(conn, &ev, &mut sh.pool);
-                    continue;
-                }
-                on_event(conn, &input[base..pos], ev, sh);
-            }
-            Err(e) => {
-                if conn.state == State::Open {
-                    log::debug!("{}: closing with {}: {}", conn.peer, e.close_code(), e.reason());
-                    crate::frame::write_close(&mut sh.wbuf, Some(e.close_code()), e.reason());
-                    conn.state = State::Closing;
-                } else {
-                    conn.state = State::Done;
-                }
-                return;
-            }
-        }
-    }
-}
-
-fn release_message(conn: &mut Conn, ev: &Event, pool: &mut Pool) {
-    if let Event::Message { payload: Payload::Assembled, .. } = ev {
-        if let Some(b) = conn.asm.take() {
-            pool.give(b);
-        }
-    }
-}
-
-fn stash(conn: &mut Conn, rest: &[u8], pool: &mut Pool) {
-    if !rest.is_empty() {
-        let mut b = pool.take();
-        b.extend_from_slice(rest);
-        conn.inbuf = Some(b);
-    }
-}
-
-/// One event of an open connection; `frame` is the input the event's ranges index.
-fn on_event(conn: &mut Conn, frame: &[u8], ev: Event, sh: &mut Shared) {
-    match ev {
-        Event::Message { kind, payload: Payload::Input(r) } => on_message(conn, kind, &frame[r], sh),
-        Event::Message { kind, payload: Payload::Assembled } => {
-            let msg = conn.asm.take().unwrap_or_default();
-            on_message(conn, kind, &msg, sh);
-            sh.pool.give(msg);
-        }
-        Event::Ping(r) => crate::frame::write_message(&mut sh.wbuf, crate::frame::OpCode::Pong, &frame[r], 125),
-        Event::Pong(_) => {}
-        Event::Close { code, reason } => {
-            let reason = std::str::from_utf8(&frame[reason]).unwrap_or("");
-            crate::frame::write_close(&mut sh.wbuf, code, reason);
-            conn.state = State::Done;
-        }
-    }
-}
-
-/// Routes one data message and answers it.
-fn on_message(conn: &mut Conn, kind: Kind, body: &[u8], sh: &mut Shared) {
-    let config = &sh.config;
-    let route = match kind {
-        Kind::Text => sh.selector.select(&config.table, body),
-        Kind::Binary => config.default_route,
-    };
-    let request_id = sh.seq.next_id();
-    let Some(route) = route else {
-        crate::reply::error_frame(&mut sh.wbuf, "Forbidden", &conn.id, &request_id);
-        return;
-    };
-    let message_id = sh.seq.next_id();
-    crate::reply::mock_route(
-        &mut sh.wbuf,
-        &mut sh.scratch,
-        config,
-        route,
-        kind,
-        body,
-        &crate::reply::Ids { connection: &conn.id, request: &request_id, message: &message_id },
-    );
-}
