@@ -295,10 +295,30 @@ mod tests {
 
     /// Feeds `stream` in the given chunk sizes, returning every event with its payload.
     fn run(stream: &[u8], chunk: usize, limits: &Limits) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        run_pieces(stream.chunks(chunk.max(1)), limits)
+    }
+
+    /// Feeds `stream` cut at the given offsets.
+    fn run_split(stream: &[u8], cuts: &[usize], limits: &Limits) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for c in cuts.into_iter().chain([stream.len()]) {
+            pieces.push(&stream[at..c]);
+            at = c;
+        }
+        run_pieces(pieces.into_iter(), limits)
+    }
+
+    fn run_pieces<'a>(
+        pieces: impl Iterator<Item = &'a [u8]>,
+        limits: &Limits,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let (mut r, mut asm, mut pool) = (Reader::default(), None, Pool::new(4));
         let mut out = Vec::new();
         let mut keep: Vec<u8> = Vec::new();
-        for c in stream.chunks(chunk.max(1)) {
+        for c in pieces {
             let mut input = std::mem::take(&mut keep);
             input.extend_from_slice(c);
             let mut pos = 0;
@@ -415,5 +435,49 @@ mod tests {
         let s = [masked(true, 1, b""), masked(true, 2, &big)].concat();
         let ev = run(&s, 4096, &limits).unwrap();
         assert_eq!(ev, vec![("Text".into(), vec![]), ("Binary".into(), big)]);
+    }
+
+    /// A stream of messages, each a list of fragments, as (kind, fragments, ping between).
+    fn stream_strategy() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, Vec<(String, Vec<u8>)>)> {
+        use proptest::prelude::*;
+        let msg = (any::<bool>(), proptest::collection::vec(proptest::collection::vec(any::<char>(), 0..40), 1..4), any::<bool>());
+        proptest::collection::vec(msg, 1..6).prop_map(|msgs| {
+            let mut stream = Vec::new();
+            let mut want = Vec::new();
+            for (binary, frags, ping) in msgs {
+                let frags: Vec<Vec<u8>> = frags.iter().map(|f| f.iter().collect::<String>().into_bytes()).collect();
+                let n = frags.len();
+                for (i, f) in frags.iter().enumerate() {
+                    let op = if i > 0 { 0 } else if binary { 2 } else { 1 };
+                    stream.extend(masked(i + 1 == n, op, f));
+                    if ping && i == 0 && n > 1 {
+                        // A ping between fragments is delivered before the message.
+                        stream.extend(masked(true, 9, b"pp"));
+                        want.push(("Ping".to_string(), b"pp".to_vec()));
+                    }
+                }
+                want.push((if binary { "Binary" } else { "Text" }.to_string(), frags.concat()));
+                if ping && n == 1 {
+                    stream.extend(masked(true, 9, b"pp"));
+                    want.push(("Ping".to_string(), b"pp".to_vec()));
+                }
+            }
+            (stream, want)
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_split_decodes_the_same((stream, want) in stream_strategy(), cuts in proptest::collection::vec(0usize..10_000, 0..12)) {
+            let got = run_split(&stream, &cuts, &LIMITS).unwrap();
+            proptest::prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), cuts in proptest::collection::vec(0usize..600, 0..6)) {
+            let _ = run_split(&bytes, &cuts, &LIMITS);
+        }
     }
 }

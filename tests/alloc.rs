@@ -1,0 +1,145 @@
+//! After warm-up, a message through the codec, route selection and a mock route
+//! response allocates nothing: a counting global allocator proves it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use wsgate::config::{self, Overrides};
+use wsgate::mask;
+use wsgate::session::{Scratch, Session, State};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` unchanged; the counter has no effect on
+// the memory handed out.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `alloc`; `ptr` came from `System` with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CONFIG: &str = r#"
+[api]
+name = "alloc"
+stage = "prod"
+[limits]
+binary = "allow"
+[integrations.echo]
+type = "mock"
+response_template = "$input.body"
+[integrations.who]
+type = "mock"
+response_template = "route=$context.routeKey id=$context.connectionId req=$context.requestId"
+[routes."$default"]
+integration = "echo"
+route_response = true
+[routes.join]
+integration = "who"
+route_response = true
+[routes.leave]
+integration = "who"
+"#;
+
+const NO_DEFAULT: &str = r#"
+[api]
+name = "alloc"
+stage = "prod"
+[integrations.who]
+type = "mock"
+response_template = "$context.routeKey"
+[routes.join]
+integration = "who"
+route_response = true
+"#;
+
+fn masked(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [9, 8, 7, 6];
+    let mut f = vec![(if fin { 0x80 } else { 0 }) | op];
+    if payload.len() < 126 {
+        f.push(0x80 | payload.len() as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&key);
+    let mut p = payload.to_vec();
+    mask::apply(&mut p, key, 0);
+    f.extend_from_slice(&p);
+    f
+}
+
+/// Opens a session, then returns the allocations made while `rounds` times feeding
+/// each stream (in reads of `chunk` bytes) after `warmup` unmeasured rounds.
+fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
+    let cfg = config::parse(Path::new("alloc.toml"), config, &Overrides::default()).unwrap();
+    let mut sx = Scratch::new(Arc::new(cfg), 0, 1, 64);
+    let mut s = Session::new(*b"AAAAAAAAAAAAAAA=");
+    let mut head = b"GET /prod HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
+    s.process(&mut head, &mut sx);
+    assert_eq!(s.state, State::Open);
+    let mut input = Vec::with_capacity(64 * 1024);
+    let mut replies = 0;
+    let mut round = |sx: &mut Scratch, s: &mut Session| {
+        for stream in streams {
+            for piece in stream.chunks(chunk) {
+                input.clear();
+                if let Some(stash) = s.inbuf.take() {
+                    input.extend_from_slice(&stash);
+                    sx.pool.give(stash);
+                }
+                input.extend_from_slice(piece);
+                s.process(&mut input, sx);
+            }
+            assert_eq!(s.state, State::Open);
+            replies += usize::from(!sx.wbuf.is_empty());
+            sx.wbuf.clear();
+        }
+    };
+    for _ in 0..50 {
+        round(&mut sx, &mut s);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..500 {
+        round(&mut sx, &mut s);
+    }
+    let n = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert!(replies > 0, "the path under test must answer");
+    n
+}
+
+// One test function: the allocation counter is global to the process, so these
+// measurements must not run beside each other.
+#[test]
+fn steady_state_message_path_allocates_nothing() {
+    let json = br#"{"service":"chat","action":"join","data":{"room":"room1234"}}"#;
+    let streams = vec![
+        masked(true, 1, json),                                      // custom route, in place
+        masked(true, 1, b"not json at all"),                        // $default echo
+        masked(true, 1, br#"{"action":"leave"}"#),                  // one-way route
+        masked(true, 2, &[1, 2, 3, 4]),                             // binary echo
+        [masked(false, 1, b"{\"act"), masked(true, 9, b"p"), masked(true, 0, b"ion\":\"join\"}")].concat(), // fragmented + ping
+        masked(true, 1, &vec![b'x'; 3000]),                         // larger echo
+    ];
+    assert_eq!(allocations(CONFIG, &streams, usize::MAX), 0, "whole frames");
+    assert_eq!(allocations(CONFIG, &streams, 7), 0, "frames split across reads");
+    assert_eq!(allocations(NO_DEFAULT, &[masked(true, 1, b"hi")], usize::MAX), 0, "Forbidden frame");
+}
