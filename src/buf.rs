@@ -16,7 +16,10 @@ pub struct Pool {
 impl Pool {
     /// A pool that keeps at most `keep` idle buffers.
     pub fn new(keep: usize) -> Pool {
-        Pool { free: Vec::with_capacity(keep), keep }
+        Pool {
+            free: Vec::with_capacity(keep),
+            keep,
+        }
     }
 
     /// An empty buffer, recycled when one is free.

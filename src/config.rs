@@ -26,7 +26,13 @@ impl fmt::Display for Error {
         if self.key.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.problem)
         } else {
-            write!(f, "{}: key `{}`: {}", self.file.display(), self.key, self.problem)
+            write!(
+                f,
+                "{}: key `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.problem
+            )
         }
     }
 }
@@ -194,7 +200,10 @@ pub struct Server {
 pub enum Auth {
     None,
     Token(String),
-    SigV4 { access_key_id: String, secret_access_key: String },
+    SigV4 {
+        access_key_id: String,
+        secret_access_key: String,
+    },
 }
 
 #[derive(Debug)]
@@ -243,6 +252,41 @@ pub struct Integration {
 pub enum IntegrationKind {
     /// No backend: a fixed status and a rendered template (SPEC §5).
     Mock { status: u16, template: Template },
+    /// An HTTP backend (`aws_proxy` or `http_proxy`).
+    Http(Http),
+}
+
+/// An HTTP backend integration, resolved at load time.
+#[derive(Debug)]
+pub struct Http {
+    /// `aws_proxy` (the event JSON) or `http_proxy` (the raw message).
+    pub proxy: Proxy,
+    pub uri: Uri,
+    /// `response = "lambda"`: the reply body is a Lambda proxy result.
+    pub lambda: bool,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub pool_size: usize,
+    pub max_queued_requests: usize,
+    /// `http_proxy` data mapping: (target, source), e.g.
+    /// ("integration.request.header.connectionId", "context.connectionId").
+    pub request_parameters: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxy {
+    Aws,
+    Http,
+}
+
+/// An `http://` backend address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    pub addr: SocketAddr,
+    /// The `Host` header: the authority as written.
+    pub authority: String,
+    /// Path and query, at least "/".
+    pub path: String,
 }
 
 #[derive(Debug)]
@@ -251,6 +295,10 @@ pub struct Route {
     pub integration: usize,
     pub route_response: bool,
 }
+
+/// HTTP integrations are parsed and checked, but refused until the upstream client
+/// is wired into the workers.
+const HTTP_INTEGRATIONS_READY: bool = false;
 
 /// Largest frame or message a configuration may allow (the 64-bit length field is
 /// not an invitation to buffer exabytes).
@@ -282,7 +330,11 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> Error {
-        Error { file: self.file.to_path_buf(), key: key.into(), problem: problem.into() }
+        Error {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            problem: problem.into(),
+        }
     }
 
     fn config(&self, raw: RawConfig, o: &Overrides) -> Result<Config, Error> {
@@ -293,7 +345,7 @@ impl Validator<'_> {
         let mut names = Vec::new();
         let mut integrations = Vec::new();
         for (name, ri) in raw.integrations {
-            integrations.push(self.integration(&name, ri)?);
+            integrations.push(self.integration(&name, ri, &api.stage_variables)?);
             names.push(name);
         }
         let mut routes = Vec::new();
@@ -304,21 +356,31 @@ impl Validator<'_> {
             let integration = names
                 .iter()
                 .position(|n| *n == rr.integration)
-                .ok_or_else(|| self.err(&k, format!("no integration named \"{}\" (define [integrations.{}])", rr.integration, rr.integration)))?;
+                .ok_or_else(|| {
+                    self.err(
+                        &k,
+                        format!(
+                            "no integration named \"{}\" (define [integrations.{}])",
+                            rr.integration, rr.integration
+                        ),
+                    )
+                })?;
             let id = routes.len();
             match key.as_str() {
                 "$connect" => connect_route = Some(id),
                 "$disconnect" => disconnect_route = Some(id),
                 "$default" => default_route = Some(id),
-                k if k.starts_with('$') => {
-                    return Err(self.err(
-                        format!("routes.\"{key}\""),
-                        "route keys starting with `$` are reserved ($connect, $disconnect, $default)",
-                    ))
-                }
+                k if k.starts_with('$') => return Err(self.err(
+                    format!("routes.\"{key}\""),
+                    "route keys starting with `$` are reserved ($connect, $disconnect, $default)",
+                )),
                 _ => custom.push((key.clone(), id)),
             }
-            routes.push(Route { key, integration, route_response: rr.route_response });
+            routes.push(Route {
+                key,
+                integration,
+                route_response: rr.route_response,
+            });
         }
         let expression = Expression::parse(&api.route_selection_expression)
             .map_err(|e| self.err("api.route_selection_expression", e.message))?;
@@ -340,8 +402,13 @@ impl Validator<'_> {
 
     fn api(&self, raw: RawApi) -> Result<Api, Error> {
         let stage = raw.stage.trim_matches('/').to_string();
-        if stage.contains('/') || stage.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
-            return Err(self.err("api.stage", format!("\"{}\" is not a single path segment", raw.stage)));
+        if stage.contains('/')
+            || stage.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+        {
+            return Err(self.err(
+                "api.stage",
+                format!("\"{}\" is not a single path segment", raw.stage),
+            ));
         }
         Ok(Api {
             name: raw.name,
@@ -354,39 +421,69 @@ impl Validator<'_> {
     fn server(&self, raw: RawServer, o: &Overrides) -> Result<Server, Error> {
         let (listen_key, listen) = match &o.listen {
             Some(l) => ("--listen", l.clone()),
-            None => ("server.listen", raw.listen.unwrap_or_else(|| "0.0.0.0:8080".into())),
+            None => (
+                "server.listen",
+                raw.listen.unwrap_or_else(|| "0.0.0.0:8080".into()),
+            ),
         };
         let workers = o.workers.or(raw.workers).unwrap_or(0);
         let workers = if workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             workers
         };
         if workers > 255 {
-            return Err(self.err("server.workers", format!("{workers} workers: at most 255 (ids carry the worker in one byte)")));
+            return Err(self.err(
+                "server.workers",
+                format!("{workers} workers: at most 255 (ids carry the worker in one byte)"),
+            ));
         }
         let (lvl_key, lvl) = match &o.log_level {
             Some(l) => ("--log-level", l.clone()),
-            None => ("server.log_level", raw.log_level.unwrap_or_else(|| "info".into())),
+            None => (
+                "server.log_level",
+                raw.log_level.unwrap_or_else(|| "info".into()),
+            ),
         };
-        let log_level = lvl
-            .parse::<log::LevelFilter>()
-            .map_err(|_| self.err(lvl_key, format!("\"{lvl}\" is not a log level (off, error, warn, info, debug, trace)")))?;
+        let log_level = lvl.parse::<log::LevelFilter>().map_err(|_| {
+            self.err(
+                lvl_key,
+                format!("\"{lvl}\" is not a log level (off, error, warn, info, debug, trace)"),
+            )
+        })?;
         let (fmt_key, fmt) = match &o.log_format {
             Some(f) => ("--log-format", f.clone()),
-            None => ("server.log_format", raw.log_format.unwrap_or_else(|| "text".into())),
+            None => (
+                "server.log_format",
+                raw.log_format.unwrap_or_else(|| "text".into()),
+            ),
         };
         let log_format = match fmt.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return Err(self.err(fmt_key, format!("\"{other}\" is not a log format (text, json)"))),
+            other => {
+                return Err(self.err(
+                    fmt_key,
+                    format!("\"{other}\" is not a log format (text, json)"),
+                ))
+            }
         };
         Ok(Server {
             listen: self.addr(listen_key, &listen)?,
             workers,
             pin_cores: o.pin_cores || raw.pin_cores.unwrap_or(false),
-            handshake_timeout: self.duration("server.handshake_timeout", raw.handshake_timeout.as_deref(), "5s")?,
-            drain_timeout: self.duration("server.drain_timeout", raw.drain_timeout.as_deref(), "10s")?,
+            handshake_timeout: self.duration(
+                "server.handshake_timeout",
+                raw.handshake_timeout.as_deref(),
+                "5s",
+            )?,
+            drain_timeout: self.duration(
+                "server.drain_timeout",
+                raw.drain_timeout.as_deref(),
+                "10s",
+            )?,
             log_level,
             log_format,
         })
@@ -395,7 +492,10 @@ impl Validator<'_> {
     fn management(&self, raw: RawManagement, o: &Overrides) -> Result<Management, Error> {
         let (key, listen) = match &o.management_listen {
             Some(l) => ("--management-listen", l.clone()),
-            None => ("management.listen", raw.listen.unwrap_or_else(|| "127.0.0.1:9001".into())),
+            None => (
+                "management.listen",
+                raw.listen.unwrap_or_else(|| "127.0.0.1:9001".into()),
+            ),
         };
         let listen = self.addr(key, &listen)?;
         let auth = match raw.auth.as_deref().unwrap_or("none") {
@@ -408,20 +508,32 @@ impl Validator<'_> {
                 }
                 Auth::None
             }
-            "token" => Auth::Token(
-                raw.token
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| self.err("management.token", "auth = \"token\" needs a non-empty token"))?,
-            ),
+            "token" => Auth::Token(raw.token.filter(|t| !t.is_empty()).ok_or_else(|| {
+                self.err(
+                    "management.token",
+                    "auth = \"token\" needs a non-empty token",
+                )
+            })?),
             "sigv4" => Auth::SigV4 {
-                access_key_id: raw
-                    .access_key_id
-                    .ok_or_else(|| self.err("management.access_key_id", "auth = \"sigv4\" needs access_key_id"))?,
-                secret_access_key: raw
-                    .secret_access_key
-                    .ok_or_else(|| self.err("management.secret_access_key", "auth = \"sigv4\" needs secret_access_key"))?,
+                access_key_id: raw.access_key_id.ok_or_else(|| {
+                    self.err(
+                        "management.access_key_id",
+                        "auth = \"sigv4\" needs access_key_id",
+                    )
+                })?,
+                secret_access_key: raw.secret_access_key.ok_or_else(|| {
+                    self.err(
+                        "management.secret_access_key",
+                        "auth = \"sigv4\" needs secret_access_key",
+                    )
+                })?,
             },
-            other => return Err(self.err("management.auth", format!("\"{other}\" is not one of none, token, sigv4"))),
+            other => {
+                return Err(self.err(
+                    "management.auth",
+                    format!("\"{other}\" is not one of none, token, sigv4"),
+                ))
+            }
         };
         Ok(Management { listen, auth })
     }
@@ -432,31 +544,53 @@ impl Validator<'_> {
             match v {
                 None => Ok(default),
                 Some(0) => Err(self.err(format!("limits.{key}"), "must be greater than 0")),
-                Some(n) if n > MAX_CONFIGURABLE_BYTES => {
-                    Err(self.err(format!("limits.{key}"), format!("{n} is above the maximum {MAX_CONFIGURABLE_BYTES}")))
-                }
+                Some(n) if n > MAX_CONFIGURABLE_BYTES => Err(self.err(
+                    format!("limits.{key}"),
+                    format!("{n} is above the maximum {MAX_CONFIGURABLE_BYTES}"),
+                )),
                 Some(n) => Ok(n as usize),
             }
         };
         let max_frame_bytes = bytes("max_frame_bytes", raw.max_frame_bytes, d.max_frame_bytes)?;
-        let max_message_bytes = bytes("max_message_bytes", raw.max_message_bytes, d.max_message_bytes)?;
+        let max_message_bytes = bytes(
+            "max_message_bytes",
+            raw.max_message_bytes,
+            d.max_message_bytes,
+        )?;
         let allow_binary = match raw.binary.as_deref().unwrap_or("reject") {
             "reject" => false,
             "allow" => true,
-            other => return Err(self.err("limits.binary", format!("\"{other}\" is not one of reject, allow"))),
+            other => {
+                return Err(self.err(
+                    "limits.binary",
+                    format!("\"{other}\" is not one of reject, allow"),
+                ))
+            }
         };
         Ok(Limits {
             max_frame_bytes,
             max_message_bytes,
             allow_binary,
-            idle_timeout: self.duration("limits.idle_timeout", raw.idle_timeout.as_deref(), "10m")?,
+            idle_timeout: self.duration(
+                "limits.idle_timeout",
+                raw.idle_timeout.as_deref(),
+                "10m",
+            )?,
             max_connection_duration: self.duration(
                 "limits.max_connection_duration",
                 raw.max_connection_duration.as_deref(),
                 "2h",
             )?,
-            ping_interval: self.duration("limits.ping_interval", raw.ping_interval.as_deref(), "0s")?,
-            pong_timeout: self.duration("limits.pong_timeout", raw.pong_timeout.as_deref(), "10s")?,
+            ping_interval: self.duration(
+                "limits.ping_interval",
+                raw.ping_interval.as_deref(),
+                "0s",
+            )?,
+            pong_timeout: self.duration(
+                "limits.pong_timeout",
+                raw.pong_timeout.as_deref(),
+                "10s",
+            )?,
             max_pending_outbound_bytes: bytes(
                 "max_pending_outbound_bytes",
                 raw.max_pending_outbound_bytes,
@@ -470,7 +604,74 @@ impl Validator<'_> {
         })
     }
 
-    fn integration(&self, name: &str, raw: RawIntegration) -> Result<Integration, Error> {
+    /// Parses an `http://host[:port][/path]` URI after substituting
+    /// `${stageVariables.NAME}`, and resolves the host now (a clear error at startup
+    /// beats a failure on the first message).
+    fn uri(&self, key: &str, text: &str, vars: &[(String, String)]) -> Result<Uri, Error> {
+        let mut s = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("${stageVariables.") {
+            s.push_str(&rest[..i]);
+            let after = &rest[i + "${stageVariables.".len()..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| self.err(key, format!("unterminated ${{ in \"{text}\"")))?;
+            let name = &after[..end];
+            let v = vars.iter().find(|(k, _)| k == name).ok_or_else(|| {
+                self.err(
+                    key,
+                    format!("no stage variable \"{name}\" (define it in api.stage_variables)"),
+                )
+            })?;
+            s.push_str(&v.1);
+            rest = &after[end + 1..];
+        }
+        s.push_str(rest);
+        if s.starts_with("https://") {
+            return Err(self.err(key, format!("\"{s}\": https:// backends need TLS, which this build does not have yet; use http://")));
+        }
+        let Some(after) = s.strip_prefix("http://") else {
+            return Err(self.err(key, format!("\"{s}\" is not an http:// URI")));
+        };
+        let (authority, path) = match after.find(['/', '?']) {
+            Some(i) => (&after[..i], &after[i..]),
+            None => (after, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(self.err(key, format!("\"{s}\" has no usable host")));
+        }
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !authority.ends_with(']')
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| self.err(key, format!("cannot resolve \"{authority}\": {e}")))?
+            .next()
+            .ok_or_else(|| self.err(key, format!("\"{authority}\" resolves to no address")))?;
+        Ok(Uri {
+            addr,
+            authority: authority.to_string(),
+            path,
+        })
+    }
+
+    fn integration(
+        &self,
+        name: &str,
+        raw: RawIntegration,
+        stage_variables: &[(String, String)],
+    ) -> Result<Integration, Error> {
         let key = |field: &str| format!("integrations.{name}.{field}");
         let kind = match raw.kind.as_str() {
             "mock" => {
@@ -489,23 +690,121 @@ impl Validator<'_> {
                 }
                 let status = raw.status.unwrap_or(200);
                 if !(100..=599).contains(&status) {
-                    return Err(self.err(key("status"), format!("{status} is not an HTTP status (100..599)")));
+                    return Err(self.err(
+                        key("status"),
+                        format!("{status} is not an HTTP status (100..599)"),
+                    ));
                 }
                 let template = Template::parse(raw.response_template.as_deref().unwrap_or(""))
                     .map_err(|p| self.err(key("response_template"), p))?;
                 IntegrationKind::Mock { status, template }
             }
             "aws_proxy" | "http_proxy" => {
-                return Err(self.err(
-                    key("type"),
-                    format!("\"{}\" integrations are not available in this build yet; use \"mock\"", raw.kind),
-                ))
+                let proxy = if raw.kind == "aws_proxy" {
+                    Proxy::Aws
+                } else {
+                    Proxy::Http
+                };
+                for (field, set) in [
+                    ("status", raw.status.is_some()),
+                    ("response_template", raw.response_template.is_some()),
+                ] {
+                    if set {
+                        return Err(self.err(
+                            key(field),
+                            format!("not used by an {} integration", raw.kind),
+                        ));
+                    }
+                }
+                let uri = raw.uri.as_deref().ok_or_else(|| {
+                    self.err(key("uri"), "missing (e.g. \"http://127.0.0.1:3000/ws\")")
+                })?;
+                let uri = self.uri(&key("uri"), uri, stage_variables)?;
+                let lambda = match raw.response.as_deref().unwrap_or("http") {
+                    "http" => false,
+                    "lambda" if proxy == Proxy::Aws => true,
+                    "lambda" => {
+                        return Err(self.err(
+                            key("response"),
+                            "\"lambda\" applies to aws_proxy integrations only",
+                        ))
+                    }
+                    other => {
+                        return Err(self.err(
+                            key("response"),
+                            format!("\"{other}\" is not one of http, lambda"),
+                        ))
+                    }
+                };
+                let timeout = self.duration(&key("timeout"), raw.timeout.as_deref(), "29s")?;
+                if timeout < Duration::from_millis(50) || timeout > Duration::from_secs(29) {
+                    return Err(self.err(
+                        key("timeout"),
+                        format!("{timeout:?} is outside 50ms..29s (as AWS)"),
+                    ));
+                }
+                let request_parameters: Vec<(String, String)> = raw
+                    .request_parameters
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                if proxy == Proxy::Aws && !request_parameters.is_empty() {
+                    return Err(self.err(
+                        key("request_parameters"),
+                        "applies to http_proxy integrations only",
+                    ));
+                }
+                for (target, source) in &request_parameters {
+                    crate::mapping::check(target, source).map_err(|p| {
+                        self.err(format!("{}.\"{target}\"", key("request_parameters")), p)
+                    })?;
+                }
+                let count = |field: &str, v: Option<u64>, default: usize| -> Result<usize, Error> {
+                    match v {
+                        None => Ok(default),
+                        Some(n) if (1..=100_000).contains(&n) => Ok(n as usize),
+                        Some(n) => Err(self.err(key(field), format!("{n} is outside 1..100000"))),
+                    }
+                };
+                if !HTTP_INTEGRATIONS_READY {
+                    return Err(self.err(
+                        key("type"),
+                        format!(
+                            "\"{}\" integrations are not available in this build yet; use \"mock\"",
+                            raw.kind
+                        ),
+                    ));
+                }
+                IntegrationKind::Http(Http {
+                    proxy,
+                    uri,
+                    lambda,
+                    timeout,
+                    connect_timeout: self.duration(
+                        &key("connect_timeout"),
+                        raw.connect_timeout.as_deref(),
+                        "2s",
+                    )?,
+                    pool_size: count("pool_size", raw.pool_size, 64)?,
+                    max_queued_requests: count(
+                        "max_queued_requests",
+                        raw.max_queued_requests,
+                        1024,
+                    )?,
+                    request_parameters,
+                })
             }
             other => {
-                return Err(self.err(key("type"), format!("\"{other}\" is not one of aws_proxy, http_proxy, mock")))
+                return Err(self.err(
+                    key("type"),
+                    format!("\"{other}\" is not one of aws_proxy, http_proxy, mock"),
+                ))
             }
         };
-        Ok(Integration { name: name.to_string(), kind })
+        Ok(Integration {
+            name: name.to_string(),
+            kind,
+        })
     }
 
     fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, Error> {
@@ -534,12 +833,27 @@ impl Config {
             let i = &self.integrations[r.integration];
             let kind = match &i.kind {
                 IntegrationKind::Mock { status, .. } => format!("mock status={status}"),
+                IntegrationKind::Http(h) => format!(
+                    "{} POST http://{}{} via {}",
+                    if h.proxy == Proxy::Aws {
+                        "aws_proxy"
+                    } else {
+                        "http_proxy"
+                    },
+                    h.uri.authority,
+                    h.uri.path,
+                    h.uri.addr
+                ),
             };
             out.push_str(&format!(
                 "route {:<16} -> {} ({kind}){}\n",
                 r.key,
                 i.name,
-                if r.route_response { " route_response" } else { "" }
+                if r.route_response {
+                    " route_response"
+                } else {
+                    ""
+                }
             ));
         }
         out
@@ -587,7 +901,10 @@ route_response = true
 
     #[test]
     fn bad_duration_names_key() {
-        let e = parse_str(&format!("{ECHO}\n[server]\nhandshake_timeout = \"5 parsecs\"\n")).unwrap_err();
+        let e = parse_str(&format!(
+            "{ECHO}\n[server]\nhandshake_timeout = \"5 parsecs\"\n"
+        ))
+        .unwrap_err();
         assert_eq!(e.key, "server.handshake_timeout");
     }
 
@@ -600,13 +917,20 @@ route_response = true
 
     #[test]
     fn unauthenticated_management_must_be_loopback() {
-        let e = parse_str(&format!("{ECHO}\n[management]\nlisten = \"0.0.0.0:9001\"\n")).unwrap_err();
+        let e = parse_str(&format!(
+            "{ECHO}\n[management]\nlisten = \"0.0.0.0:9001\"\n"
+        ))
+        .unwrap_err();
         assert_eq!(e.key, "management.auth");
     }
 
     #[test]
     fn overrides_win_over_the_file() {
-        let o = Overrides { workers: Some(3), listen: Some("127.0.0.1:0".into()), ..Default::default() };
+        let o = Overrides {
+            workers: Some(3),
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
         let c = parse(Path::new("t.toml"), ECHO, &o).unwrap();
         assert_eq!(c.server.workers, 3);
         assert_eq!(c.server.listen.port(), 0);

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 
@@ -22,6 +23,8 @@ pub struct Conn {
     pub wants_write: bool,
     /// Whether the close-linger timer is armed.
     pub lingering: bool,
+    /// Last data frame in either direction or control frame from the client (SPEC §8).
+    pub last_active: Instant,
 }
 
 /// What a flush achieved.
@@ -35,7 +38,16 @@ pub enum Flushed {
 
 impl Conn {
     pub fn new(stream: TcpStream, peer: SocketAddr, generation: u32, id: id::Text) -> Conn {
-        Conn { stream, peer, generation, session: Session::new(id), out: None, wants_write: false, lingering: false }
+        Conn {
+            stream,
+            peer,
+            generation,
+            session: Session::new(id),
+            out: None,
+            wants_write: false,
+            lingering: false,
+            last_active: Instant::now(),
+        }
     }
 
     /// Bytes waiting to be written.
@@ -47,7 +59,11 @@ impl Conn {
     /// copied into the connection's output buffer (borrowed from `pool`).
     pub fn send(&mut self, data: &[u8], pool: &mut Pool) -> io::Result<Flushed> {
         if data.is_empty() {
-            return Ok(if self.pending_out() == 0 { Flushed::All } else { Flushed::Pending });
+            return Ok(if self.pending_out() == 0 {
+                Flushed::All
+            } else {
+                Flushed::Pending
+            });
         }
         if let Some(out) = self.out.as_mut() {
             out.extend_from_slice(data);
@@ -65,7 +81,9 @@ impl Conn {
 
     /// Writes pending output until done or the socket is full.
     pub fn flush(&mut self, pool: &mut Pool) -> io::Result<Flushed> {
-        let Some(out) = self.out.as_mut() else { return Ok(Flushed::All) };
+        let Some(out) = self.out.as_mut() else {
+            return Ok(Flushed::All);
+        };
         let n = write_some(&mut self.stream, out)?;
         out.drain(..n);
         if out.is_empty() {

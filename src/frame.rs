@@ -157,7 +157,13 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<Header>, Error> {
         return Ok(None);
     }
     let mask = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
-    Ok(Some(Header { fin, opcode, mask, payload_len, len: at + 4 }))
+    Ok(Some(Header {
+        fin,
+        opcode,
+        mask,
+        payload_len,
+        len: at + 4,
+    }))
 }
 
 /// Encodes an unmasked server frame header into `out`, returning the bytes used.
@@ -228,9 +234,20 @@ mod tests {
 
     #[test]
     fn rfc6455_masked_hello_header() {
-        let f = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let f = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let h = decode_header(&f).unwrap().unwrap();
-        assert_eq!(h, Header { fin: true, opcode: OpCode::Text, mask: [0x37, 0xfa, 0x21, 0x3d], payload_len: 5, len: 6 });
+        assert_eq!(
+            h,
+            Header {
+                fin: true,
+                opcode: OpCode::Text,
+                mask: [0x37, 0xfa, 0x21, 0x3d],
+                payload_len: 5,
+                len: 6
+            }
+        );
     }
 
     #[test]
@@ -246,10 +263,16 @@ mod tests {
     fn header_violations() {
         assert_eq!(decode_header(&[0xc1, 0x80]), Err(Error::ReservedBits));
         assert_eq!(decode_header(&[0x83, 0x80]), Err(Error::BadOpcode(3)));
-        assert_eq!(decode_header(&[0x81, 0x00]), Err(Error::UnmaskedClientFrame));
+        assert_eq!(
+            decode_header(&[0x81, 0x00]),
+            Err(Error::UnmaskedClientFrame)
+        );
         assert_eq!(decode_header(&[0x09, 0x80]), Err(Error::FragmentedControl));
         assert_eq!(decode_header(&[0x89, 0xfe]), Err(Error::ControlTooLong));
-        assert_eq!(decode_header(&[0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0]), Err(Error::BadLength));
+        assert_eq!(
+            decode_header(&[0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0]),
+            Err(Error::BadLength)
+        );
     }
 
     #[test]
@@ -269,7 +292,15 @@ mod tests {
         write_message(&mut out, OpCode::Text, &[b'a'; 10], 4);
         assert_eq!(
             out,
-            [&[0x01, 4][..], b"aaaa", &[0x00, 4], b"aaaa", &[0x80, 2], b"aa"].concat()
+            [
+                &[0x01, 4][..],
+                b"aaaa",
+                &[0x00, 4],
+                b"aaaa",
+                &[0x80, 2],
+                b"aa"
+            ]
+            .concat()
         );
         out.clear();
         write_message(&mut out, OpCode::Text, b"", 4);

@@ -56,12 +56,19 @@ impl Rejection {
     fn text(self) -> (&'static str, &'static str) {
         match self {
             Rejection::UriTooLong => ("URI Too Long", "URL longer than 4096 bytes"),
-            Rejection::HeadersTooLarge => ("Request Header Fields Too Large", "request head larger than 16 KiB"),
-            Rejection::MethodNotAllowed => ("Method Not Allowed", "a WebSocket upgrade must be a GET"),
+            Rejection::HeadersTooLarge => (
+                "Request Header Fields Too Large",
+                "request head larger than 16 KiB",
+            ),
+            Rejection::MethodNotAllowed => {
+                ("Method Not Allowed", "a WebSocket upgrade must be a GET")
+            }
             Rejection::NotFound => ("Not Found", "no API stage at this path"),
             Rejection::NotUpgrade => ("Upgrade Required", "this endpoint speaks WebSocket only"),
             Rejection::BadRequest(why) => ("Bad Request", why),
-            Rejection::UnsupportedVersion => ("Upgrade Required", "only WebSocket version 13 is supported"),
+            Rejection::UnsupportedVersion => {
+                ("Upgrade Required", "only WebSocket version 13 is supported")
+            }
         }
     }
 
@@ -74,12 +81,26 @@ impl Rejection {
             Rejection::MethodNotAllowed => "Allow: GET\r\n",
             _ => "",
         };
-        write_status(out, self.status(), reason, extra, "text/plain", body.as_bytes());
+        write_status(
+            out,
+            self.status(),
+            reason,
+            extra,
+            "text/plain",
+            body.as_bytes(),
+        );
     }
 }
 
 /// Appends a whole `Connection: close` HTTP/1.1 response.
-pub fn write_status(out: &mut Vec<u8>, status: u16, reason: &str, extra_headers: &str, content_type: &str, body: &[u8]) {
+pub fn write_status(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    extra_headers: &str,
+    content_type: &str,
+    body: &[u8],
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
@@ -114,7 +135,9 @@ pub fn accept_key(key: &[u8]) -> [u8; 28] {
     h.update(key);
     h.update(GUID);
     let mut out = [0u8; 28];
-    STANDARD.encode_slice(h.finalize(), &mut out).expect("20 bytes encode to 28");
+    STANDARD
+        .encode_slice(h.finalize(), &mut out)
+        .expect("20 bytes encode to 28");
     out
 }
 
@@ -129,7 +152,11 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
         return Err(Rejection::UriTooLong);
     }
     let Some(end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEADER_BYTES { Err(Rejection::HeadersTooLarge) } else { Ok(None) };
+        return if buf.len() > MAX_HEADER_BYTES {
+            Err(Rejection::HeadersTooLarge)
+        } else {
+            Ok(None)
+        };
     };
     let head_len = end + 4;
     if head_len > MAX_HEADER_BYTES {
@@ -139,7 +166,9 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(&buf[..head_len]) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(Rejection::BadRequest("malformed request head")),
+        Ok(httparse::Status::Partial) => {
+            return Err(Rejection::BadRequest("malformed request head"))
+        }
         Err(httparse::Error::TooManyHeaders) => return Err(Rejection::HeadersTooLarge),
         Err(_) => return Err(Rejection::BadRequest("malformed request head")),
     }
@@ -156,13 +185,16 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
     }
     let mut upgrade = false;
     let mut connection_upgrade = false;
-    let (mut key, mut version, mut host, mut user_agent, mut protocols) = (None, None, None, None, None);
+    let (mut key, mut version, mut host, mut user_agent, mut protocols) =
+        (None, None, None, None, None);
     for h in req.headers.iter() {
         let v = h.value;
         match h.name.len() {
             4 if h.name.eq_ignore_ascii_case("host") => host = Some(v),
             7 if h.name.eq_ignore_ascii_case("upgrade") => upgrade |= has_token(v, b"websocket"),
-            10 if h.name.eq_ignore_ascii_case("connection") => connection_upgrade |= has_token(v, b"upgrade"),
+            10 if h.name.eq_ignore_ascii_case("connection") => {
+                connection_upgrade |= has_token(v, b"upgrade")
+            }
             10 if h.name.eq_ignore_ascii_case("user-agent") => user_agent = Some(v),
             17 if h.name.eq_ignore_ascii_case("sec-websocket-key") => key = Some(v),
             21 if h.name.eq_ignore_ascii_case("sec-websocket-version") => version = Some(v),
@@ -176,25 +208,41 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
     if req.version != Some(1) {
         return Err(Rejection::BadRequest("a WebSocket upgrade needs HTTP/1.1"));
     }
-    let key = key.map(trim).ok_or(Rejection::BadRequest("missing Sec-WebSocket-Key"))?;
+    let key = key
+        .map(trim)
+        .ok_or(Rejection::BadRequest("missing Sec-WebSocket-Key"))?;
     let mut decoded = [0u8; 18];
     if STANDARD.decode_slice(key, &mut decoded) != Ok(16) {
-        return Err(Rejection::BadRequest("Sec-WebSocket-Key is not 16 bytes of base64"));
+        return Err(Rejection::BadRequest(
+            "Sec-WebSocket-Key is not 16 bytes of base64",
+        ));
     }
     if version.map(trim) != Some(b"13") {
         return Err(Rejection::UnsupportedVersion);
     }
-    Ok(Some(Upgrade { head_len, path, query, accept: accept_key(key), host, user_agent, protocols }))
+    Ok(Some(Upgrade {
+        head_len,
+        path,
+        query,
+        accept: accept_key(key),
+        host,
+        user_agent,
+        protocols,
+    }))
 }
 
 fn stage_matches(path: &str, stage: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else { return false };
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     rest == stage
 }
 
 fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value.split(|&c| c == b',').any(|t| trim(t).eq_ignore_ascii_case(token))
+    value
+        .split(|&c| c == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(token))
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -217,7 +265,10 @@ mod tests {
 
     #[test]
     fn rfc6455_accept_key() {
-        assert_eq!(&accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -229,7 +280,13 @@ mod tests {
         assert_eq!(u.head_len, GOOD.len());
         assert_eq!(&u.accept, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(u.host, Some(&b"example.com"[..]));
-        assert!(req(&GOOD.replace("/prod", "/prod/?a=1")).unwrap().unwrap().query == Some("a=1"));
+        assert!(
+            req(&GOOD.replace("/prod", "/prod/?a=1"))
+                .unwrap()
+                .unwrap()
+                .query
+                == Some("a=1")
+        );
     }
 
     macro_rules! rejects {

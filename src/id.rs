@@ -48,7 +48,10 @@ impl ConnectionId {
             _ => return Err(ParseError::Malformed),
         };
         let body = &s[..15];
-        if !body.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+        if !body
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
             return Err(ParseError::Malformed);
         }
         if s.len() == LEN && s[15] != b'=' {
@@ -88,7 +91,11 @@ pub struct Sequence {
 
 impl Sequence {
     pub fn new(worker: u8, epoch: u32) -> Sequence {
-        Sequence { worker, epoch, next: 0 }
+        Sequence {
+            worker,
+            epoch,
+            next: 0,
+        }
     }
 
     pub fn next_id(&mut self) -> Text {
@@ -105,7 +112,9 @@ impl Sequence {
 pub fn random_epoch() -> u32 {
     let mut b = [0u8; 4];
     if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         return t.as_nanos() as u32 ^ std::process::id();
     }
     u32::from_ne_bytes(b)
@@ -113,7 +122,9 @@ pub fn random_epoch() -> u32 {
 
 fn encode(raw: &[u8; 11]) -> Text {
     let mut out = [0u8; LEN];
-    let n = URL_SAFE.encode_slice(raw, &mut out).expect("11 bytes encode to 16");
+    let n = URL_SAFE
+        .encode_slice(raw, &mut out)
+        .expect("11 bytes encode to 16");
     debug_assert_eq!(n, LEN);
     out
 }
@@ -123,12 +134,21 @@ mod tests {
     use super::*;
 
     fn is_aws_shaped(t: &[u8]) -> bool {
-        t.len() == 16 && t[..15].iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') && t[15] == b'='
+        t.len() == 16
+            && t[..15]
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            && t[15] == b'='
     }
 
     #[test]
     fn connection_id_round_trips() {
-        let id = ConnectionId { worker: 3, slot: 0xabcdef, generation: 0x123456, epoch: 0xdeadbeef };
+        let id = ConnectionId {
+            worker: 3,
+            slot: 0xabcdef,
+            generation: 0x123456,
+            epoch: 0xdeadbeef,
+        };
         let t = id.encode();
         assert!(is_aws_shaped(&t), "{}", String::from_utf8_lossy(&t));
         assert_eq!(ConnectionId::parse(&t), Ok(id));
@@ -139,8 +159,20 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in [&b""[..], b"abc", b"AAAAAAAAAAAAAAA!", b"AAAAAAAAAAAAAAAA", b"AAAAAAAAAAAAAA*=", b"AAAAAAAAAAAAAAAAA="] {
-            assert_eq!(ConnectionId::parse(bad), Err(ParseError::Malformed), "{:?}", bad);
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"AAAAAAAAAAAAAAA!",
+            b"AAAAAAAAAAAAAAAA",
+            b"AAAAAAAAAAAAAA*=",
+            b"AAAAAAAAAAAAAAAAA=",
+        ] {
+            assert_eq!(
+                ConnectionId::parse(bad),
+                Err(ParseError::Malformed),
+                "{:?}",
+                bad
+            );
         }
     }
 

@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod id;
 pub mod logger;
 pub mod management;
+pub mod mapping;
 pub mod mask;
 pub mod message;
 pub mod mock;

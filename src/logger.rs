@@ -62,6 +62,9 @@ pub fn init(level: log::LevelFilter, format: LogFormat) {
 mod tests {
     #[test]
     fn json_escape_handles_quotes_and_controls() {
-        assert_eq!(super::json_escape("a\"b\\c\n\u{1}"), "a\\\"b\\\\c\\n\\u0001");
+        assert_eq!(
+            super::json_escape("a\"b\\c\n\u{1}"),
+            "a\\\"b\\\\c\\n\\u0001"
+        );
     }
 }

@@ -18,7 +18,10 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
-        Conn { stream, buf: Vec::new() }
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Serves what arrived; `true` when the connection is finished.
@@ -54,7 +57,14 @@ impl Conn {
                     );
                 }
             }
-            _ => write_status(&mut out, 400, "Bad Request", "", "text/plain", b"malformed request"),
+            _ => write_status(
+                &mut out,
+                400,
+                "Bad Request",
+                "",
+                "text/plain",
+                b"malformed request",
+            ),
         }
         // A short answer on a fresh socket: one write is enough in practice; a refused
         // remainder only truncates this answer, and the connection closes either way.

@@ -50,11 +50,17 @@ pub enum Payload {
 /// What one call to [`Reader::read`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Message { kind: Kind, payload: Payload },
+    Message {
+        kind: Kind,
+        payload: Payload,
+    },
     Ping(Range<usize>),
     Pong(Range<usize>),
     /// A close frame; `reason` is a range of the input, already checked to be UTF-8.
-    Close { code: Option<u16>, reason: Range<usize> },
+    Close {
+        code: Option<u16>,
+        reason: Range<usize>,
+    },
 }
 
 /// The data frame whose payload is arriving.
@@ -147,7 +153,11 @@ impl Reader {
                 (OpCode::Continuation, Some(_)) => {}
                 (_, Some(_)) => return Err(Error::DataWhileFragmented),
                 (op, None) => {
-                    let kind = if op == OpCode::Text { Kind::Text } else { Kind::Binary };
+                    let kind = if op == OpCode::Text {
+                        Kind::Text
+                    } else {
+                        Kind::Binary
+                    };
                     if kind == Kind::Binary && !limits.allow_binary {
                         return Err(Error::BinaryRejected);
                     }
@@ -161,7 +171,8 @@ impl Reader {
             }
             self.message_len += len;
             pos += h.len;
-            let whole = h.fin && input.len() - pos >= len && asm.as_ref().is_none_or(|b| b.is_empty());
+            let whole =
+                h.fin && input.len() - pos >= len && asm.as_ref().is_none_or(|b| b.is_empty());
             if whole {
                 // The common case: one frame, all here. Hand out its bytes in place.
                 let p = pos..pos + len;
@@ -171,7 +182,12 @@ impl Reader {
                 }
                 return Ok((p.end, Some(self.finish(Payload::Input(p))?)));
             }
-            self.frame = Some(Streaming { fin: h.fin, mask: h.mask, remaining: len as u64, offset: 0 });
+            self.frame = Some(Streaming {
+                fin: h.fin,
+                mask: h.mask,
+                remaining: len as u64,
+                offset: 0,
+            });
         }
     }
 
@@ -195,7 +211,10 @@ pub const MAX_PARTIAL_BYTES: usize = 8 + 125;
 
 fn close_event(input: &[u8], p: Range<usize>) -> Result<Event, Error> {
     match p.len() {
-        0 => Ok(Event::Close { code: None, reason: p.end..p.end }),
+        0 => Ok(Event::Close {
+            code: None,
+            reason: p.end..p.end,
+        }),
         1 => Err(Error::ClosePayloadOneByte),
         _ => {
             let code = u16::from_be_bytes([input[p.start], input[p.start + 1]]);
@@ -204,7 +223,10 @@ fn close_event(input: &[u8], p: Range<usize>) -> Result<Event, Error> {
             }
             let reason = p.start + 2..p.end;
             std::str::from_utf8(&input[reason.clone()]).map_err(|_| Error::InvalidUtf8)?;
-            Ok(Event::Close { code: Some(code), reason })
+            Ok(Event::Close {
+                code: Some(code),
+                reason,
+            })
         }
     }
 }
@@ -291,7 +313,11 @@ mod tests {
         f
     }
 
-    const LIMITS: Limits = Limits { max_frame_bytes: 1024, max_message_bytes: 4096, allow_binary: true };
+    const LIMITS: Limits = Limits {
+        max_frame_bytes: 1024,
+        max_message_bytes: 4096,
+        allow_binary: true,
+    };
 
     /// Feeds `stream` in the given chunk sizes, returning every event with its payload.
     fn run(stream: &[u8], chunk: usize, limits: &Limits) -> Result<Vec<(String, Vec<u8>)>, Error> {
@@ -299,7 +325,11 @@ mod tests {
     }
 
     /// Feeds `stream` cut at the given offsets.
-    fn run_split(stream: &[u8], cuts: &[usize], limits: &Limits) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    fn run_split(
+        stream: &[u8],
+        cuts: &[usize],
+        limits: &Limits,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
         cuts.sort_unstable();
         let mut pieces = Vec::new();
@@ -329,8 +359,14 @@ mod tests {
                 let Some(ev) = ev else { break };
                 let at = |range: Range<usize>| input[base + range.start..base + range.end].to_vec();
                 out.push(match ev {
-                    Event::Message { kind, payload: Payload::Input(p) } => (format!("{kind:?}"), at(p)),
-                    Event::Message { kind, payload: Payload::Assembled } => {
+                    Event::Message {
+                        kind,
+                        payload: Payload::Input(p),
+                    } => (format!("{kind:?}"), at(p)),
+                    Event::Message {
+                        kind,
+                        payload: Payload::Assembled,
+                    } => {
                         let b = asm.take().unwrap();
                         let v = b.clone();
                         pool.give(b);
@@ -354,17 +390,35 @@ mod tests {
         let mut input = f.clone();
         let (n, ev) = r.read(&mut input, &mut asm, &mut pool, &LIMITS).unwrap();
         assert_eq!(n, f.len());
-        assert_eq!(ev, Some(Event::Message { kind: Kind::Text, payload: Payload::Input(6..11) }));
+        assert_eq!(
+            ev,
+            Some(Event::Message {
+                kind: Kind::Text,
+                payload: Payload::Input(6..11)
+            })
+        );
         assert_eq!(&input[6..11], b"Hello");
         assert!(asm.is_none(), "no buffer borrowed for a whole frame");
     }
 
     #[test]
     fn fragments_with_interleaved_ping_assemble() {
-        let s = [masked(false, 1, b"Hel"), masked(true, 9, b"p"), masked(true, 0, b"lo")].concat();
+        let s = [
+            masked(false, 1, b"Hel"),
+            masked(true, 9, b"p"),
+            masked(true, 0, b"lo"),
+        ]
+        .concat();
         for chunk in 1..=s.len() {
             let ev = run(&s, chunk, &LIMITS).unwrap();
-            assert_eq!(ev, vec![("Ping".into(), b"p".to_vec()), ("Text".into(), b"Hello".to_vec())], "chunk {chunk}");
+            assert_eq!(
+                ev,
+                vec![
+                    ("Ping".into(), b"p".to_vec()),
+                    ("Text".into(), b"Hello".to_vec())
+                ],
+                "chunk {chunk}"
+            );
         }
     }
 
@@ -372,15 +426,31 @@ mod tests {
     fn protocol_violations() {
         let cases: Vec<(Vec<u8>, Error)> = vec![
             (masked(true, 0, b"x"), Error::ContinuationWithoutStart),
-            ([masked(false, 1, b"a"), masked(true, 1, b"b")].concat(), Error::DataWhileFragmented),
+            (
+                [masked(false, 1, b"a"), masked(true, 1, b"b")].concat(),
+                Error::DataWhileFragmented,
+            ),
             (masked(true, 8, &[0x03]), Error::ClosePayloadOneByte),
-            (masked(true, 8, &1005u16.to_be_bytes()), Error::BadCloseCode(1005)),
+            (
+                masked(true, 8, &1005u16.to_be_bytes()),
+                Error::BadCloseCode(1005),
+            ),
             (masked(true, 8, &[0x03, 0xe8, 0xff]), Error::InvalidUtf8),
-            (masked(true, 1, &[0xce, 0xba, 0xe1, 0xbd]), Error::InvalidUtf8),
+            (
+                masked(true, 1, &[0xce, 0xba, 0xe1, 0xbd]),
+                Error::InvalidUtf8,
+            ),
             (masked(true, 1, &[0xff]), Error::InvalidUtf8),
             (masked(true, 1, &[b'a'; 1025]), Error::FrameTooLarge),
             (
-                [masked(false, 1, &[b'a'; 1024]), masked(false, 0, &[b'a'; 1024]), masked(false, 0, &[b'a'; 1024]), masked(false, 0, &[b'a'; 1024]), masked(true, 0, b"a")].concat(),
+                [
+                    masked(false, 1, &[b'a'; 1024]),
+                    masked(false, 0, &[b'a'; 1024]),
+                    masked(false, 0, &[b'a'; 1024]),
+                    masked(false, 0, &[b'a'; 1024]),
+                    masked(true, 0, b"a"),
+                ]
+                .concat(),
                 Error::MessageTooLarge,
             ),
         ];
@@ -388,8 +458,14 @@ mod tests {
             assert_eq!(run(&s, s.len(), &LIMITS), Err(want));
             assert_eq!(run(&s, 1, &LIMITS), Err(want));
         }
-        let reject = Limits { allow_binary: false, ..LIMITS };
-        assert_eq!(run(&masked(true, 2, b"b"), 64, &reject), Err(Error::BinaryRejected));
+        let reject = Limits {
+            allow_binary: false,
+            ..LIMITS
+        };
+        assert_eq!(
+            run(&masked(true, 2, b"b"), 64, &reject),
+            Err(Error::BinaryRejected)
+        );
     }
 
     #[test]
@@ -401,7 +477,10 @@ mod tests {
         let f = masked(true, 1, &payload);
         let (mut r, mut asm, mut pool) = (Reader::default(), None, Pool::new(1));
         let mut first = f[..6 + 20].to_vec();
-        assert_eq!(r.read(&mut first, &mut asm, &mut pool, &LIMITS), Err(Error::InvalidUtf8));
+        assert_eq!(
+            r.read(&mut first, &mut asm, &mut pool, &LIMITS),
+            Err(Error::InvalidUtf8)
+        );
     }
 
     #[test]
@@ -431,24 +510,42 @@ mod tests {
     #[test]
     fn empty_and_large_messages() {
         let big = vec![b'x'; 70_000];
-        let limits = Limits { max_frame_bytes: 100_000, max_message_bytes: 100_000, allow_binary: true };
+        let limits = Limits {
+            max_frame_bytes: 100_000,
+            max_message_bytes: 100_000,
+            allow_binary: true,
+        };
         let s = [masked(true, 1, b""), masked(true, 2, &big)].concat();
         let ev = run(&s, 4096, &limits).unwrap();
         assert_eq!(ev, vec![("Text".into(), vec![]), ("Binary".into(), big)]);
     }
 
     /// A stream of messages, each a list of fragments, as (kind, fragments, ping between).
-    fn stream_strategy() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, Vec<(String, Vec<u8>)>)> {
+    fn stream_strategy(
+    ) -> impl proptest::strategy::Strategy<Value = (Vec<u8>, Vec<(String, Vec<u8>)>)> {
         use proptest::prelude::*;
-        let msg = (any::<bool>(), proptest::collection::vec(proptest::collection::vec(any::<char>(), 0..40), 1..4), any::<bool>());
+        let msg = (
+            any::<bool>(),
+            proptest::collection::vec(proptest::collection::vec(any::<char>(), 0..40), 1..4),
+            any::<bool>(),
+        );
         proptest::collection::vec(msg, 1..6).prop_map(|msgs| {
             let mut stream = Vec::new();
             let mut want = Vec::new();
             for (binary, frags, ping) in msgs {
-                let frags: Vec<Vec<u8>> = frags.iter().map(|f| f.iter().collect::<String>().into_bytes()).collect();
+                let frags: Vec<Vec<u8>> = frags
+                    .iter()
+                    .map(|f| f.iter().collect::<String>().into_bytes())
+                    .collect();
                 let n = frags.len();
                 for (i, f) in frags.iter().enumerate() {
-                    let op = if i > 0 { 0 } else if binary { 2 } else { 1 };
+                    let op = if i > 0 {
+                        0
+                    } else if binary {
+                        2
+                    } else {
+                        1
+                    };
                     stream.extend(masked(i + 1 == n, op, f));
                     if ping && i == 0 && n > 1 {
                         // A ping between fragments is delivered before the message.
@@ -456,7 +553,10 @@ mod tests {
                         want.push(("Ping".to_string(), b"pp".to_vec()));
                     }
                 }
-                want.push((if binary { "Binary" } else { "Text" }.to_string(), frags.concat()));
+                want.push((
+                    if binary { "Binary" } else { "Text" }.to_string(),
+                    frags.concat(),
+                ));
                 if ping && n == 1 {
                     stream.extend(masked(true, 9, b"pp"));
                     want.push(("Ping".to_string(), b"pp".to_vec()));

@@ -76,12 +76,16 @@ impl Template {
                     let part = if name == "input.body" {
                         Part::InputBody
                     } else if let Some(v) = name.strip_prefix("context.") {
-                        let var = VARS.iter().find(|(n, _)| *n == v).map(|(_, var)| *var).ok_or_else(|| {
-                            format!(
+                        let var = VARS
+                            .iter()
+                            .find(|(n, _)| *n == v)
+                            .map(|(_, var)| *var)
+                            .ok_or_else(|| {
+                                format!(
                                 "unknown variable ${name} at offset {i} (known: $input.body, {})",
                                 VARS.map(|(n, _)| format!("$context.{n}")).join(", ")
                             )
-                        })?;
+                            })?;
                         Part::Context(var)
                     } else {
                         return Err(format!(
@@ -171,7 +175,9 @@ mod tests {
 
     #[test]
     fn unknown_variables_are_errors() {
-        assert!(Template::parse("$context.nope").unwrap_err().contains("$context.nope"));
+        assert!(Template::parse("$context.nope")
+            .unwrap_err()
+            .contains("$context.nope"));
         assert!(Template::parse("$foo").is_err());
         assert!(Template::parse("${context.stage").is_err());
     }

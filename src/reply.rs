@@ -20,7 +20,8 @@ pub fn error_frame(out: &mut Vec<u8>, text: &str, connection_id: &[u8], request_
     const B: &[u8] = b"\", \"connectionId\":\"";
     const C: &[u8] = b"\", \"requestId\":\"";
     const D: &[u8] = b"\"}";
-    let len = A.len() + text.len() + B.len() + connection_id.len() + C.len() + request_id.len() + D.len();
+    let len =
+        A.len() + text.len() + B.len() + connection_id.len() + C.len() + request_id.len() + D.len();
     let mut h = [0u8; 10];
     let hl = frame::encode_header(&mut h, true, OpCode::Text, len);
     out.extend_from_slice(&h[..hl]);
@@ -44,7 +45,10 @@ pub fn mock_route(
     ids: &Ids<'_>,
 ) {
     let r = &config.routes[route];
-    let IntegrationKind::Mock { status, template } = &config.integrations[r.integration].kind;
+    let IntegrationKind::Mock { status, template } = &config.integrations[r.integration].kind
+    else {
+        unreachable!("only mock routes are answered here");
+    };
     if !r.route_response {
         return;
     }
@@ -67,7 +71,11 @@ pub fn mock_route(
     if len == 0 && !template.uses_body() {
         return;
     }
-    let opcode = if template.uses_body() { kind.opcode() } else { OpCode::Text };
+    let opcode = if template.uses_body() {
+        kind.opcode()
+    } else {
+        OpCode::Text
+    };
     let max_frame = config.limits.max_frame_bytes;
     if len <= max_frame {
         let mut h = [0u8; 10];
@@ -81,6 +89,55 @@ pub fn mock_route(
     }
 }
 
+/// Runs a mock `$connect` route: a 2xx status accepts the upgrade (`true`); another
+/// status is the client's answer, with the rendered template as its body (SPEC §3).
+pub fn mock_connect(out: &mut Vec<u8>, config: &Config, route: usize, ids: &Ids<'_>) -> bool {
+    let r = &config.routes[route];
+    let IntegrationKind::Mock { status, template } = &config.integrations[r.integration].kind
+    else {
+        unreachable!("only mock routes are answered here");
+    };
+    if (200..300).contains(status) {
+        return true;
+    }
+    let cx = Context {
+        connection_id: ids.connection,
+        route_key: &r.key,
+        request_id: ids.request,
+        message_id: ids.message,
+        stage: &config.api.stage,
+        event_type: "CONNECT",
+        body: b"",
+    };
+    let mut body = Vec::with_capacity(template.rendered_len(&cx));
+    template.render_into(&cx, &mut body);
+    crate::handshake::write_status(
+        out,
+        *status,
+        reason_phrase(*status),
+        "",
+        "text/plain",
+        &body,
+    );
+    false
+}
+
+/// A reason phrase for the statuses a backend commonly answers.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,7 +145,12 @@ mod tests {
     #[test]
     fn forbidden_frame_is_byte_exact() {
         let mut out = Vec::new();
-        error_frame(&mut out, "Forbidden", b"AAAAAAAAAAAAAAA=", b"BBBBBBBBBBBBBBB=");
+        error_frame(
+            &mut out,
+            "Forbidden",
+            b"AAAAAAAAAAAAAAA=",
+            b"BBBBBBBBBBBBBBB=",
+        );
         let want = br#"{"message": "Forbidden", "connectionId":"AAAAAAAAAAAAAAA=", "requestId":"BBBBBBBBBBBBBBB="}"#;
         assert_eq!(out[0], 0x81);
         assert_eq!(out[1] as usize, want.len());

@@ -40,7 +40,12 @@ impl From<std::io::Error> for Error {
 }
 
 /// Binds `n` listeners sharing one address through `SO_REUSEPORT`.
-fn bind_group(config: &Config, key: &str, addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, Error> {
+fn bind_group(
+    config: &Config,
+    key: &str,
+    addr: SocketAddr,
+    n: usize,
+) -> Result<Vec<std::net::TcpListener>, Error> {
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
@@ -105,25 +110,38 @@ pub fn run(config: Config) -> Result<(), Error> {
         };
         let w = Worker::new(setup)?;
         let core = (config.server.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
-        threads.push(std::thread::Builder::new().name(format!("wsgate-worker-{i}")).spawn(move || {
-            if let Some(c) = core {
-                if !core_affinity::set_for_current(c) {
-                    log::warn!("worker {i}: cannot pin to core {}", c.id);
-                }
-            }
-            if let Err(e) = w.run() {
-                log::error!("worker {i} stopped: {e}");
-            }
-        })?);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("wsgate-worker-{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        if !core_affinity::set_for_current(c) {
+                            log::warn!("worker {i}: cannot pin to core {}", c.id);
+                        }
+                    }
+                    if let Err(e) = w.run() {
+                        log::error!("worker {i} stopped: {e}");
+                    }
+                })?,
+        );
     }
 
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "wsgate ready listen={listen} management={management} workers={n}")?;
+        writeln!(
+            out,
+            "wsgate ready listen={listen} management={management} workers={n}"
+        )?;
         out.flush()?;
     }
-    log::info!("serving api {} on {listen} (management {management}) with {n} workers", config.api.name);
+    log::info!(
+        "serving api {} on {listen} (management {management}) with {n} workers",
+        config.api.name
+    );
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig}: shutting down");
     }

@@ -37,6 +37,8 @@ pub struct Session {
     pub inbuf: Option<Vec<u8>>,
     /// A message being assembled from several frames or reads.
     pub asm: Option<Vec<u8>>,
+    /// A pong arrived since the last server ping.
+    pub pong_seen: bool,
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -74,7 +76,14 @@ impl Scratch {
 
 impl Session {
     pub fn new(id: id::Text) -> Session {
-        Session { state: State::Handshaking, id, reader: Reader::default(), inbuf: None, asm: None }
+        Session {
+            state: State::Handshaking,
+            id,
+            reader: Reader::default(),
+            inbuf: None,
+            asm: None,
+            pong_seen: false,
+        }
     }
 
     /// Processes newly received bytes (after any stashed ones). Replies are appended
@@ -94,6 +103,18 @@ impl Session {
                     return;
                 }
                 Ok(Some(up)) => {
+                    if let Some(route) = sx.config.connect_route {
+                        let request_id = sx.seq.next_id();
+                        let ids = reply::Ids {
+                            connection: &self.id,
+                            request: &request_id,
+                            message: b"",
+                        };
+                        if !reply::mock_connect(&mut sx.wbuf, &sx.config, route, &ids) {
+                            self.state = State::Done;
+                            return;
+                        }
+                    }
                     handshake::write_accept(&mut sx.wbuf, &up.accept, None);
                     pos = up.head_len;
                     self.state = State::Open;
@@ -101,7 +122,9 @@ impl Session {
             }
         }
         while pos < input.len() && matches!(self.state, State::Open | State::Closing) {
-            let res = self.reader.read(&mut input[pos..], &mut self.asm, &mut sx.pool, &sx.limits);
+            let res = self
+                .reader
+                .read(&mut input[pos..], &mut self.asm, &mut sx.pool, &sx.limits);
             let base = pos;
             match res {
                 Ok((n, None)) => {
@@ -136,7 +159,11 @@ impl Session {
     }
 
     fn release_message(&mut self, ev: &Event, pool: &mut Pool) {
-        if let Event::Message { payload: Payload::Assembled, .. } = ev {
+        if let Event::Message {
+            payload: Payload::Assembled,
+            ..
+        } = ev
+        {
             if let Some(b) = self.asm.take() {
                 pool.give(b);
             }
@@ -154,14 +181,22 @@ impl Session {
     /// One event of an open connection; `input` is what the event's ranges index.
     fn on_event(&mut self, input: &[u8], ev: Event, sx: &mut Scratch) {
         match ev {
-            Event::Message { kind, payload: Payload::Input(r) } => self.on_message(kind, &input[r], sx),
-            Event::Message { kind, payload: Payload::Assembled } => {
+            Event::Message {
+                kind,
+                payload: Payload::Input(r),
+            } => self.on_message(kind, &input[r], sx),
+            Event::Message {
+                kind,
+                payload: Payload::Assembled,
+            } => {
                 let msg = self.asm.take().unwrap_or_default();
                 self.on_message(kind, &msg, sx);
                 sx.pool.give(msg);
             }
-            Event::Ping(r) => frame::write_message(&mut sx.wbuf, frame::OpCode::Pong, &input[r], 125),
-            Event::Pong(_) => {}
+            Event::Ping(r) => {
+                frame::write_message(&mut sx.wbuf, frame::OpCode::Pong, &input[r], 125)
+            }
+            Event::Pong(_) => self.pong_seen = true,
             Event::Close { code, reason } => {
                 let reason = std::str::from_utf8(&input[reason]).unwrap_or("");
                 frame::write_close(&mut sx.wbuf, code, reason);
@@ -183,8 +218,20 @@ impl Session {
             return;
         };
         let message_id = sx.seq.next_id();
-        let ids = reply::Ids { connection: &self.id, request: &request_id, message: &message_id };
-        reply::mock_route(&mut sx.wbuf, &mut sx.render, config, route, kind, body, &ids);
+        let ids = reply::Ids {
+            connection: &self.id,
+            request: &request_id,
+            message: &message_id,
+        };
+        reply::mock_route(
+            &mut sx.wbuf,
+            &mut sx.render,
+            config,
+            route,
+            kind,
+            body,
+            &ids,
+        );
     }
 
     /// Returns every borrowed buffer to the pool.

@@ -29,7 +29,12 @@ pub struct Wheel {
 
 impl Wheel {
     pub fn new(start: Instant) -> Wheel {
-        Wheel { start, now_tick: 0, slots: (0..SLOTS).map(|_| Vec::new()).collect(), len: 0 }
+        Wheel {
+            start,
+            now_tick: 0,
+            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            len: 0,
+        }
     }
 
     fn tick_of(&self, t: Instant) -> u64 {
@@ -39,7 +44,12 @@ impl Wheel {
     /// Arms a timer that fires at `at` (rounded up to the next tick).
     pub fn arm(&mut self, at: Instant, key: usize, generation: u32, kind: u8) {
         let deadline = (self.tick_of(at) + 1).max(self.now_tick);
-        self.slots[(deadline % SLOTS as u64) as usize].push(Entry { key, generation, kind, deadline });
+        self.slots[(deadline % SLOTS as u64) as usize].push(Entry {
+            key,
+            generation,
+            kind,
+            deadline,
+        });
         self.len += 1;
     }
 

@@ -20,6 +20,7 @@ use crate::management;
 use crate::session::{Scratch, State};
 use crate::timer::{self, Wheel};
 use crate::token::{self, Kind as TokenKind};
+use crate::{close, frame};
 
 /// Room before the read area of the read buffer, so a stashed partial input (at most a
 /// request head) can be put back in front of newly read bytes without moving them.
@@ -33,6 +34,10 @@ const POOL_KEEP: usize = 1024;
 
 const TIMER_HANDSHAKE: u8 = 0;
 const TIMER_LINGER: u8 = 1;
+const TIMER_IDLE: u8 = 2;
+const TIMER_MAX_DURATION: u8 = 3;
+const TIMER_PING: u8 = 4;
+const TIMER_PONG: u8 = 5;
 
 /// What a worker needs to start: its index, its listeners and the shared (read-only)
 /// configuration.
@@ -59,6 +64,11 @@ pub struct Worker {
     rbuf: Vec<u8>,
     next_generation: u32,
     shutdown: Arc<AtomicBool>,
+    /// Set once shutdown began: when the last connection is gone (or at this instant)
+    /// the worker returns.
+    drain_deadline: Option<Instant>,
+    /// The time of the current loop turn (one clock read per wakeup).
+    now: Instant,
     timers: Wheel,
     shared: Scratch,
 }
@@ -72,8 +82,14 @@ impl Worker {
     pub fn new(s: Setup) -> io::Result<Worker> {
         let mut listener = TcpListener::from_std(s.listener);
         let mut management = TcpListener::from_std(s.management);
-        s.poll.registry().register(&mut listener, token::LISTENER, Interest::READABLE)?;
-        s.poll.registry().register(&mut management, token::MANAGEMENT_LISTENER, Interest::READABLE)?;
+        s.poll
+            .registry()
+            .register(&mut listener, token::LISTENER, Interest::READABLE)?;
+        s.poll.registry().register(
+            &mut management,
+            token::MANAGEMENT_LISTENER,
+            Interest::READABLE,
+        )?;
         Ok(Worker {
             index: s.index,
             workers: s.workers,
@@ -86,18 +102,31 @@ impl Worker {
             rbuf: vec![0; STASH_BYTES + READ_BYTES],
             next_generation: 0,
             shutdown: s.shutdown,
+            drain_deadline: None,
+            now: Instant::now(),
             timers: Wheel::new(Instant::now()),
             shared: Scratch::new(s.config, s.index, s.epoch, POOL_KEEP),
         })
     }
 
-    /// Runs until shutdown is requested.
+    /// Runs until shutdown is requested and every connection is closed (or the drain
+    /// timeout passed).
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut expired = Vec::new();
-        while !self.shutdown.load(Ordering::Acquire) {
-            let timeout = self.timers.poll_timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+        loop {
+            if let Some(deadline) = self.drain_deadline {
+                if self.conns.is_empty() || self.now >= deadline {
+                    return Ok(());
+                }
+            } else if self.shutdown.load(Ordering::Acquire) {
+                self.begin_shutdown();
+                continue;
+            }
+            let timeout = self.timers.poll_timeout(self.now);
+            let res = self.poll.poll(&mut events, timeout);
+            self.now = Instant::now();
+            if let Err(e) = res {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -128,13 +157,70 @@ impl Worker {
                 }
             }
             if !self.timers.is_empty() {
-                self.timers.expire(Instant::now(), &mut expired);
+                self.timers.expire(self.now, &mut expired);
                 for e in expired.drain(..) {
                     self.on_timer(e);
                 }
             }
         }
-        Ok(())
+    }
+
+    /// SPEC §1: stop accepting, then close every client with 1001 and wait (up to
+    /// `drain_timeout`) for the close handshakes to finish.
+    fn begin_shutdown(&mut self) {
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        let _ = self.poll.registry().deregister(&mut self.management);
+        self.admin.clear();
+        self.drain_deadline = Some(self.now + self.shared.config.server.drain_timeout);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            match self.conns[key].session.state {
+                State::Open => self.close_with(key, close::GOING_AWAY, "Server shutting down"),
+                State::Handshaking => self.close(key),
+                State::Closing | State::Done => {}
+            }
+        }
+    }
+
+    /// Starts a server-side close: the close frame goes out, then we wait for the
+    /// client's (bounded by the close linger).
+    fn close_with(&mut self, key: usize, code: u16, reason: &str) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.session.state != State::Open {
+            return;
+        }
+        log::debug!(
+            "worker {}: closing {} with {code} {reason}",
+            self.index,
+            conn.peer
+        );
+        frame::write_close(&mut self.shared.wbuf, Some(code), reason);
+        conn.session.state = State::Closing;
+        self.finish_output(key);
+    }
+
+    /// Arms the timers of a connection that just opened.
+    fn on_open(&mut self, key: usize) {
+        let l = &self.shared.config.limits;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let g = conn.generation;
+        conn.last_active = self.now;
+        self.timers
+            .arm(self.now + l.idle_timeout, key, g, TIMER_IDLE);
+        self.timers.arm(
+            self.now + l.max_connection_duration,
+            key,
+            g,
+            TIMER_MAX_DURATION,
+        );
+        if !l.ping_interval.is_zero() {
+            self.timers
+                .arm(self.now + l.ping_interval, key, g, TIMER_PING);
+        }
     }
 
     fn accept_clients(&mut self) {
@@ -142,7 +228,10 @@ impl Worker {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     if let Err(e) = self.add_client(stream, peer) {
-                        log::warn!("worker {}: cannot register a connection from {peer}: {e}", self.index);
+                        log::warn!(
+                            "worker {}: cannot register a connection from {peer}: {e}",
+                            self.index
+                        );
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -165,8 +254,16 @@ impl Worker {
         }
         self.next_generation = (self.next_generation + 1) & 0xff_ffff;
         let generation = self.next_generation;
-        let id = ConnectionId { worker: self.index, slot: key as u32, generation, epoch: self.epoch }.encode();
-        self.poll.registry().register(&mut stream, token::client(key), Interest::READABLE)?;
+        let id = ConnectionId {
+            worker: self.index,
+            slot: key as u32,
+            generation,
+            epoch: self.epoch,
+        }
+        .encode();
+        self.poll
+            .registry()
+            .register(&mut stream, token::client(key), Interest::READABLE)?;
         entry.insert(Conn::new(stream, peer, generation, id));
         let at = Instant::now() + self.shared.config.server.handshake_timeout;
         self.timers.arm(at, key, generation, TIMER_HANDSHAKE);
@@ -179,7 +276,12 @@ impl Worker {
                 Ok((mut stream, _)) => {
                     let entry = self.admin.vacant_entry();
                     let tok = token::management(entry.key());
-                    if self.poll.registry().register(&mut stream, tok, Interest::READABLE).is_ok() {
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, tok, Interest::READABLE)
+                        .is_ok()
+                    {
                         entry.insert(management::Conn::new(stream));
                     }
                 }
@@ -221,14 +323,24 @@ impl Worker {
                 rbuf[start..STASH_BYTES].copy_from_slice(&stash);
                 self.shared.pool.give(stash);
             }
-            conn.session.process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
+            let was = conn.session.state;
+            conn.last_active = self.now;
+            conn.session
+                .process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
+            if was == State::Handshaking && conn.session.state == State::Open {
+                self.on_open(key);
+            }
             if read < READ_BYTES {
                 break;
             }
         }
         self.rbuf = rbuf;
         if gone {
-            // EOF or reset: whatever was pending cannot be delivered.
+            // EOF or reset: send what can still be sent, then let go.
+            if let Some(conn) = self.conns.get_mut(key) {
+                let _ = conn.send(&self.shared.wbuf, &mut self.shared.pool);
+            }
+            self.shared.wbuf.clear();
             self.close(key);
             return;
         }
@@ -236,14 +348,20 @@ impl Worker {
     }
 
     fn on_writable(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         match conn.flush(&mut self.shared.pool) {
             Ok(Flushed::All) => {
                 if conn.session.state == State::Done {
                     self.close(key);
                 } else if conn.wants_write {
                     conn.wants_write = false;
-                    let _ = self.poll.registry().reregister(&mut conn.stream, token::client(key), Interest::READABLE);
+                    let _ = self.poll.registry().reregister(
+                        &mut conn.stream,
+                        token::client(key),
+                        Interest::READABLE,
+                    );
                 }
             }
             Ok(Flushed::Pending) => {}
@@ -254,7 +372,13 @@ impl Worker {
     /// Sends what the message path wrote into `wbuf`, and keeps write interest and the
     /// connection's life in step with what is still pending.
     fn finish_output(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            self.shared.wbuf.clear();
+            return;
+        };
+        if !self.shared.wbuf.is_empty() && conn.session.state == State::Open {
+            conn.last_active = self.now;
+        }
         let res = conn.send(&self.shared.wbuf, &mut self.shared.pool);
         self.shared.wbuf.clear();
         match res {
@@ -264,7 +388,12 @@ impl Worker {
                 if !conn.wants_write {
                     conn.wants_write = true;
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    if self.poll.registry().reregister(&mut conn.stream, token::client(key), interest).is_err() {
+                    if self
+                        .poll
+                        .registry()
+                        .reregister(&mut conn.stream, token::client(key), interest)
+                        .is_err()
+                    {
                         self.close(key);
                     }
                 }
@@ -275,24 +404,53 @@ impl Worker {
             if conn.session.state == State::Closing && !conn.lingering {
                 conn.lingering = true;
                 let generation = conn.generation;
-                self.timers.arm(Instant::now() + CLOSE_LINGER, key, generation, TIMER_LINGER);
+                self.timers
+                    .arm(self.now + CLOSE_LINGER, key, generation, TIMER_LINGER);
             }
         }
     }
 
     fn on_timer(&mut self, e: timer::Entry) {
-        let Some(conn) = self.conns.get(e.key) else { return };
+        let Some(conn) = self.conns.get_mut(e.key) else {
+            return;
+        };
         if conn.generation != e.generation {
             return;
         }
-        let expired = match e.kind {
-            TIMER_HANDSHAKE => conn.session.state == State::Handshaking,
-            TIMER_LINGER => matches!(conn.session.state, State::Closing | State::Done),
-            _ => false,
-        };
-        if expired {
-            log::debug!("worker {}: {} timed out in state {:?}", self.index, conn.peer, conn.session.state);
-            self.close(e.key);
+        let (key, g, now) = (e.key, e.generation, self.now);
+        let l = &self.shared.config.limits;
+        let state = conn.session.state;
+        match e.kind {
+            TIMER_HANDSHAKE if state == State::Handshaking => {
+                log::debug!("worker {}: {} handshake timeout", self.index, conn.peer);
+                self.close(key);
+            }
+            TIMER_LINGER if matches!(state, State::Closing | State::Done) => self.close(key),
+            _ if state != State::Open => {}
+            TIMER_IDLE => {
+                let due = conn.last_active + l.idle_timeout;
+                if now >= due {
+                    self.close_with(key, close::GOING_AWAY, "Idle timeout");
+                } else {
+                    self.timers.arm(due, key, g, TIMER_IDLE);
+                }
+            }
+            TIMER_MAX_DURATION => {
+                self.close_with(key, close::GOING_AWAY, "Maximum connection duration")
+            }
+            TIMER_PING => {
+                conn.session.pong_seen = false;
+                let (interval, pong_timeout) = (l.ping_interval, l.pong_timeout);
+                frame::write_message(&mut self.shared.wbuf, frame::OpCode::Ping, b"wsgate", 125);
+                self.timers.arm(now + pong_timeout, key, g, TIMER_PONG);
+                self.timers
+                    .arm(now + interval.max(pong_timeout), key, g, TIMER_PING);
+                self.finish_output(key);
+            }
+            TIMER_PONG if !conn.session.pong_seen => {
+                self.close_with(key, close::GOING_AWAY, "Ping timeout")
+            }
+            _ => {}
         }
     }
 
@@ -303,4 +461,3 @@ impl Worker {
         }
     }
 }
-

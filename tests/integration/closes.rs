@@ -13,7 +13,10 @@ fn idle_connection_is_closed_with_1001_idle_timeout() {
     let start = Instant::now();
     raw.expect_close_with(1001, "Idle timeout");
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(700), "idle close too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(700),
+        "idle close too early: {waited:?}"
+    );
 }
 
 #[test]
@@ -57,18 +60,26 @@ fn connection_is_closed_at_the_maximum_duration_even_when_busy() {
             break;
         }
         assert_eq!((f.opcode, f.payload.as_slice()), (OP_TEXT, &b"busy"[..]));
-        assert!(start.elapsed() < Duration::from_secs(4), "not closed at the maximum duration");
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "not closed at the maximum duration"
+        );
         thread::sleep(Duration::from_millis(100));
     }
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(700), "closed too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(700),
+        "closed too early: {waited:?}"
+    );
     raw.write_lossy(&masked(true, OP_CLOSE, &[]));
     wait_closed(&mut raw.stream, READ_TIMEOUT);
 }
 
 #[test]
 fn server_pings_when_configured_and_a_pong_keeps_the_connection() {
-    let gw = Gateway::start(&echo_config("ping_interval = \"200ms\"\npong_timeout = \"500ms\""));
+    let gw = Gateway::start(&echo_config(
+        "ping_interval = \"200ms\"\npong_timeout = \"500ms\"",
+    ));
     let mut raw = gw.raw();
     let start = Instant::now();
     let mut pings = 0;
@@ -78,7 +89,10 @@ fn server_pings_when_configured_and_a_pong_keeps_the_connection() {
         raw.send(true, OP_PONG, &f.payload);
         pings += 1;
     }
-    assert!(pings >= 3, "only {pings} pings in 1.5 s at a 200 ms interval");
+    assert!(
+        pings >= 3,
+        "only {pings} pings in 1.5 s at a 200 ms interval"
+    );
     raw.send_text("still open");
     loop {
         let f = raw.frame();
@@ -86,14 +100,19 @@ fn server_pings_when_configured_and_a_pong_keeps_the_connection() {
             raw.send(true, OP_PONG, &f.payload);
             continue;
         }
-        assert_eq!((f.opcode, f.payload.as_slice()), (OP_TEXT, &b"still open"[..]));
+        assert_eq!(
+            (f.opcode, f.payload.as_slice()),
+            (OP_TEXT, &b"still open"[..])
+        );
         break;
     }
 }
 
 #[test]
 fn missing_pong_closes_with_1001_ping_timeout() {
-    let gw = Gateway::start(&echo_config("ping_interval = \"200ms\"\npong_timeout = \"500ms\""));
+    let gw = Gateway::start(&echo_config(
+        "ping_interval = \"200ms\"\npong_timeout = \"500ms\"",
+    ));
     let mut raw = gw.raw();
     let start = Instant::now();
     loop {
@@ -110,7 +129,10 @@ fn missing_pong_closes_with_1001_ping_timeout() {
         assert!(start.elapsed() < Duration::from_secs(4), "no ping timeout");
     }
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(500), "ping timeout too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "ping timeout too early: {waited:?}"
+    );
     raw.write_lossy(&masked(true, OP_CLOSE, &[]));
     wait_closed(&mut raw.stream, READ_TIMEOUT);
 }
@@ -119,10 +141,16 @@ fn missing_pong_closes_with_1001_ping_timeout() {
 fn no_server_pings_by_default() {
     let gw = Gateway::start(&echo_config(""));
     let mut raw = gw.raw();
-    raw.stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    raw.stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
     let mut byte = [0u8; 1];
     match std::io::Read::read(&mut raw.stream, &mut byte) {
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
         other => panic!("the server sent something unprompted: {other:?}"),
     }
 }
@@ -138,7 +166,12 @@ fn sigterm_closes_clients_with_1001_and_exits_0() {
     a.expect_close_with(1001, "Server shutting down");
     b.expect_close_with(1001, "Server shutting down");
     let status = gw.wait_exit(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(0), "shutdown exits 0; stderr:\n{}", gw.stderr());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "shutdown exits 0; stderr:\n{}",
+        gw.stderr()
+    );
 }
 
 #[test]

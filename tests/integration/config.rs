@@ -15,11 +15,23 @@ fn assert_config_error(exit: &Exit, mentions: &[&str]) {
         exit.status,
         exit.stderr
     );
-    assert!(!exit.stdout.contains("wsgate ready"), "no ready line on error: {:?}", exit.stdout);
+    assert!(
+        !exit.stdout.contains("wsgate ready"),
+        "no ready line on error: {:?}",
+        exit.stdout
+    );
     let path = exit.config_path.display().to_string();
-    assert!(exit.stderr.contains(&path), "stderr must name the file {path}:\n{}", exit.stderr);
+    assert!(
+        exit.stderr.contains(&path),
+        "stderr must name the file {path}:\n{}",
+        exit.stderr
+    );
     for m in mentions {
-        assert!(exit.stderr.contains(m), "stderr must mention {m:?}:\n{}", exit.stderr);
+        assert!(
+            exit.stderr.contains(m),
+            "stderr must mention {m:?}:\n{}",
+            exit.stderr
+        );
     }
 }
 
@@ -50,7 +62,11 @@ fn stdout_carries_only_the_ready_line() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     gw.kill();
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert_eq!(gw.stdout_lines(), vec![gw.ready_line.clone()], "logs go to stderr");
+    assert_eq!(
+        gw.stdout_lines(),
+        vec![gw.ready_line.clone()],
+        "logs go to stderr"
+    );
 }
 
 #[test]
@@ -73,7 +89,10 @@ fn listen_flag_overrides_the_file() {
     // The file names a port that is taken; the flag's address is used instead.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let cfg = echo().replace("listen = \"127.0.0.1:0\"\nhandshake", &format!("listen = \"127.0.0.1:{port}\"\nhandshake"));
+    let cfg = echo().replace(
+        "listen = \"127.0.0.1:0\"\nhandshake",
+        &format!("listen = \"127.0.0.1:{port}\"\nhandshake"),
+    );
     assert!(cfg.contains(&format!("127.0.0.1:{port}")));
     let gw = Gateway::start_with(&cfg, &["--listen", "127.0.0.1:0"]);
     assert_ne!(gw.listen.port(), port);
@@ -114,9 +133,16 @@ fn check_on_a_good_config_prints_the_route_table_and_exits_0() {
     let exit = run_to_exit(&cfg, &["--check"]);
     assert_eq!(exit.status.code(), Some(0), "stderr:\n{}", exit.stderr);
     for key in ["sendmessage", "join-room", "$default"] {
-        assert!(exit.stdout.contains(key), "route table must list {key:?}:\n{}", exit.stdout);
+        assert!(
+            exit.stdout.contains(key),
+            "route table must list {key:?}:\n{}",
+            exit.stdout
+        );
     }
-    assert!(!exit.stdout.contains("wsgate ready"), "--check does not serve");
+    assert!(
+        !exit.stdout.contains("wsgate ready"),
+        "--check does not serve"
+    );
 }
 
 #[test]
@@ -158,12 +184,18 @@ fn route_naming_a_missing_integration_is_an_error() {
     cfg.push_str(&mock_integration("echo", "$input.body"));
     cfg.push_str(&route("$default", "echo"));
     cfg.push_str(&route("sendmessage", "nope"));
-    assert_config_error(&run_to_exit(&cfg, &[]), &["sendmessage", "integration", "nope"]);
+    assert_config_error(
+        &run_to_exit(&cfg, &[]),
+        &["sendmessage", "integration", "nope"],
+    );
 }
 
 #[test]
 fn bad_duration_is_an_error() {
-    let cfg = echo().replace("handshake_timeout = \"1s\"", "handshake_timeout = \"5 parsecs\"");
+    let cfg = echo().replace(
+        "handshake_timeout = \"1s\"",
+        "handshake_timeout = \"5 parsecs\"",
+    );
     assert!(cfg.contains("5 parsecs"));
     assert_config_error(&run_to_exit(&cfg, &[]), &["handshake_timeout"]);
 }
@@ -184,7 +216,10 @@ fn bad_binary_mode_is_an_error() {
 fn listen_port_in_use_is_an_error() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let cfg = echo().replace("listen = \"127.0.0.1:0\"\nhandshake", &format!("listen = \"127.0.0.1:{port}\"\nhandshake"));
+    let cfg = echo().replace(
+        "listen = \"127.0.0.1:0\"\nhandshake",
+        &format!("listen = \"127.0.0.1:{port}\"\nhandshake"),
+    );
     assert!(cfg.contains(&format!("127.0.0.1:{port}")));
     assert_config_error(&run_to_exit(&cfg, &[]), &["listen"]);
     drop(taken);
@@ -205,7 +240,10 @@ fn management_port_in_use_is_an_error() {
 
 #[test]
 fn unparseable_listen_address_is_an_error() {
-    let cfg = echo().replace("listen = \"127.0.0.1:0\"\nhandshake", "listen = \"not an address\"\nhandshake");
+    let cfg = echo().replace(
+        "listen = \"127.0.0.1:0\"\nhandshake",
+        "listen = \"not an address\"\nhandshake",
+    );
     assert_config_error(&run_to_exit(&cfg, &[]), &["listen"]);
 }
 
@@ -242,5 +280,29 @@ fn toml_syntax_error_is_an_error_naming_the_file() {
 fn missing_config_file_is_an_error_naming_the_file() {
     let path = temp_dir().join("does-not-exist.toml");
     let exit = run_path_to_exit(&path, &[]);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
     assert_config_error(&exit, &[]);
+}
+
+#[test]
+fn workers_default_to_the_available_cores() {
+    let gw = Gateway::start(&echo());
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(gw.workers, cores, "{:?}", gw.ready_line);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn soft_open_file_limit_is_raised_to_the_hard_limit() {
+    let gw = Gateway::start_with_soft_nofile(&echo(), 256);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", gw.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files in /proc/PID/limits");
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    assert_eq!(
+        fields[0], fields[1],
+        "soft limit must equal the hard limit: {line:?}"
+    );
 }

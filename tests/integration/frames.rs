@@ -9,7 +9,9 @@ use crate::support::*;
 
 /// Small limits: frames up to 1 KiB, messages up to 4 KiB, binary rejected (default).
 fn small() -> Gateway {
-    Gateway::start(&echo_config("max_frame_bytes = 1024\nmax_message_bytes = 4096"))
+    Gateway::start(&echo_config(
+        "max_frame_bytes = 1024\nmax_message_bytes = 4096",
+    ))
 }
 
 /// Small limits with binary allowed.
@@ -29,14 +31,20 @@ fn text_message_is_echoed_as_text() {
     let (opcode, payload, frames) = raw.message_frames();
     assert_eq!(opcode, OP_TEXT);
     assert_eq!(payload, b"hello, gateway");
-    assert!(frames.iter().all(|f| f.rsv == 0), "no extension negotiated: {frames:?}");
+    assert!(
+        frames.iter().all(|f| f.rsv == 0),
+        "no extension negotiated: {frames:?}"
+    );
 }
 
 #[test]
 fn tungstenite_client_gets_its_text_echoed() {
     let gw = small();
     let mut c = gw.client();
-    assert_eq!(c.ask("{\"action\":\"anything\",\"x\":[1,2]}"), "{\"action\":\"anything\",\"x\":[1,2]}");
+    assert_eq!(
+        c.ask("{\"action\":\"anything\",\"x\":[1,2]}"),
+        "{\"action\":\"anything\",\"x\":[1,2]}"
+    );
     assert_eq!(c.ask("second"), "second");
 }
 
@@ -77,17 +85,22 @@ fn ping_between_fragments_is_answered_and_the_message_still_echoes() {
     raw.send(true, OP_PING, b"mid");
     raw.send(true, OP_CONT, b"right");
     let pong = raw.frame();
-    assert_eq!((pong.opcode, pong.fin, pong.payload.as_slice()), (OP_PONG, true, &b"mid"[..]));
+    assert_eq!(
+        (pong.opcode, pong.fin, pong.payload.as_slice()),
+        (OP_PONG, true, &b"mid"[..])
+    );
     assert_eq!(raw.recv_text(), "left-right");
 }
 
 #[test]
-fn empty_text_message_does_not_break_the_connection() {
-    // An empty template result sends nothing (SPEC §5), so only the next echo is seen.
+fn empty_text_message_is_echoed_as_an_empty_message() {
+    // A `$input.body` template echoes the message itself, so an empty message comes
+    // back empty (README: other empty renderings send nothing, SPEC §5).
     let gw = small();
     let mut raw = gw.raw();
     raw.send_text("");
     raw.send_text("after-empty");
+    assert_eq!(raw.recv_text(), "");
     assert_eq!(raw.recv_text(), "after-empty");
 }
 
@@ -95,13 +108,20 @@ fn empty_text_message_does_not_break_the_connection() {
 fn message_written_one_byte_at_a_time_is_echoed() {
     let gw = small();
     let mut raw = gw.raw();
-    let bytes = masked(true, OP_TEXT, "{\"action\":\"slow\",\"data\":\"one byte per write\"}".as_bytes());
+    let bytes = masked(
+        true,
+        OP_TEXT,
+        "{\"action\":\"slow\",\"data\":\"one byte per write\"}".as_bytes(),
+    );
     for b in &bytes {
         raw.stream.write_all(&[*b]).unwrap();
         raw.stream.flush().unwrap();
         thread::sleep(Duration::from_millis(2));
     }
-    assert_eq!(raw.recv_text(), "{\"action\":\"slow\",\"data\":\"one byte per write\"}");
+    assert_eq!(
+        raw.recv_text(),
+        "{\"action\":\"slow\",\"data\":\"one byte per write\"}"
+    );
 }
 
 #[test]
@@ -140,7 +160,9 @@ fn large_message_is_echoed_intact() {
         "max_frame_bytes = 262144\nmax_message_bytes = 262144",
     ));
     let mut raw = gw.raw();
-    let text: String = (0..100 * 1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let text: String = (0..100 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     raw.send_text(&text);
     let got = raw.recv_text();
     assert_eq!(got.len(), text.len());
@@ -153,14 +175,20 @@ fn message_at_exactly_the_limits_is_accepted() {
     let mut raw = gw.raw();
     let chunk = "x".repeat(1024);
     for i in 0..4 {
-        raw.send(i == 3, if i == 0 { OP_TEXT } else { OP_CONT }, chunk.as_bytes());
+        raw.send(
+            i == 3,
+            if i == 0 { OP_TEXT } else { OP_CONT },
+            chunk.as_bytes(),
+        );
     }
     assert_eq!(raw.recv_text(), chunk.repeat(4));
 }
 
 #[test]
 fn outbound_message_is_fragmented_to_max_frame_bytes() {
-    let gw = Gateway::start(&echo_config("max_frame_bytes = 1024\nmax_message_bytes = 8192"));
+    let gw = Gateway::start(&echo_config(
+        "max_frame_bytes = 1024\nmax_message_bytes = 8192",
+    ));
     let mut raw = gw.raw();
     let text: String = (0..4000).map(|i| (b'A' + (i % 26) as u8) as char).collect();
     for (i, chunk) in text.as_bytes().chunks(1000).enumerate() {
@@ -169,9 +197,17 @@ fn outbound_message_is_fragmented_to_max_frame_bytes() {
     let (opcode, payload, frames) = raw.message_frames();
     assert_eq!(opcode, OP_TEXT);
     assert_eq!(payload, text.as_bytes());
-    assert!(frames.len() >= 4, "4000 bytes need at least 4 frames of <= 1024: {}", frames.len());
+    assert!(
+        frames.len() >= 4,
+        "4000 bytes need at least 4 frames of <= 1024: {}",
+        frames.len()
+    );
     for f in &frames {
-        assert!(f.payload.len() <= 1024, "outbound frame of {} bytes", f.payload.len());
+        assert!(
+            f.payload.len() <= 1024,
+            "outbound frame of {} bytes",
+            f.payload.len()
+        );
         assert_eq!(f.rsv, 0);
     }
 }
@@ -206,7 +242,15 @@ fn ping_is_answered_with_a_pong_carrying_the_same_payload() {
     let mut raw = gw.raw();
     raw.send(true, OP_PING, b"are you there?");
     let f = raw.frame();
-    assert_eq!(f, Frame { fin: true, rsv: 0, opcode: OP_PONG, payload: b"are you there?".to_vec() });
+    assert_eq!(
+        f,
+        Frame {
+            fin: true,
+            rsv: 0,
+            opcode: OP_PONG,
+            payload: b"are you there?".to_vec()
+        }
+    );
     // and the connection keeps working
     raw.send_text("yes");
     assert_eq!(raw.recv_text(), "yes");
@@ -268,7 +312,10 @@ fn empty_client_close_is_answered_with_a_close() {
     raw.send(true, OP_CLOSE, b"");
     let f = raw.frame();
     assert_eq!(f.opcode, OP_CLOSE, "{f:?}");
-    assert!(f.payload.is_empty() || f.close_code() == Some(1000), "{f:?}");
+    assert!(
+        f.payload.is_empty() || f.close_code() == Some(1000),
+        "{f:?}"
+    );
     wait_closed(&mut raw.stream, READ_TIMEOUT);
 }
 
@@ -357,7 +404,11 @@ fn truncated_utf8_at_message_end_closes_with_1007() {
 fn invalid_utf8_close_reason_closes_with_1007() {
     let gw = small();
     let mut raw = gw.raw();
-    raw.write_lossy(&masked(true, OP_CLOSE, &close_payload(1000, &[0xff, 0xfe, 0xfd])));
+    raw.write_lossy(&masked(
+        true,
+        OP_CLOSE,
+        &close_payload(1000, &[0xff, 0xfe, 0xfd]),
+    ));
     raw.expect_close(1007);
 }
 

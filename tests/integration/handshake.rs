@@ -46,14 +46,20 @@ fn valid_upgrade_gets_101_with_the_rfc_accept_key() {
     assert_eq!(resp.status, 101, "{resp:?}");
     assert_eq!(resp.header("Sec-WebSocket-Accept"), Some(SAMPLE_ACCEPT));
     assert!(
-        resp.header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        resp.header("Upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
         "{resp:?}"
     );
     assert!(
-        resp.header("Connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")),
+        resp.header("Connection")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")),
         "{resp:?}"
     );
-    assert_eq!(resp.header("Sec-WebSocket-Protocol"), None, "no subprotocol without a backend");
+    assert_eq!(
+        resp.header("Sec-WebSocket-Protocol"),
+        None,
+        "no subprotocol without a backend"
+    );
 }
 
 #[test]
@@ -147,7 +153,8 @@ fn plain_get_without_upgrade_gets_426_with_upgrade_websocket() {
     let resp = status(&gw, "GET /prod HTTP/1.1", &[HOST]);
     assert_eq!(resp.status, 426, "{resp:?}");
     assert!(
-        resp.header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        resp.header("Upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
         "426 must carry Upgrade: websocket: {resp:?}"
     );
 }
@@ -155,8 +162,11 @@ fn plain_get_without_upgrade_gets_426_with_upgrade_websocket() {
 #[test]
 fn upgrade_to_another_protocol_gets_426() {
     let gw = gateway();
-    let resp =
-        status(&gw, "GET /prod HTTP/1.1", &[HOST, "Upgrade: h2c", CONNECTION, KEY, VERSION]);
+    let resp = status(
+        &gw,
+        "GET /prod HTTP/1.1",
+        &[HOST, "Upgrade: h2c", CONNECTION, KEY, VERSION],
+    );
     assert_eq!(resp.status, 426, "{resp:?}");
 }
 
@@ -180,7 +190,15 @@ fn http_1_0_upgrade_gets_400() {
 #[test]
 fn missing_key_gets_400() {
     let gw = gateway();
-    assert_eq!(status(&gw, "GET /prod HTTP/1.1", &[HOST, UPGRADE, CONNECTION, VERSION]).status, 400);
+    assert_eq!(
+        status(
+            &gw,
+            "GET /prod HTTP/1.1",
+            &[HOST, UPGRADE, CONNECTION, VERSION]
+        )
+        .status,
+        400
+    );
 }
 
 #[test]
@@ -188,12 +206,16 @@ fn key_that_is_not_base64_of_16_bytes_gets_400() {
     let gw = gateway();
     for key in [
         "Sec-WebSocket-Key: abc",
-        "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA",     // 15 bytes
+        "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA", // 15 bytes
         "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAAA", // 18 bytes
-        "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==",  // not base64
+        "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==", // not base64
         "Sec-WebSocket-Key: ",
     ] {
-        let resp = status(&gw, "GET /prod HTTP/1.1", &[HOST, UPGRADE, CONNECTION, key, VERSION]);
+        let resp = status(
+            &gw,
+            "GET /prod HTTP/1.1",
+            &[HOST, UPGRADE, CONNECTION, key, VERSION],
+        );
         assert_eq!(resp.status, 400, "{key:?}: {resp:?}");
     }
 }
@@ -202,7 +224,11 @@ fn key_that_is_not_base64_of_16_bytes_gets_400() {
 fn version_other_than_13_gets_426_naming_13() {
     let gw = gateway();
     for version in ["Sec-WebSocket-Version: 8", "Sec-WebSocket-Version: 14"] {
-        let resp = status(&gw, "GET /prod HTTP/1.1", &[HOST, UPGRADE, CONNECTION, KEY, version]);
+        let resp = status(
+            &gw,
+            "GET /prod HTTP/1.1",
+            &[HOST, UPGRADE, CONNECTION, KEY, version],
+        );
         assert_eq!(resp.status, 426, "{version:?}: {resp:?}");
         assert_eq!(resp.header("Sec-WebSocket-Version"), Some("13"), "{resp:?}");
     }
@@ -213,7 +239,10 @@ fn version_other_than_13_gets_426_naming_13() {
 #[test]
 fn long_url_is_checked_before_the_method() {
     let gw = gateway();
-    let line = format!("POST {} HTTP/1.1", long_url(5000).replacen("/prod", "/nope", 1));
+    let line = format!(
+        "POST {} HTTP/1.1",
+        long_url(5000).replacen("/prod", "/nope", 1)
+    );
     assert_eq!(status(&gw, &line, &[HOST]).status, 414);
 }
 
@@ -221,7 +250,10 @@ fn long_url_is_checked_before_the_method() {
 fn large_header_block_is_checked_before_the_method_and_path() {
     let gw = gateway();
     let pad = format!("X-Pad: {}", "p".repeat(17 * 1024));
-    assert_eq!(status(&gw, "POST /nope HTTP/1.1", &[HOST, &pad]).status, 431);
+    assert_eq!(
+        status(&gw, "POST /nope HTTP/1.1", &[HOST, &pad]).status,
+        431
+    );
 }
 
 #[test]
@@ -248,7 +280,13 @@ fn bad_key_is_checked_before_the_version() {
     let resp = status(
         &gw,
         "GET /prod HTTP/1.1",
-        &[HOST, UPGRADE, CONNECTION, "Sec-WebSocket-Key: abc", "Sec-WebSocket-Version: 8"],
+        &[
+            HOST,
+            UPGRADE,
+            CONNECTION,
+            "Sec-WebSocket-Key: abc",
+            "Sec-WebSocket-Version: 8",
+        ],
     );
     assert_eq!(resp.status, 400, "{resp:?}");
 }
@@ -260,16 +298,23 @@ fn silent_connection_is_closed_after_the_handshake_timeout() {
     let gw = gateway();
     let mut s = gw.tcp();
     let waited = wait_closed(&mut s, Duration::from_secs(5));
-    assert!(waited >= Duration::from_millis(500), "closed too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "closed too early: {waited:?}"
+    );
 }
 
 #[test]
 fn partial_request_is_closed_after_the_handshake_timeout() {
     let gw = gateway();
     let mut s = gw.tcp();
-    s.write_all(b"GET /prod HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n").unwrap();
+    s.write_all(b"GET /prod HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+        .unwrap();
     let waited = wait_closed(&mut s, Duration::from_secs(5));
-    assert!(waited >= Duration::from_millis(500), "closed too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "closed too early: {waited:?}"
+    );
 }
 
 #[test]
@@ -289,8 +334,14 @@ fn trickled_request_is_still_closed_after_the_handshake_timeout() {
         }
     }
     let waited = start.elapsed() + wait_closed(&mut s, Duration::from_secs(5));
-    assert!(waited >= Duration::from_millis(500), "closed too early: {waited:?}");
-    assert!(waited < Duration::from_secs(4), "slowloris kept the connection for {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(4),
+        "slowloris kept the connection for {waited:?}"
+    );
 }
 
 #[test]

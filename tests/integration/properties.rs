@@ -11,7 +11,11 @@ use proptest::test_runner::{Config, TestRunner};
 use crate::support::*;
 
 fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
 }
 
 /// Client frames for `text` cut at `cuts` (byte offsets, possibly inside a character).

@@ -16,10 +16,16 @@ fn assert_routes(expression: &str, keys: &[&str], with_default: bool, cases: &[(
     for (message, expected) in cases {
         let got = c.ask(message);
         if &got != expected {
-            wrong.push(format!("message {message:?}: routed to {got:?}, expected {expected:?}"));
+            wrong.push(format!(
+                "message {message:?}: routed to {got:?}, expected {expected:?}"
+            ));
         }
     }
-    assert!(wrong.is_empty(), "expression {expression:?}:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "expression {expression:?}:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// Route keys that the AWS table's results could collide with.
@@ -29,12 +35,22 @@ const TABLE_KEYS: &[&str] = &["join", "chat", "chat/join", "join-", "action", "r
 
 #[test]
 fn unwrapped_variable_selects_join() {
-    assert_routes("$request.body.action", TABLE_KEYS, true, &[(AWS_PAYLOAD, "join")]);
+    assert_routes(
+        "$request.body.action",
+        TABLE_KEYS,
+        true,
+        &[(AWS_PAYLOAD, "join")],
+    );
 }
 
 #[test]
 fn wrapped_variable_selects_join() {
-    assert_routes("${request.body.action}", TABLE_KEYS, true, &[(AWS_PAYLOAD, "join")]);
+    assert_routes(
+        "${request.body.action}",
+        TABLE_KEYS,
+        true,
+        &[(AWS_PAYLOAD, "join")],
+    );
 }
 
 #[test]
@@ -43,7 +59,10 @@ fn two_variables_with_static_text_select_chat_slash_join() {
         "${request.body.service}/${request.body.action}",
         TABLE_KEYS,
         true,
-        &[(AWS_PAYLOAD, "chat/join"), (r#"{"service":"chat"}"#, "$default")],
+        &[
+            (AWS_PAYLOAD, "chat/join"),
+            (r#"{"service":"chat"}"#, "$default"),
+        ],
     );
 }
 
@@ -53,7 +72,10 @@ fn path_that_is_not_found_evaluates_to_empty_text() {
         "${request.body.action}-${request.body.invalidPath}",
         TABLE_KEYS,
         true,
-        &[(AWS_PAYLOAD, "join-"), (r#"{"action":"join","invalidPath":"x"}"#, "$default")],
+        &[
+            (AWS_PAYLOAD, "join-"),
+            (r#"{"action":"join","invalidPath":"x"}"#, "$default"),
+        ],
     );
 }
 
@@ -183,7 +205,10 @@ fn numbers_are_their_json_text_as_sent() {
 
 #[test]
 fn booleans_are_true_and_false() {
-    assert_action_routes(&[(r#"{"action":true}"#, "true"), (r#"{"action":false}"#, "false")]);
+    assert_action_routes(&[
+        (r#"{"action":true}"#, "true"),
+        (r#"{"action":false}"#, "false"),
+    ]);
 }
 
 #[test]
@@ -276,7 +301,10 @@ fn routing_keeps_working_after_many_messages_on_one_connection() {
             0 => (r#"{"action":"join"}"#, "join"),
             1 => ("garbage", "$default"),
             2 => (r#"{"action":[1,[2,3]]}"#, "[1, [2, 3]]"),
-            _ => (r#"{"action":"leave","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#, "leave"),
+            _ => (
+                r#"{"action":"leave","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
+                "leave",
+            ),
         };
         assert_eq!(c.ask(msg), want, "message #{i} {msg:?}");
     }

@@ -43,7 +43,10 @@ pub const OP_PONG: u8 = 0xA;
 /// A fresh, unique directory under the system temp dir.
 pub fn temp_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let dir = std::env::temp_dir().join(format!(
         "wsgate-it-{}-{}-{}",
         std::process::id(),
@@ -179,12 +182,12 @@ pub fn parse_ready(line: &str) -> Ready {
     let mut management = None;
     let mut workers = None;
     for w in words {
-        let (k, v) = w.split_once('=').unwrap_or_else(|| panic!("ready line word {w:?}"));
+        let (k, v) = w
+            .split_once('=')
+            .unwrap_or_else(|| panic!("ready line word {w:?}"));
         match k {
             "listen" => listen = Some(v.parse::<SocketAddr>().expect("listen address")),
-            "management" => {
-                management = Some(v.parse::<SocketAddr>().expect("management address"))
-            }
+            "management" => management = Some(v.parse::<SocketAddr>().expect("management address")),
             "workers" => workers = Some(v.parse::<usize>().expect("workers number")),
             _ => panic!("unexpected word {w:?} in ready line {line:?}"),
         }
@@ -194,8 +197,16 @@ pub fn parse_ready(line: &str) -> Ready {
         management: management.expect("management= in ready line"),
         workers: workers.expect("workers= in ready line"),
     };
-    assert_ne!(ready.listen.port(), 0, "ready line must carry the real port: {line:?}");
-    assert_ne!(ready.management.port(), 0, "ready line must carry the real port: {line:?}");
+    assert_ne!(
+        ready.listen.port(),
+        0,
+        "ready line must carry the real port: {line:?}"
+    );
+    assert_ne!(
+        ready.management.port(),
+        0,
+        "ready line must carry the real port: {line:?}"
+    );
     ready
 }
 
@@ -207,8 +218,28 @@ impl Gateway {
 
     /// Starts a gateway with `config` and extra command-line `args`.
     pub fn start_with(config: &str, args: &[&str]) -> Gateway {
+        Gateway::spawn(config, args, None)
+    }
+
+    /// Starts a gateway whose soft open-file limit starts at `soft` (set by `sh`'s
+    /// `ulimit` before `exec`, so the pid is the gateway's).
+    pub fn start_with_soft_nofile(config: &str, soft: u32) -> Gateway {
+        Gateway::spawn(config, &[], Some(soft))
+    }
+
+    fn spawn(config: &str, args: &[&str], soft_nofile: Option<u32>) -> Gateway {
         let config_path = write_config(config);
-        let mut child = Command::new(binary())
+        let mut command = match soft_nofile {
+            None => Command::new(binary()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -Sn {n} && exec \"$0\" \"$@\""))
+                    .arg(binary());
+                c
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .args(args)
@@ -291,6 +322,11 @@ impl Gateway {
         }
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the gateway and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -316,6 +352,9 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = self.config_path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -370,7 +409,17 @@ pub fn run_path_to_exit(config_path: &Path, args: &[&str]) -> Exit {
     thread::sleep(Duration::from_millis(100));
     let stdout = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&err.lock().unwrap()).into_owned();
-    Exit { status, stdout, stderr, config_path: config_path.to_path_buf() }
+    if config_path.file_name() == Some("wsgate.toml".as_ref()) {
+        if let Some(dir) = config_path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    Exit {
+        status,
+        stdout,
+        stderr,
+        config_path: config_path.to_path_buf(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -435,7 +484,10 @@ pub fn read_response(s: &mut TcpStream) -> Response {
     let status_line = lines.next().unwrap().to_string();
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap();
-    assert!(version.starts_with("HTTP/1."), "status line {status_line:?}");
+    assert!(
+        version.starts_with("HTTP/1."),
+        "status line {status_line:?}"
+    );
     let status = parts
         .next()
         .and_then(|c| c.parse::<u16>().ok())
@@ -443,11 +495,17 @@ pub fn read_response(s: &mut TcpStream) -> Response {
     let headers = lines
         .filter(|l| !l.is_empty())
         .map(|l| {
-            let (k, v) = l.split_once(':').unwrap_or_else(|| panic!("bad header line {l:?}"));
+            let (k, v) = l
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {l:?}"));
             (k.trim().to_string(), v.trim().to_string())
         })
         .collect();
-    Response { status, status_line, headers }
+    Response {
+        status,
+        status_line,
+        headers,
+    }
 }
 
 /// Sends `request` on a fresh connection and reads the response head.
@@ -464,13 +522,18 @@ pub fn http(addr: SocketAddr, request: &[u8]) -> Response {
 /// Returns how long that took; panics if it is still open after `limit`.
 pub fn wait_closed(s: &mut TcpStream, limit: Duration) -> Duration {
     let start = Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {
             Ok(0) => return start.elapsed(),
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return start.elapsed(), // reset: closed too
         }
         if start.elapsed() > limit {
@@ -501,7 +564,13 @@ impl Frame {
 
 /// The bytes of a client frame: `fin`, reserved bits `rsv` (0..=7), `opcode`,
 /// masked with `key` when given, the length encoded minimally.
-pub fn encode_frame(fin: bool, rsv: u8, opcode: u8, key: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+pub fn encode_frame(
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    key: Option<[u8; 4]>,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
     out.push(((fin as u8) << 7) | ((rsv & 7) << 4) | (opcode & 0x0f));
     let mask_bit = if key.is_some() { 0x80 } else { 0 };
@@ -561,7 +630,12 @@ pub fn read_frame(s: &mut TcpStream) -> Frame {
     assert!(len <= 64 * 1024 * 1024, "absurd frame length {len}");
     let mut payload = vec![0u8; len as usize];
     read_exact(s, &mut payload, "frame payload");
-    Frame { fin, rsv, opcode, payload }
+    Frame {
+        fin,
+        rsv,
+        opcode,
+        payload,
+    }
 }
 
 fn read_exact(s: &mut TcpStream, buf: &mut [u8], what: &str) {
@@ -582,7 +656,11 @@ impl Raw {
         stream.write_all(upgrade_request(path).as_bytes()).unwrap();
         let resp = read_response(&mut stream);
         assert_eq!(resp.status, 101, "handshake: {resp:?}");
-        assert_eq!(resp.header("Sec-WebSocket-Accept"), Some(SAMPLE_ACCEPT), "{resp:?}");
+        assert_eq!(
+            resp.header("Sec-WebSocket-Accept"),
+            Some(SAMPLE_ACCEPT),
+            "{resp:?}"
+        );
         Raw { stream }
     }
 
@@ -626,7 +704,10 @@ impl Raw {
         let mut frames = vec![first];
         while !frames.last().unwrap().fin {
             let f = self.frame();
-            assert_eq!(f.opcode, OP_CONT, "expected a continuation frame, got {f:?}");
+            assert_eq!(
+                f.opcode, OP_CONT,
+                "expected a continuation frame, got {f:?}"
+            );
             payload.extend_from_slice(&f.payload);
             frames.push(f);
         }
@@ -645,7 +726,10 @@ impl Raw {
     /// Returns the close reason.
     pub fn expect_close(&mut self, code: u16) -> String {
         let f = self.frame();
-        assert_eq!(f.opcode, OP_CLOSE, "expected a close frame with {code}, got {f:?}");
+        assert_eq!(
+            f.opcode, OP_CLOSE,
+            "expected a close frame with {code}, got {f:?}"
+        );
         assert_eq!(f.close_code(), Some(code), "close frame {f:?}");
         let reason = std::str::from_utf8(&f.payload[2..])
             .unwrap_or_else(|_| panic!("close reason must be UTF-8: {f:?}"))
@@ -681,11 +765,15 @@ impl Client {
     }
 
     pub fn send_text(&mut self, text: &str) {
-        self.ws.send(tungstenite::Message::text(text)).expect("send text");
+        self.ws
+            .send(tungstenite::Message::text(text))
+            .expect("send text");
     }
 
     pub fn send_binary(&mut self, data: &[u8]) {
-        self.ws.send(tungstenite::Message::binary(data.to_vec())).expect("send binary");
+        self.ws
+            .send(tungstenite::Message::binary(data.to_vec()))
+            .expect("send binary");
     }
 
     /// The next data message (pings answered by tungstenite are skipped).
@@ -754,11 +842,12 @@ pub fn assert_id(id: &str) -> [u8; 11] {
     let (body, pad) = id.split_at(15);
     assert_eq!(pad, "=", "id {id:?} must end with '='");
     assert!(
-        body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        body.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
         "id {id:?} must match ^[A-Za-z0-9_-]{{15}}=$"
     );
-    let bytes = base64url_decode(id)
-        .unwrap_or_else(|| panic!("id {id:?} is not canonical base64url"));
+    let bytes =
+        base64url_decode(id).unwrap_or_else(|| panic!("id {id:?} is not canonical base64url"));
     assert_eq!(bytes.len(), 11, "id {id:?} must carry 11 bytes");
     bytes.try_into().unwrap()
 }
@@ -769,14 +858,24 @@ pub fn parse_error_frame(frame: &str, message: &str) -> (String, String) {
     let prefix = format!("{{\"message\": \"{message}\", \"connectionId\":\"");
     let middle = "\", \"requestId\":\"";
     let suffix = "\"}";
-    assert!(frame.starts_with(&prefix), "error frame {frame:?} must start with {prefix:?}");
-    assert!(frame.ends_with(suffix), "error frame {frame:?} must end with {suffix:?}");
+    assert!(
+        frame.starts_with(&prefix),
+        "error frame {frame:?} must start with {prefix:?}"
+    );
+    assert!(
+        frame.ends_with(suffix),
+        "error frame {frame:?} must end with {suffix:?}"
+    );
     let rest = &frame[prefix.len()..frame.len() - suffix.len()];
     let (conn, req) = rest
         .split_once(middle)
         .unwrap_or_else(|| panic!("error frame {frame:?} must contain {middle:?}"));
     assert_id(conn);
     assert_id(req);
-    assert_eq!(frame.len(), prefix.len() + 16 + middle.len() + 16 + suffix.len(), "{frame:?}");
+    assert_eq!(
+        frame.len(),
+        prefix.len() + 16 + middle.len() + 16 + suffix.len(),
+        "{frame:?}"
+    );
     (conn.to_string(), req.to_string())
 }

@@ -35,7 +35,10 @@ fn two_workers_both_accept_connections() {
         assert!(bytes[0] < 2, "id {id} names worker {} of 2", bytes[0]);
         seen[bytes[0] as usize] += 1;
     }
-    assert!(seen[0] > 0 && seen[1] > 0, "both workers must serve: {seen:?}");
+    assert!(
+        seen[0] > 0 && seen[1] > 0,
+        "both workers must serve: {seen:?}"
+    );
 }
 
 #[test]
@@ -58,7 +61,11 @@ fn open_connections_have_distinct_ids_sharing_one_epoch() {
     let mut slots: Vec<[u8; 4]> = ids.iter().map(|(_, b)| [b[0], b[1], b[2], b[3]]).collect();
     slots.sort();
     slots.dedup();
-    assert_eq!(slots.len(), ids.len(), "two open connections share a worker slot");
+    assert_eq!(
+        slots.len(),
+        ids.len(),
+        "two open connections share a worker slot"
+    );
     let epoch = &ids[0].1[7..11];
     for (id, bytes) in &ids {
         assert_eq!(&bytes[7..11], epoch, "id {id} has another epoch");
@@ -75,18 +82,17 @@ fn ids_are_never_reused_after_a_close() {
         assert_id(&id);
         let _ = c.ws.close(None);
         // Drain until the close completes so the slot is really freed.
-        loop {
-            match c.ws.read() {
-                Ok(_) => continue,
-                Err(_) => break,
-            }
-        }
+        while c.ws.read().is_ok() {}
         ids.push(id);
     }
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(unique.len(), ids.len(), "a connection id was reused: {ids:?}");
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "a connection id was reused: {ids:?}"
+    );
 }
 
 #[test]
@@ -96,7 +102,11 @@ fn a_restarted_gateway_has_a_new_epoch() {
     let (ia, ba) = ids_of_open_connections(&a, 1).remove(0);
     let (ib, bb) = ids_of_open_connections(&b, 1).remove(0);
     assert_ne!(ia, ib);
-    assert_ne!(&ba[7..11], &bb[7..11], "two processes share the epoch: {ia} {ib}");
+    assert_ne!(
+        &ba[7..11],
+        &bb[7..11],
+        "two processes share the epoch: {ia} {ib}"
+    );
 }
 
 #[test]
