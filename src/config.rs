@@ -268,9 +268,9 @@ pub struct Http {
     pub connect_timeout: Duration,
     pub pool_size: usize,
     pub max_queued_requests: usize,
-    /// `http_proxy` data mapping: (target, source), e.g.
-    /// ("integration.request.header.connectionId", "context.connectionId").
-    pub request_parameters: Vec<(String, String)>,
+    /// `http_proxy` data mapping, e.g.
+    /// `integration.request.header.connectionId = context.connectionId`.
+    pub request_parameters: Vec<crate::mapping::Mapping>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,10 +295,6 @@ pub struct Route {
     pub integration: usize,
     pub route_response: bool,
 }
-
-/// HTTP integrations are parsed and checked, but refused until the upstream client
-/// is wired into the workers.
-const HTTP_INTEGRATIONS_READY: bool = false;
 
 /// Largest frame or message a configuration may allow (the 64-bit length field is
 /// not an invitation to buffer exabytes).
@@ -743,21 +739,19 @@ impl Validator<'_> {
                         format!("{timeout:?} is outside 50ms..29s (as AWS)"),
                     ));
                 }
-                let request_parameters: Vec<(String, String)> = raw
-                    .request_parameters
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect();
-                if proxy == Proxy::Aws && !request_parameters.is_empty() {
+                let raw_params = raw.request_parameters.unwrap_or_default();
+                if proxy == Proxy::Aws && !raw_params.is_empty() {
                     return Err(self.err(
                         key("request_parameters"),
                         "applies to http_proxy integrations only",
                     ));
                 }
-                for (target, source) in &request_parameters {
-                    crate::mapping::check(target, source).map_err(|p| {
+                let mut request_parameters = Vec::new();
+                for (target, source) in &raw_params {
+                    let m = crate::mapping::compile(target, source).map_err(|p| {
                         self.err(format!("{}.\"{target}\"", key("request_parameters")), p)
                     })?;
+                    request_parameters.push(m);
                 }
                 let count = |field: &str, v: Option<u64>, default: usize| -> Result<usize, Error> {
                     match v {
@@ -766,15 +760,6 @@ impl Validator<'_> {
                         Some(n) => Err(self.err(key(field), format!("{n} is outside 1..100000"))),
                     }
                 };
-                if !HTTP_INTEGRATIONS_READY {
-                    return Err(self.err(
-                        key("type"),
-                        format!(
-                            "\"{}\" integrations are not available in this build yet; use \"mock\"",
-                            raw.kind
-                        ),
-                    ));
-                }
                 IntegrationKind::Http(Http {
                     proxy,
                     uri,

@@ -42,7 +42,7 @@ impl Conn {
             stream,
             peer,
             generation,
-            session: Session::new(id),
+            session: Session::new(id, peer.ip()),
             out: None,
             wants_write: false,
             lingering: false,

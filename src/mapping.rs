@@ -96,9 +96,32 @@ pub fn parse_source(s: &str) -> Result<Source, String> {
 
 /// Checks one mapping as written in the config.
 pub fn check(target: &str, source: &str) -> Result<(), String> {
-    parse_target(target)?;
-    parse_source(source)?;
-    Ok(())
+    compile(target, source).map(|_| ())
+}
+
+/// A mapping ready to apply; a body path is compiled into a route expression.
+#[derive(Debug)]
+pub struct Mapping {
+    pub target: Target,
+    pub source: Source,
+    pub body_path: Option<crate::route::Expression>,
+}
+
+pub fn compile(target: &str, source: &str) -> Result<Mapping, String> {
+    let target = parse_target(target)?;
+    let source = parse_source(source)?;
+    let body_path = match &source {
+        Source::Body(p) => Some(
+            crate::route::Expression::parse(&format!("${{request.body.{p}}}"))
+                .map_err(|e| format!("bad body path \"{p}\": {}", e.message))?,
+        ),
+        _ => None,
+    };
+    Ok(Mapping {
+        target,
+        source,
+        body_path,
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! must stay intact for the integration), fills a reused tape, and walks the tape by
 //! hand. Nothing allocates once the buffers have grown to the largest message seen.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Write as _;
 
@@ -27,10 +28,11 @@ const BODY_PREFIX: &[u8] = b"request.body";
 /// being walked, so a hostile message cannot overflow the stack.
 pub const MAX_STRINGIFY_DEPTH: usize = 64;
 
-/// Route tables with at most this many custom keys are scanned linearly; larger ones are
-/// binary-searched. A scan of a few short keys beats the extra branches of a search
-/// (`benches/route.rs`, group `route/lookup`).
-const LINEAR_SCAN_MAX: usize = 8;
+/// Route tables with at most this many custom keys are scanned linearly; larger ones use
+/// a hash map. Measured in `benches/route.rs` (group `route/lookup`, 9-byte keys): a scan
+/// costs ~3-4 ns per key and a `HashMap` lookup a flat ~17 ns, so the scan wins up to
+/// about 4 keys; binary search of a sorted slice never wins.
+const LINEAR_SCAN_MAX: usize = 4;
 
 /// Predefined route keys that a message must never select, whatever it evaluates to.
 /// `$connect` / `$disconnect` run on connection events only; `$default` is the fallback.
@@ -259,9 +261,18 @@ fn is_word_byte(b: u8) -> bool {
 #[derive(Debug, Clone)]
 pub struct Table {
     expression: Expression,
-    /// Custom keys sorted by bytes, unique, without the predefined `$` keys.
-    routes: Box<[(Box<[u8]>, usize)]>,
+    routes: Routes,
     default: Option<usize>,
+}
+
+/// The custom route keys (unique, without the predefined `$` keys), stored by count.
+#[derive(Debug, Clone)]
+enum Routes {
+    /// At most [`LINEAR_SCAN_MAX`] keys, scanned in order.
+    Few(Box<[(Box<[u8]>, usize)]>),
+    /// More keys, hashed. Clients choose the probed key but insert nothing, so the keyed
+    /// default hasher is kept only for simplicity, not for flooding resistance.
+    Many(HashMap<Box<[u8]>, usize>),
 }
 
 impl Table {
@@ -274,16 +285,22 @@ impl Table {
         routes: Vec<(String, usize)>,
         default: Option<usize>,
     ) -> Table {
-        let mut routes: Vec<(Box<[u8]>, usize)> = routes
-            .into_iter()
-            .filter(|(key, _)| !RESERVED_KEYS.contains(&key.as_str()))
-            .map(|(key, id)| (key.into_bytes().into(), id))
-            .collect();
-        routes.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys keep their order
-        routes.dedup_by(|later, earlier| later.0 == earlier.0);
+        let mut unique = HashMap::with_capacity(routes.len());
+        for (key, id) in routes {
+            if !RESERVED_KEYS.contains(&key.as_str()) {
+                unique
+                    .entry(key.into_bytes().into_boxed_slice())
+                    .or_insert(id);
+            }
+        }
+        let routes = if unique.len() <= LINEAR_SCAN_MAX {
+            Routes::Few(unique.into_iter().collect())
+        } else {
+            Routes::Many(unique)
+        };
         Table {
             expression,
-            routes: routes.into(),
+            routes,
             default,
         }
     }
@@ -299,14 +316,9 @@ impl Table {
 
     /// The id of the custom route whose key is exactly `key`; `$default` is not consulted.
     pub fn route(&self, key: &[u8]) -> Option<usize> {
-        if self.routes.len() <= LINEAR_SCAN_MAX {
-            self.routes
-                .iter()
-                .find(|(k, _)| **k == *key)
-                .map(|&(_, id)| id)
-        } else {
-            let found = self.routes.binary_search_by(|(k, _)| (**k).cmp(key));
-            found.ok().map(|i| self.routes[i].1)
+        match &self.routes {
+            Routes::Few(routes) => routes.iter().find(|(k, _)| **k == *key).map(|&(_, id)| id),
+            Routes::Many(routes) => routes.get(key).copied(),
         }
     }
 }

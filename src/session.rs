@@ -1,24 +1,33 @@
-//! The sans-IO heart of a client connection: bytes in, replies out. A [`Session`] owns
-//! a connection's protocol state; [`Scratch`] is the worker's reusable state for the
-//! message path (buffers, route selector, id sequence). The worker does the socket
-//! I/O around them; tests and benches drive them directly.
+//! The sans-IO heart of a client connection: bytes in, replies and backend calls out.
+//! A [`Session`] owns a connection's protocol state; [`Scratch`] is the worker's
+//! reusable state for the message path (buffers, route selector, id sequence, the
+//! outbox of backend calls). The worker does the socket I/O around them; tests and
+//! benches drive them directly.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::buf::Pool;
-use crate::config::Config;
+use crate::close;
+use crate::config::{Config, IntegrationKind};
+use crate::event::{self, Identity};
 use crate::frame;
 use crate::handshake;
 use crate::id::{self, Sequence};
+use crate::integration::{self, Body, CallKind, Handshake, Input, Outcome, Outgoing};
+use crate::mapping::Source;
 use crate::message::{self, Event, Kind, Payload, Reader};
 use crate::reply;
 use crate::route::Selector;
+use crate::time;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// TCP open, upgrade request not complete yet.
     Handshaking,
+    /// Upgrade request accepted, waiting for the `$connect` integration.
+    Connecting,
     /// Upgraded: messages flow.
     Open,
     /// We sent a close frame and wait for the client's, or for EOF.
@@ -27,18 +36,41 @@ pub enum State {
     Done,
 }
 
+/// Most bytes a client may send while its `$connect` is pending.
+const MAX_EARLY_BYTES: usize = 1024 * 1024;
+
+/// What a pending upgrade needs once `$connect` answers.
+#[derive(Debug)]
+struct Pending {
+    accept: [u8; 28],
+    protocols: Option<Vec<u8>>,
+}
+
 /// One connection's protocol state. Holds buffers only while it needs them.
 #[derive(Debug)]
 pub struct Session {
     pub state: State,
     pub id: id::Text,
+    pub peer_ip: IpAddr,
     pub reader: Reader,
-    /// Bytes received but not yet usable (a partial request head or frame header).
+    /// Bytes received but not yet usable (a partial request head or frame header, or
+    /// everything sent while `$connect` is pending).
     pub inbuf: Option<Vec<u8>>,
     /// A message being assembled from several frames or reads.
     pub asm: Option<Vec<u8>>,
     /// A pong arrived since the last server ping.
     pub pong_seen: bool,
+    /// Set at the upgrade request: what every event of this connection repeats.
+    pub identity: Option<Box<Identity>>,
+    /// Handshake headers, kept only when an `http_proxy` mapping reads them.
+    headers: Option<Box<[(String, String)]>>,
+    pending: Option<Box<Pending>>,
+    /// Backend calls of this connection not answered yet.
+    pub inflight: usize,
+    /// `$connect` succeeded (or there is none): `$disconnect` is owed.
+    pub registered: bool,
+    /// Why the connection ended, for `$disconnect` (default: 1006, no close frame).
+    pub close_status: Option<Box<(u16, String)>>,
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -47,11 +79,15 @@ pub struct Scratch {
     pub pool: Pool,
     /// Output for the connection being served, written to its socket in one go.
     pub wbuf: Vec<u8>,
-    /// A rendered reply too large for one frame, before fragmentation.
+    /// A rendered reply or event body before it is framed.
     pub render: Vec<u8>,
     pub selector: Selector,
     pub seq: Sequence,
     pub limits: message::Limits,
+    /// Backend calls requested by the session being served; the worker starts them.
+    pub outbox: Vec<Outgoing>,
+    /// Whether some `http_proxy` mapping reads handshake headers.
+    keep_headers: bool,
 }
 
 impl Scratch {
@@ -62,6 +98,13 @@ impl Scratch {
             max_message_bytes: l.max_message_bytes,
             allow_binary: l.allow_binary,
         };
+        let keep_headers = config.integrations.iter().any(|i| match &i.kind {
+            IntegrationKind::Http(h) => h
+                .request_parameters
+                .iter()
+                .any(|m| matches!(m.source, Source::Header(_))),
+            IntegrationKind::Mock { .. } => false,
+        });
         Scratch {
             config,
             pool: Pool::new(pool_keep),
@@ -70,28 +113,38 @@ impl Scratch {
             selector: Selector::new(),
             seq: Sequence::new(worker, epoch),
             limits,
+            outbox: Vec::new(),
+            keep_headers,
         }
     }
 }
 
 impl Session {
-    pub fn new(id: id::Text) -> Session {
+    pub fn new(id: id::Text, peer_ip: IpAddr) -> Session {
         Session {
             state: State::Handshaking,
             id,
+            peer_ip,
             reader: Reader::default(),
             inbuf: None,
             asm: None,
             pong_seen: false,
+            identity: None,
+            headers: None,
+            pending: None,
+            inflight: 0,
+            registered: false,
+            close_status: None,
         }
     }
 
     /// Processes newly received bytes (after any stashed ones). Replies are appended
-    /// to `sx.wbuf`; bytes that cannot be used yet are stashed in `self.inbuf`.
+    /// to `sx.wbuf`, backend calls to `sx.outbox`; bytes that cannot be used yet are
+    /// stashed in `self.inbuf`.
     pub fn process(&mut self, input: &mut [u8], sx: &mut Scratch) {
         let mut pos = 0;
-        if self.state == State::Handshaking {
-            match handshake::parse(input, &sx.config.api.stage) {
+        match self.state {
+            State::Handshaking => match handshake::parse(input, &sx.config.api.stage) {
                 Ok(None) => {
                     self.stash(input, &mut sx.pool);
                     return;
@@ -103,24 +156,44 @@ impl Session {
                     return;
                 }
                 Ok(Some(up)) => {
-                    if let Some(route) = sx.config.connect_route {
-                        let request_id = sx.seq.next_id();
-                        let ids = reply::Ids {
-                            connection: &self.id,
-                            request: &request_id,
-                            message: b"",
-                        };
-                        if !reply::mock_connect(&mut sx.wbuf, &sx.config, route, &ids) {
-                            self.state = State::Done;
-                            return;
-                        }
-                    }
-                    handshake::write_accept(&mut sx.wbuf, &up.accept, None);
                     pos = up.head_len;
-                    self.state = State::Open;
+                    if !self.on_upgrade(&up, &input[..up.head_len], sx) {
+                        if self.state == State::Connecting {
+                            self.stash(&input[pos..], &mut sx.pool);
+                        }
+                        return;
+                    }
                 }
-            }
+            },
+            State::Connecting => return self.keep_early(input, sx),
+            _ => {}
         }
+        self.frames(input, pos, sx);
+    }
+
+    /// Keeps bytes that arrive while `$connect` is pending (they are processed after
+    /// the 101); a client that sends too much meanwhile is dropped.
+    pub fn keep_early(&mut self, input: &[u8], sx: &mut Scratch) {
+        let held = self.inbuf.as_ref().map_or(0, Vec::len);
+        if held + input.len() > MAX_EARLY_BYTES {
+            log::debug!(
+                "client sent more than {MAX_EARLY_BYTES} bytes before its upgrade completed"
+            );
+            self.state = State::Done;
+        } else {
+            self.stash(input, &mut sx.pool);
+        }
+    }
+
+    /// Resumes processing of what arrived while `$connect` was pending.
+    pub fn resume(&mut self, sx: &mut Scratch) {
+        if let Some(mut early) = self.inbuf.take() {
+            self.frames(&mut early, 0, sx);
+            sx.pool.give(early);
+        }
+    }
+
+    fn frames(&mut self, input: &mut [u8], mut pos: usize, sx: &mut Scratch) {
         while pos < input.len() && matches!(self.state, State::Open | State::Closing) {
             let res = self
                 .reader
@@ -147,14 +220,266 @@ impl Session {
                 Err(e) => {
                     if self.state == State::Open {
                         log::debug!("closing with {}: {}", e.close_code(), e.reason());
-                        frame::write_close(&mut sx.wbuf, Some(e.close_code()), e.reason());
-                        self.state = State::Closing;
+                        self.start_close(e.close_code(), e.reason(), sx);
                     } else {
                         self.state = State::Done;
                     }
                     return;
                 }
             }
+        }
+    }
+
+    /// A valid upgrade request: accept it now, or ask `$connect` first. `true` when
+    /// the connection is open and frames may follow.
+    fn on_upgrade(&mut self, up: &handshake::Upgrade<'_>, head: &[u8], sx: &mut Scratch) -> bool {
+        let text =
+            |b: Option<&[u8]>| b.map(|v| String::from_utf8_lossy(v).into_owned().into_boxed_str());
+        let identity = Identity {
+            source_ip: self.peer_ip,
+            user_agent: text(up.user_agent),
+            host: text(up.host).unwrap_or_default(),
+            connected_at_ms: time::now_ms(),
+        };
+        self.identity = Some(Box::new(identity));
+        let Some(route) = sx.config.connect_route else {
+            self.accept(&up.accept, None, sx);
+            return true;
+        };
+        let request_id = sx.seq.next_id();
+        let config = sx.config.clone();
+        match &config.integrations[config.routes[route].integration].kind {
+            IntegrationKind::Mock { .. } => {
+                let ids = reply::Ids {
+                    connection: &self.id,
+                    request: &request_id,
+                    message: b"",
+                };
+                if !reply::mock_connect(&mut sx.wbuf, &config, route, &ids) {
+                    self.state = State::Done;
+                    return false;
+                }
+                self.accept(&up.accept, None, sx);
+                true
+            }
+            IntegrationKind::Http(http) => {
+                let headers = event::request_headers(head);
+                let hs = Handshake {
+                    headers: &headers,
+                    query: up.query,
+                };
+                let mut request = sx.pool.take();
+                let input = self.input(&config, route, &request_id, b"");
+                integration::write_request(
+                    &mut request,
+                    &mut sx.render,
+                    &mut sx.selector,
+                    http,
+                    &input,
+                    Body::Connect(&hs),
+                    None,
+                );
+                sx.outbox.push(Outgoing {
+                    route,
+                    kind: CallKind::Connect,
+                    request,
+                    request_id,
+                });
+                if sx.keep_headers {
+                    self.headers = Some(headers.into_boxed_slice());
+                }
+                self.pending = Some(Box::new(Pending {
+                    accept: up.accept,
+                    protocols: up.protocols.map(<[u8]>::to_vec),
+                }));
+                self.state = State::Connecting;
+                false
+            }
+        }
+    }
+
+    fn accept(&mut self, accept: &[u8; 28], protocol: Option<&[u8]>, sx: &mut Scratch) {
+        handshake::write_accept(&mut sx.wbuf, accept, protocol);
+        self.state = State::Open;
+        self.registered = true;
+    }
+
+    fn input<'a>(
+        &'a self,
+        config: &'a Config,
+        route: usize,
+        request_id: &'a [u8],
+        message_id: &'a [u8],
+    ) -> Input<'a> {
+        Input {
+            api: &config.api,
+            route_key: &config.routes[route].key,
+            connection_id: &self.id,
+            request_id,
+            message_id,
+            identity: self.identity.as_deref().expect("set at the upgrade"),
+            now_ms: time::now_ms(),
+        }
+    }
+
+    /// The `$connect` integration answered: open (101) or refuse the upgrade.
+    /// `true` when the connection opened (stashed frames may now be resumed).
+    pub fn on_connect_outcome(&mut self, outcome: Outcome<'_>, sx: &mut Scratch) -> bool {
+        let Some(p) = self.pending.take() else {
+            return false;
+        };
+        if self.state != State::Connecting {
+            return false;
+        }
+        match outcome {
+            Outcome::Reply {
+                status, protocol, ..
+            } if (200..300).contains(&status) => {
+                if let Some(chosen) = protocol {
+                    let offered = p.protocols.as_deref().unwrap_or(b"");
+                    let ok = offered
+                        .split(|&c| c == b',')
+                        .any(|o| o.trim_ascii() == chosen.trim_ascii());
+                    if !ok {
+                        log::warn!("$connect backend chose subprotocol {:?}, which the client did not offer", String::from_utf8_lossy(chosen));
+                        return self.refuse(502, b"", None, sx);
+                    }
+                }
+                self.accept(&p.accept, protocol.map(<[u8]>::trim_ascii), sx);
+                true
+            }
+            Outcome::Reply {
+                status,
+                body,
+                content_type,
+                ..
+            } => {
+                let body = &body[..body.len().min(64 * 1024)];
+                self.refuse(status, body, content_type, sx)
+            }
+            Outcome::Failed => self.refuse(502, b"", None, sx),
+            Outcome::TimedOut => self.refuse(504, b"", None, sx),
+        }
+    }
+
+    fn refuse(
+        &mut self,
+        status: u16,
+        body: &[u8],
+        content_type: Option<&[u8]>,
+        sx: &mut Scratch,
+    ) -> bool {
+        let ct = content_type
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .unwrap_or("text/plain");
+        let body: &[u8] = if body.is_empty() && status >= 500 {
+            reply::reason_phrase(status).as_bytes()
+        } else {
+            body
+        };
+        handshake::write_status(
+            &mut sx.wbuf,
+            status,
+            reply::reason_phrase(status),
+            "",
+            ct,
+            body,
+        );
+        self.state = State::Done;
+        false
+    }
+
+    /// A message route's integration answered (SPEC §5's result rules).
+    pub fn on_message_outcome(
+        &mut self,
+        route: usize,
+        request_id: &[u8],
+        outcome: Outcome<'_>,
+        sx: &mut Scratch,
+    ) {
+        self.inflight = self.inflight.saturating_sub(1);
+        if self.state != State::Open {
+            return;
+        }
+        let route_response = sx.config.routes[route].route_response;
+        let error =
+            |sx: &mut Scratch, text| reply::error_frame(&mut sx.wbuf, text, &self.id, request_id);
+        match outcome {
+            Outcome::Reply { status, body, .. } if (200..300).contains(&status) => {
+                if !route_response || body.is_empty() {
+                    return;
+                }
+                let op = if std::str::from_utf8(body).is_ok() {
+                    frame::OpCode::Text
+                } else if sx.limits.allow_binary {
+                    frame::OpCode::Binary
+                } else {
+                    return error(sx, "Internal server error");
+                };
+                frame::write_message(&mut sx.wbuf, op, body, sx.limits.max_frame_bytes);
+            }
+            Outcome::Reply { .. } if route_response => error(sx, "Internal server error"),
+            Outcome::Reply { .. } => {}
+            Outcome::Failed => error(sx, "Internal server error"),
+            Outcome::TimedOut => error(sx, "Endpoint request timed out"),
+        }
+    }
+
+    /// The `$disconnect` call owed for this connection, if any (one try, SPEC §5).
+    pub fn disconnect_call(&mut self, sx: &mut Scratch) -> Option<Outgoing> {
+        if !self.registered {
+            return None;
+        }
+        self.registered = false;
+        let config = sx.config.clone();
+        let route = config.disconnect_route?;
+        let IntegrationKind::Http(http) =
+            &config.integrations[config.routes[route].integration].kind
+        else {
+            return None;
+        };
+        let (code, reason) = match self.close_status.as_deref() {
+            Some((c, r)) => (*c, r.as_str()),
+            None => (close::ABNORMAL, ""),
+        };
+        let request_id = sx.seq.next_id();
+        let mut request = sx.pool.take();
+        let input = self.input(&config, route, &request_id, b"");
+        let body = Body::Disconnect {
+            code,
+            reason: reason.as_bytes(),
+        };
+        let hs = self.headers.as_deref().map(|h| Handshake {
+            headers: h,
+            query: None,
+        });
+        integration::write_request(
+            &mut request,
+            &mut sx.render,
+            &mut sx.selector,
+            http,
+            &input,
+            body,
+            hs.as_ref(),
+        );
+        Some(Outgoing {
+            route,
+            kind: CallKind::Disconnect,
+            request,
+            request_id,
+        })
+    }
+
+    /// Sends a close frame and records why, for `$disconnect`.
+    pub fn start_close(&mut self, code: u16, reason: &str, sx: &mut Scratch) {
+        frame::write_close(&mut sx.wbuf, Some(code), reason);
+        self.set_close_status(code, reason);
+        self.state = State::Closing;
+    }
+
+    fn set_close_status(&mut self, code: u16, reason: &str) {
+        if self.close_status.is_none() {
+            self.close_status = Some(Box::new((code, reason.to_string())));
         }
     }
 
@@ -172,7 +497,7 @@ impl Session {
 
     fn stash(&mut self, rest: &[u8], pool: &mut Pool) {
         if !rest.is_empty() {
-            let mut b = pool.take();
+            let mut b = self.inbuf.take().unwrap_or_else(|| pool.take());
             b.extend_from_slice(rest);
             self.inbuf = Some(b);
         }
@@ -200,14 +525,16 @@ impl Session {
             Event::Close { code, reason } => {
                 let reason = std::str::from_utf8(&input[reason]).unwrap_or("");
                 frame::write_close(&mut sx.wbuf, code, reason);
+                self.set_close_status(code.unwrap_or(close::NO_STATUS), reason);
                 self.state = State::Done;
             }
         }
     }
 
-    /// Routes one data message and answers it.
+    /// Routes one data message and answers it or asks its backend.
     fn on_message(&mut self, kind: Kind, body: &[u8], sx: &mut Scratch) {
-        let config = &sx.config;
+        // A borrow of the field, not an Arc clone: no shared counter on the hot path.
+        let config = &*sx.config;
         let route = match kind {
             Kind::Text => sx.selector.select(&config.table, body),
             Kind::Binary => config.default_route,
@@ -218,20 +545,56 @@ impl Session {
             return;
         };
         let message_id = sx.seq.next_id();
-        let ids = reply::Ids {
-            connection: &self.id,
-            request: &request_id,
-            message: &message_id,
-        };
-        reply::mock_route(
-            &mut sx.wbuf,
-            &mut sx.render,
-            config,
-            route,
-            kind,
-            body,
-            &ids,
-        );
+        match &config.integrations[config.routes[route].integration].kind {
+            IntegrationKind::Mock { .. } => {
+                let ids = reply::Ids {
+                    connection: &self.id,
+                    request: &request_id,
+                    message: &message_id,
+                };
+                reply::mock_route(
+                    &mut sx.wbuf,
+                    &mut sx.render,
+                    config,
+                    route,
+                    kind,
+                    body,
+                    &ids,
+                );
+            }
+            IntegrationKind::Http(http) => {
+                if self.inflight >= config.limits.max_inflight_per_connection {
+                    reply::error_frame(&mut sx.wbuf, "Too Many Requests", &self.id, &request_id);
+                    return;
+                }
+                let mut request = sx.pool.take();
+                let input = self.input(config, route, &request_id, &message_id);
+                let data = Body::Message {
+                    data: body,
+                    binary: kind == Kind::Binary,
+                };
+                let hs = self.headers.as_deref().map(|h| Handshake {
+                    headers: h,
+                    query: None,
+                });
+                integration::write_request(
+                    &mut request,
+                    &mut sx.render,
+                    &mut sx.selector,
+                    http,
+                    &input,
+                    data,
+                    hs.as_ref(),
+                );
+                sx.outbox.push(Outgoing {
+                    route,
+                    kind: CallKind::Message,
+                    request,
+                    request_id,
+                });
+                self.inflight += 1;
+            }
+        }
     }
 
     /// Returns every borrowed buffer to the pool.

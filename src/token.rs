@@ -14,14 +14,19 @@ pub enum Kind {
     Waker,
     Client(usize),
     Management(usize),
+    Upstream(usize),
 }
 
 pub fn client(key: usize) -> Token {
-    Token(key << 1)
+    Token(key << 2)
 }
 
 pub fn management(key: usize) -> Token {
-    Token((key << 1) | 1)
+    Token((key << 2) | 1)
+}
+
+pub fn upstream(key: usize) -> Token {
+    Token((key << 2) | 2)
 }
 
 pub fn decode(t: Token) -> Kind {
@@ -29,8 +34,11 @@ pub fn decode(t: Token) -> Kind {
         LISTENER => Kind::Listener,
         MANAGEMENT_LISTENER => Kind::ManagementListener,
         WAKER => Kind::Waker,
-        Token(n) if n & 1 == 0 => Kind::Client(n >> 1),
-        Token(n) => Kind::Management(n >> 1),
+        Token(n) => match n & 3 {
+            0 => Kind::Client(n >> 2),
+            1 => Kind::Management(n >> 2),
+            _ => Kind::Upstream(n >> 2),
+        },
     }
 }
 
@@ -43,6 +51,7 @@ mod tests {
         for k in [0, 1, 77, 1 << 20] {
             assert_eq!(decode(client(k)), Kind::Client(k));
             assert_eq!(decode(management(k)), Kind::Management(k));
+            assert_eq!(decode(upstream(k)), Kind::Upstream(k));
         }
         assert_eq!(decode(LISTENER), Kind::Listener);
         assert_eq!(decode(WAKER), Kind::Waker);

@@ -14,12 +14,24 @@ struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Only the measuring thread counts: the test harness's own threads allocate at
+    /// times of their choosing.
+    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn count() {
+    if COUNTING.with(|c| c.get()) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: every method forwards to `System` unchanged; the counter has no effect on
 // the memory handed out.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
         unsafe { System.alloc(layout) }
     }
@@ -28,7 +40,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: as for `alloc`; `ptr` came from `System` with `layout`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -92,7 +104,7 @@ fn masked(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
 fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
     let cfg = config::parse(Path::new("alloc.toml"), config, &Overrides::default()).unwrap();
     let mut sx = Scratch::new(Arc::new(cfg), 0, 1, 64);
-    let mut s = Session::new(*b"AAAAAAAAAAAAAAA=");
+    let mut s = Session::new(*b"AAAAAAAAAAAAAAA=", "127.0.0.1".parse().unwrap());
     let mut head = b"GET /prod HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
     s.process(&mut head, &mut sx);
     assert_eq!(s.state, State::Open);
@@ -118,9 +130,11 @@ fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
         round(&mut sx, &mut s);
     }
     let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
     for _ in 0..500 {
         round(&mut sx, &mut s);
     }
+    COUNTING.with(|c| c.set(false));
     let n = ALLOCATIONS.load(Ordering::Relaxed) - before;
     assert!(replies > 0, "the path under test must answer");
     n
@@ -132,14 +146,27 @@ fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
 fn steady_state_message_path_allocates_nothing() {
     let json = br#"{"service":"chat","action":"join","data":{"room":"room1234"}}"#;
     let streams = vec![
-        masked(true, 1, json),                                      // custom route, in place
-        masked(true, 1, b"not json at all"),                        // $default echo
-        masked(true, 1, br#"{"action":"leave"}"#),                  // one-way route
-        masked(true, 2, &[1, 2, 3, 4]),                             // binary echo
-        [masked(false, 1, b"{\"act"), masked(true, 9, b"p"), masked(true, 0, b"ion\":\"join\"}")].concat(), // fragmented + ping
-        masked(true, 1, &vec![b'x'; 3000]),                         // larger echo
+        masked(true, 1, json),                     // custom route, in place
+        masked(true, 1, b"not json at all"),       // $default echo
+        masked(true, 1, br#"{"action":"leave"}"#), // one-way route
+        masked(true, 2, &[1, 2, 3, 4]),            // binary echo
+        [
+            masked(false, 1, b"{\"act"),
+            masked(true, 9, b"p"),
+            masked(true, 0, b"ion\":\"join\"}"),
+        ]
+        .concat(), // fragmented + ping
+        masked(true, 1, &vec![b'x'; 3000]),        // larger echo
     ];
     assert_eq!(allocations(CONFIG, &streams, usize::MAX), 0, "whole frames");
-    assert_eq!(allocations(CONFIG, &streams, 7), 0, "frames split across reads");
-    assert_eq!(allocations(NO_DEFAULT, &[masked(true, 1, b"hi")], usize::MAX), 0, "Forbidden frame");
+    assert_eq!(
+        allocations(CONFIG, &streams, 7),
+        0,
+        "frames split across reads"
+    );
+    assert_eq!(
+        allocations(NO_DEFAULT, &[masked(true, 1, b"hi")], usize::MAX),
+        0,
+        "Forbidden frame"
+    );
 }

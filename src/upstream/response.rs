@@ -65,7 +65,12 @@ impl Parser {
 
     /// Looks at everything received so far (`buf`, which chunked decoding rewrites).
     /// `eof`: the backend closed its side. `Ok(None)`: more bytes are needed.
-    pub fn feed(&mut self, buf: &mut [u8], eof: bool, max_body: usize) -> Result<Option<Response>, Error> {
+    pub fn feed(
+        &mut self,
+        buf: &mut [u8],
+        eof: bool,
+        max_body: usize,
+    ) -> Result<Option<Response>, Error> {
         if self.head.is_none() {
             match parse_head(buf)? {
                 Some(h) => {
@@ -119,7 +124,11 @@ impl Parser {
         loop {
             let rest = &buf[self.scan..];
             let Some(line_end) = find_crlf(rest) else {
-                return if rest.len() > 1024 { Err(Error::Malformed) } else { Ok(None) };
+                return if rest.len() > 1024 {
+                    Err(Error::Malformed)
+                } else {
+                    Ok(None)
+                };
             };
             if self.last_chunk {
                 // Trailer lines until an empty one.
@@ -130,7 +139,11 @@ impl Parser {
                 continue;
             }
             let line = &rest[..line_end];
-            let hex = line.split(|&c| c == b';').next().unwrap_or(b"").trim_ascii();
+            let hex = line
+                .split(|&c| c == b';')
+                .next()
+                .unwrap_or(b"")
+                .trim_ascii();
             let size = parse_hex(hex).ok_or(Error::Malformed)?;
             if size == 0 {
                 self.last_chunk = true;
@@ -175,14 +188,19 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Error> {
     for h in r.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse::<usize>().ok());
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok());
             let n = n.ok_or(Error::Malformed)?;
             if length.is_some_and(|l| l != n) {
                 return Err(Error::Malformed);
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked |= h.value.split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked |= h
+                .value
+                .split(|&c| c == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case("connection") {
             for t in h.value.split(|&c| c == b',') {
                 let t = t.trim_ascii();
@@ -207,7 +225,14 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Error> {
     } else {
         Body::UntilEof
     };
-    Ok(Some(Head { status, len, body, content_type, protocol, keep_alive }))
+    Ok(Some(Head {
+        status,
+        len,
+        body,
+        content_type,
+        protocol,
+        keep_alive,
+    }))
 }
 
 fn find_crlf(b: &[u8]) -> Option<usize> {
@@ -240,7 +265,10 @@ mod tests {
                 return (buf, r);
             }
         }
-        let r = p.feed(&mut buf, true, 1 << 20).unwrap().expect("complete at EOF");
+        let r = p
+            .feed(&mut buf, true, 1 << 20)
+            .unwrap()
+            .expect("complete at EOF");
         (buf, r)
     }
 
@@ -277,18 +305,38 @@ mod tests {
     #[test]
     fn bad_and_short_replies() {
         let mut p = Parser::default();
-        assert_eq!(p.feed(&mut b"HTTX/1.1 200\r\n\r\n".to_vec(), false, 10), Err(Error::Malformed));
+        assert_eq!(
+            p.feed(&mut b"HTTX/1.1 200\r\n\r\n".to_vec(), false, 10),
+            Err(Error::Malformed)
+        );
         let mut p = Parser::default();
-        assert_eq!(p.feed(&mut b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab".to_vec(), true, 10), Err(Error::Truncated));
+        assert_eq!(
+            p.feed(
+                &mut b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab".to_vec(),
+                true,
+                10
+            ),
+            Err(Error::Truncated)
+        );
         let mut p = Parser::default();
-        assert_eq!(p.feed(&mut b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n".to_vec(), false, 10), Err(Error::TooLarge));
+        assert_eq!(
+            p.feed(
+                &mut b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n".to_vec(),
+                false,
+                10
+            ),
+            Err(Error::TooLarge)
+        );
         let mut p = Parser::default();
         assert_eq!(p.feed(&mut Vec::new(), true, 10), Err(Error::Truncated));
     }
 
     #[test]
     fn connection_close_and_http10_are_not_reusable() {
-        let (_, r) = feed_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 100);
+        let (_, r) = feed_all(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            100,
+        );
         assert!(!r.keep_alive);
         let (_, r) = feed_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 100);
         assert!(!r.keep_alive);

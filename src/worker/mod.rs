@@ -20,6 +20,7 @@ use crate::management;
 use crate::session::{Scratch, State};
 use crate::timer::{self, Wheel};
 use crate::token::{self, Kind as TokenKind};
+use crate::upstream;
 use crate::{close, frame};
 
 /// Room before the read area of the read buffer, so a stashed partial input (at most a
@@ -38,6 +39,10 @@ const TIMER_IDLE: u8 = 2;
 const TIMER_MAX_DURATION: u8 = 3;
 const TIMER_PING: u8 = 4;
 const TIMER_PONG: u8 = 5;
+const TIMER_CALL: u8 = 6;
+const TIMER_CONNECT: u8 = 7;
+
+mod calls;
 
 /// What a worker needs to start: its index, its listeners and the shared (read-only)
 /// configuration.
@@ -71,6 +76,17 @@ pub struct Worker {
     now: Instant,
     timers: Wheel,
     shared: Scratch,
+    /// Backend calls in flight.
+    calls: Slab<calls::Call>,
+    call_generation: u32,
+    /// Connections to backends, and their pools (one per backend address).
+    upstreams: Slab<upstream::Conn>,
+    upstream_generation: u32,
+    pools: Vec<upstream::Pool>,
+    /// Per pool: the connect timeout of its integrations.
+    connect_timeout: Vec<Duration>,
+    /// Per integration: its pool, for HTTP integrations.
+    pool_of: Vec<Option<usize>>,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -90,7 +106,15 @@ impl Worker {
             token::MANAGEMENT_LISTENER,
             Interest::READABLE,
         )?;
+        let (pools, connect_timeout, pool_of) = build_pools(&s.config);
         Ok(Worker {
+            calls: Slab::new(),
+            call_generation: 0,
+            upstreams: Slab::new(),
+            upstream_generation: 0,
+            pools,
+            connect_timeout,
+            pool_of,
             index: s.index,
             workers: s.workers,
             epoch: s.epoch,
@@ -116,7 +140,7 @@ impl Worker {
         let mut expired = Vec::new();
         loop {
             if let Some(deadline) = self.drain_deadline {
-                if self.conns.is_empty() || self.now >= deadline {
+                if (self.conns.is_empty() && self.calls.is_empty()) || self.now >= deadline {
                     return Ok(());
                 }
             } else if self.shutdown.load(Ordering::Acquire) {
@@ -145,6 +169,7 @@ impl Worker {
                             self.on_readable(key);
                         }
                     }
+                    TokenKind::Upstream(key) => self.on_upstream_event(key, ev),
                     TokenKind::Management(key) => {
                         let workers = self.workers;
                         if let Some(c) = self.admin.get_mut(key) {
@@ -175,8 +200,10 @@ impl Worker {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns[key].session.state {
+                // In-flight calls deliver their route responses first (calls.rs).
+                State::Open if self.conns[key].session.inflight > 0 => {}
                 State::Open => self.close_with(key, close::GOING_AWAY, "Server shutting down"),
-                State::Handshaking => self.close(key),
+                State::Handshaking | State::Connecting => self.close(key),
                 State::Closing | State::Done => {}
             }
         }
@@ -317,18 +344,28 @@ impl Worker {
                     break;
                 }
             };
-            let mut start = STASH_BYTES;
-            if let Some(stash) = conn.session.inbuf.take() {
-                start -= stash.len();
-                rbuf[start..STASH_BYTES].copy_from_slice(&stash);
-                self.shared.pool.give(stash);
-            }
             let was = conn.session.state;
             conn.last_active = self.now;
-            conn.session
-                .process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
+            if was == State::Connecting {
+                // Early frames wait, unprocessed, for the `$connect` answer.
+                conn.session
+                    .keep_early(&rbuf[STASH_BYTES..STASH_BYTES + read], &mut self.shared);
+            } else {
+                let mut start = STASH_BYTES;
+                if let Some(stash) = conn.session.inbuf.take() {
+                    start -= stash.len();
+                    rbuf[start..STASH_BYTES].copy_from_slice(&stash);
+                    self.shared.pool.give(stash);
+                }
+                conn.session
+                    .process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
+            }
             if was == State::Handshaking && conn.session.state == State::Open {
                 self.on_open(key);
+            }
+            if !self.shared.outbox.is_empty() {
+                let generation = self.conns[key].generation;
+                self.start_calls(Some((key, generation)));
             }
             if read < READ_BYTES {
                 break;
@@ -411,6 +448,11 @@ impl Worker {
     }
 
     fn on_timer(&mut self, e: timer::Entry) {
+        match e.kind {
+            TIMER_CALL => return self.on_call_timeout(e.key, e.generation),
+            TIMER_CONNECT => return self.on_connect_timeout(e.key, e.generation),
+            _ => {}
+        }
         let Some(conn) = self.conns.get_mut(e.key) else {
             return;
         };
@@ -455,9 +497,43 @@ impl Worker {
     }
 
     fn close(&mut self, key: usize) {
+        self.send_disconnect(key);
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             conn.release(&mut self.shared.pool);
         }
     }
+}
+
+/// One pool per distinct backend address, sized by the largest `pool_size` and
+/// `max_queued_requests` among the integrations that share it.
+fn build_pools(config: &Config) -> (Vec<upstream::Pool>, Vec<Duration>, Vec<Option<usize>>) {
+    let mut pools: Vec<upstream::Pool> = Vec::new();
+    let mut timeouts: Vec<Duration> = Vec::new();
+    let mut pool_of = Vec::with_capacity(config.integrations.len());
+    for i in &config.integrations {
+        let crate::config::IntegrationKind::Http(h) = &i.kind else {
+            pool_of.push(None);
+            continue;
+        };
+        let p = match pools.iter().position(|p| p.addr == h.uri.addr) {
+            Some(p) => {
+                pools[p].size = pools[p].size.max(h.pool_size);
+                pools[p].max_queued = pools[p].max_queued.max(h.max_queued_requests);
+                timeouts[p] = timeouts[p].max(h.connect_timeout);
+                p
+            }
+            None => {
+                pools.push(upstream::Pool::new(
+                    h.uri.addr,
+                    h.pool_size,
+                    h.max_queued_requests,
+                ));
+                timeouts.push(h.connect_timeout);
+                pools.len() - 1
+            }
+        };
+        pool_of.push(Some(p));
+    }
+    (pools, timeouts, pool_of)
 }

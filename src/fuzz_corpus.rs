@@ -1,0 +1,211 @@
+//! The fuzz seed corpora (`tests/fuzz/corpus/<target>/`) as ordinary unit tests. Each
+//! test runs the same logic as its fuzz target (`tests/fuzz/fuzz_targets/<target>.rs`)
+//! on every seed, so `cargo test` catches a seed that panics without a fuzzer. A few
+//! known seeds also have their expected outcome asserted.
+
+use std::path::PathBuf;
+
+use crate::buf::Pool;
+use crate::frame::Error;
+use crate::handshake::{self, Rejection};
+use crate::message::{Event, Limits, Payload, Reader, MAX_PARTIAL_BYTES};
+use crate::route::{Expression, Selector};
+
+/// Every seed of `target` as (file name, bytes), sorted by name. A missing directory
+/// gives no seeds.
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz/corpus")
+        .join(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Vec<u8>)> = entries
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read(&p).expect("read seed"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn seed(all: &[(String, Vec<u8>)], name: &str) -> Vec<u8> {
+    all.iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("seed {name} is missing"))
+        .1
+        .clone()
+}
+
+/// The `frame` fuzz target's limits.
+const FRAME_LIMITS: Limits = Limits {
+    max_frame_bytes: 4096,
+    max_message_bytes: 16384,
+    allow_binary: true,
+};
+
+/// The `frame` fuzz target: read `data` as the worker does until an error or until no
+/// complete event is left. Returns each event with its payload bytes, then the error if
+/// reading stopped on one.
+fn frame_target(data: &[u8]) -> (Vec<(String, Vec<u8>)>, Option<Error>) {
+    let (mut input, mut pos) = (data.to_vec(), 0);
+    let (mut r, mut asm, mut pool) = (Reader::default(), None, Pool::new(2));
+    let mut events = Vec::new();
+    loop {
+        let (n, ev) = match r.read(&mut input[pos..], &mut asm, &mut pool, &FRAME_LIMITS) {
+            Ok(read) => read,
+            Err(e) => return (events, Some(e)),
+        };
+        let base = pos;
+        pos += n;
+        let Some(ev) = ev else {
+            assert!(input.len() - pos <= MAX_PARTIAL_BYTES);
+            return (events, None);
+        };
+        let at = |p: std::ops::Range<usize>| input[base + p.start..base + p.end].to_vec();
+        events.push(match ev {
+            Event::Message {
+                kind,
+                payload: Payload::Input(p),
+            } => (format!("{kind:?}"), at(p)),
+            Event::Message {
+                kind,
+                payload: Payload::Assembled,
+            } => {
+                let b = asm.take().expect("an assembled message has a buffer");
+                let v = b.clone();
+                pool.give(b);
+                (format!("{kind:?}"), v)
+            }
+            Event::Ping(p) => ("Ping".into(), at(p)),
+            Event::Pong(p) => ("Pong".into(), at(p)),
+            Event::Close { code, reason } => (format!("Close({code:?})"), at(reason)),
+        });
+    }
+}
+
+/// The `route_expression` fuzz target: expression, NUL, message.
+fn route_expression_target(data: &[u8]) -> Option<Vec<u8>> {
+    let (src, message) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let expr = Expression::parse(&String::from_utf8_lossy(src)).ok()?;
+    Selector::new().evaluate(&expr, message).map(<[u8]>::to_vec)
+}
+
+fn owned(events: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+    events
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect()
+}
+
+#[test]
+fn frame_seeds_do_not_panic() {
+    let all = seeds("frame");
+    assert!(
+        all.len() >= 5,
+        "frame seed corpus missing: {} seeds",
+        all.len()
+    );
+    for (name, data) in &all {
+        let result = std::panic::catch_unwind(|| frame_target(data));
+        assert!(result.is_ok(), "frame seed {name} panicked");
+    }
+    assert_eq!(
+        frame_target(&seed(&all, "text_hello")),
+        (owned(&[("Text", b"Hello")]), None)
+    );
+    assert_eq!(
+        frame_target(&seed(&all, "fragmented_text_with_ping")),
+        (owned(&[("Ping", b"p"), ("Text", b"Hello")]), None)
+    );
+    assert_eq!(
+        frame_target(&seed(&all, "fragmented_utf8_split")),
+        (owned(&[("Text", "κόσμε".as_bytes())]), None)
+    );
+    assert_eq!(
+        frame_target(&seed(&all, "close_1000_bye")),
+        (owned(&[("Close(Some(1000))", b"bye")]), None)
+    );
+    let (events, err) = frame_target(&seed(&all, "binary_pong_close_empty"));
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!((kinds, err), (vec!["Binary", "Pong", "Close(None)"], None));
+}
+
+#[test]
+fn handshake_seeds_do_not_panic() {
+    let all = seeds("handshake");
+    assert!(
+        all.len() >= 5,
+        "handshake seed corpus missing: {} seeds",
+        all.len()
+    );
+    for (name, data) in &all {
+        let result = std::panic::catch_unwind(|| {
+            if let Err(r) = handshake::parse(data, "prod") {
+                r.write_response(&mut Vec::new());
+            }
+        });
+        assert!(result.is_ok(), "handshake seed {name} panicked");
+    }
+    let good = seed(&all, "good_browser_upgrade");
+    let u = handshake::parse(&good, "prod")
+        .expect("accepted")
+        .expect("complete");
+    assert_eq!((u.head_len, u.path), (good.len(), "/prod"));
+    assert_eq!(&u.accept, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    assert_eq!(u.protocols, Some(&b"chat, superchat"[..]));
+
+    let early = seed(&all, "good_rfc6455_with_early_frame");
+    let u = handshake::parse(&early, "prod")
+        .expect("accepted")
+        .expect("complete");
+    assert_eq!(
+        &early[u.head_len..],
+        &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+    );
+
+    let long = seed(&all, "long_url_4000");
+    let u = handshake::parse(&long, "prod")
+        .expect("4000-byte target is allowed")
+        .expect("complete");
+    assert_eq!(u.query.map(str::len), Some(4000 - "/prod?".len()));
+    assert_eq!(
+        handshake::parse(&seed(&all, "long_url_414"), "prod"),
+        Err(Rejection::UriTooLong)
+    );
+    assert_eq!(
+        handshake::parse(&seed(&all, "post"), "prod"),
+        Err(Rejection::MethodNotAllowed)
+    );
+    assert_eq!(
+        handshake::parse(&seed(&all, "partial_head"), "prod"),
+        Ok(None)
+    );
+    assert_eq!(
+        handshake::parse(&seed(&all, "version_8"), "prod"),
+        Err(Rejection::UnsupportedVersion)
+    );
+}
+
+#[test]
+fn route_expression_seeds_do_not_panic() {
+    // That corpus belongs to the route_expression target; none yet means nothing to run.
+    for (name, data) in seeds("route_expression") {
+        let result = std::panic::catch_unwind(|| route_expression_target(&data));
+        assert!(result.is_ok(), "route_expression seed {name} panicked");
+    }
+    assert_eq!(
+        route_expression_target(b"$request.body.action\0{\"action\":\"join\"}"),
+        Some(b"join".to_vec())
+    );
+}

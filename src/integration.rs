@@ -1,0 +1,293 @@
+//! HTTP integrations (SPEC §5): the request a route sends to its backend (`aws_proxy`
+//! event or `http_proxy` raw message with data mapping), and what the backend's
+//! answer means for the client (route response rules, Lambda proxy results).
+
+use crate::config::{Api, Http, Proxy};
+use crate::event::{self, Common, Identity};
+use crate::mapping::{Source, Target};
+use crate::route::Selector;
+
+/// Which event a call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Connect,
+    Message,
+    Disconnect,
+}
+
+/// A backend call the session asks the worker to make.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub route: usize,
+    pub kind: CallKind,
+    /// The whole HTTP request (head and body), in a pooled buffer.
+    pub request: Vec<u8>,
+    pub request_id: crate::id::Text,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// The backend answered (for `response = "lambda"`, the decoded Lambda result).
+    Reply {
+        status: u16,
+        body: &'a [u8],
+        content_type: Option<&'a [u8]>,
+        protocol: Option<&'a [u8]>,
+    },
+    /// Unreachable, malformed reply, or no room in the wait queue.
+    Failed,
+    /// No answer within the integration's timeout.
+    TimedOut,
+}
+
+/// The handshake data an `http_proxy` mapping or the CONNECT event needs.
+pub struct Handshake<'a> {
+    pub headers: &'a [(String, String)],
+    pub query: Option<&'a str>,
+}
+
+/// Everything a request needs besides the integration.
+pub struct Input<'a> {
+    pub api: &'a Api,
+    pub route_key: &'a str,
+    pub connection_id: &'a [u8],
+    pub request_id: &'a [u8],
+    pub message_id: &'a [u8],
+    pub identity: &'a Identity,
+    pub now_ms: u64,
+}
+
+impl Input<'_> {
+    fn common(&self) -> Common<'_> {
+        Common {
+            api: self.api,
+            route_key: self.route_key,
+            connection_id: self.connection_id,
+            request_id: self.request_id,
+            identity: self.identity,
+            now_ms: self.now_ms,
+        }
+    }
+}
+
+/// What the request carries besides the ids.
+pub enum Body<'a> {
+    Connect(&'a Handshake<'a>),
+    Message { data: &'a [u8], binary: bool },
+    Disconnect { code: u16, reason: &'a [u8] },
+}
+
+/// Writes the complete HTTP request for one call into `out`; `scratch` is reused for
+/// the event body.
+pub fn write_request(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    selector: &mut Selector,
+    http: &Http,
+    input: &Input<'_>,
+    body: Body<'_>,
+    handshake: Option<&Handshake<'_>>,
+) {
+    scratch.clear();
+    match http.proxy {
+        Proxy::Aws => {
+            let c = input.common();
+            match body {
+                Body::Connect(h) => event::write_connect(scratch, &c, h.headers, h.query),
+                Body::Message { data, binary } => {
+                    event::write_message(scratch, &c, input.message_id, data, binary)
+                }
+                Body::Disconnect { code, reason } => {
+                    event::write_disconnect(scratch, &c, code, reason)
+                }
+            }
+            crate::upstream::write_request(out, &http.uri, b"", "application/json", b"", scratch);
+        }
+        Proxy::Http => {
+            let (data, binary): (&[u8], bool) = match body {
+                Body::Message { data, binary } => (data, binary),
+                _ => (b"", false),
+            };
+            let handshake = match body {
+                Body::Connect(h) => Some(h),
+                _ => handshake,
+            };
+            // Mapped headers into `scratch`, mapped query after them.
+            let mut query = Vec::new();
+            for m in &http.request_parameters {
+                let value: Vec<u8> = match &m.source {
+                    Source::Static(s) => s.as_bytes().to_vec(),
+                    Source::Context(name) => context_value(name, input).to_vec(),
+                    Source::StageVariable(n) => input
+                        .api
+                        .stage_variables
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map_or(Vec::new(), |(_, v)| v.as_bytes().to_vec()),
+                    Source::Header(n) => handshake
+                        .and_then(|h| {
+                            h.headers
+                                .iter()
+                                .rev()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                        })
+                        .map_or(Vec::new(), |(_, v)| v.as_bytes().to_vec()),
+                    Source::Query(n) => handshake
+                        .and_then(|h| h.query)
+                        .and_then(|q| {
+                            event::query_pairs(q)
+                                .into_iter()
+                                .rev()
+                                .find(|(k, _)| k == n)
+                        })
+                        .map_or(Vec::new(), |(_, v)| v.into_bytes()),
+                    Source::Body(_) => match (&m.body_path, binary) {
+                        (Some(expr), false) => selector
+                            .evaluate(expr, data)
+                            .map_or(Vec::new(), <[u8]>::to_vec),
+                        _ => Vec::new(),
+                    },
+                };
+                match &m.target {
+                    Target::Header(name) => {
+                        scratch.extend_from_slice(name.as_bytes());
+                        scratch.extend_from_slice(b": ");
+                        scratch.extend(value.iter().map(|&c| {
+                            if c == b'\r' || c == b'\n' {
+                                b' '
+                            } else {
+                                c
+                            }
+                        }));
+                        scratch.extend_from_slice(b"\r\n");
+                    }
+                    Target::Query(name) => {
+                        if !query.is_empty() {
+                            query.push(b'&');
+                        }
+                        percent_encode(&mut query, name.as_bytes());
+                        query.push(b'=');
+                        percent_encode(&mut query, &value);
+                    }
+                }
+            }
+            let ct = if binary {
+                "application/octet-stream"
+            } else {
+                "application/json"
+            };
+            crate::upstream::write_request(out, &http.uri, &query, ct, scratch, data);
+        }
+    }
+}
+
+fn context_value<'a>(name: &str, i: &'a Input<'a>) -> &'a [u8] {
+    match name {
+        "connectionId" => i.connection_id,
+        "routeKey" => i.route_key.as_bytes(),
+        "requestId" | "extendedRequestId" => i.request_id,
+        "messageId" => i.message_id,
+        "eventType" => match i.route_key {
+            "$connect" => b"CONNECT",
+            "$disconnect" => b"DISCONNECT",
+            _ => b"MESSAGE",
+        },
+        "stage" => i.api.stage.as_bytes(),
+        "apiId" => i.api.name.as_bytes(),
+        "domainName" => i.identity.host.as_bytes(),
+        _ => b"",
+    }
+}
+
+fn percent_encode(out: &mut Vec<u8>, s: &[u8]) {
+    for &c in s {
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~') {
+            out.push(c);
+        } else {
+            out.push(b'%');
+            out.push(b"0123456789ABCDEF"[(c >> 4) as usize]);
+            out.push(b"0123456789ABCDEF"[(c & 15) as usize]);
+        }
+    }
+}
+
+/// A Lambda proxy result (`response = "lambda"`): status, body (base64-decoded when
+/// flagged) and the `Sec-WebSocket-Protocol` header if it sets one.
+pub struct LambdaResult {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub protocol: Option<Vec<u8>>,
+}
+
+/// Decodes a Lambda proxy result; `None` when it is not one (a malformed reply).
+pub fn decode_lambda(reply: &[u8]) -> Option<LambdaResult> {
+    use simd_json::prelude::*;
+    let mut copy = reply.to_vec();
+    let v = simd_json::to_borrowed_value(&mut copy).ok()?;
+    let obj = v.as_object()?;
+    let status = obj
+        .get("statusCode")
+        .and_then(|s| s.as_u64())
+        .filter(|s| (100..=599).contains(s))? as u16;
+    let raw = match obj.get("body") {
+        None => Vec::new(),
+        Some(b) if b.is_null() => Vec::new(),
+        Some(b) => b.as_str()?.as_bytes().to_vec(),
+    };
+    let b64 = obj
+        .get("isBase64Encoded")
+        .and_then(|b| b.as_bool())
+        .unwrap_or(false);
+    let body = if b64 {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(&raw)
+            .ok()?
+    } else {
+        raw
+    };
+    let protocol = obj
+        .get("headers")
+        .and_then(|h| h.as_object())
+        .and_then(|h| {
+            h.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-protocol"))
+                .and_then(|(_, v)| v.as_str())
+                .map(|s| s.as_bytes().to_vec())
+        });
+    Some(LambdaResult {
+        status,
+        body,
+        protocol,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambda_results_decode() {
+        let r = decode_lambda(
+            br#"{"statusCode":200,"body":"hi","headers":{"Sec-WebSocket-Protocol":"p2"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.protocol.as_deref()),
+            (200, &b"hi"[..], Some(&b"p2"[..]))
+        );
+        let r =
+            decode_lambda(br#"{"statusCode":201,"body":"AAE=","isBase64Encoded":true}"#).unwrap();
+        assert_eq!(r.body, vec![0, 1]);
+        assert!(decode_lambda(b"not json").is_none());
+        assert!(decode_lambda(br#"{"body":"x"}"#).is_none());
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        let mut out = Vec::new();
+        percent_encode(&mut out, b"a b&c");
+        assert_eq!(out, b"a%20b%26c");
+    }
+}
