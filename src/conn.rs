@@ -25,6 +25,10 @@ pub struct Conn {
     pub lingering: bool,
     /// Last data frame in either direction or control frame from the client (SPEC §8).
     pub last_active: Instant,
+    /// When the upgrade completed (GET's `lastActiveAt` is reckoned from it).
+    pub opened_at: Instant,
+    /// Counted in the open-connections gauge.
+    pub counted_open: bool,
 }
 
 /// What a flush achieved.
@@ -47,6 +51,8 @@ impl Conn {
             wants_write: false,
             lingering: false,
             last_active: Instant::now(),
+            opened_at: Instant::now(),
+            counted_open: false,
         }
     }
 

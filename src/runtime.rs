@@ -12,6 +12,8 @@ use mio::Poll;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{self, Config};
+use crate::mailbox::Mailboxes;
+use crate::metrics::Metrics;
 use crate::worker::{self, Setup, Worker};
 
 /// Why the gateway could not run.
@@ -93,12 +95,20 @@ pub fn run(config: Config) -> Result<(), Error> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
 
+    let mut polls = Vec::with_capacity(n);
     let mut wakers = Vec::with_capacity(n);
-    let mut threads = Vec::with_capacity(n);
-    for (i, (listener, admin)) in clients.into_iter().zip(admins).enumerate() {
+    for _ in 0..n {
         let poll = Poll::new()?;
         wakers.push(worker::waker(&poll)?);
+        polls.push(poll);
+    }
+    let mail = Arc::new(Mailboxes::new(wakers.clone()));
+    let metrics = Arc::new(Metrics::new(n));
+    let mut threads = Vec::with_capacity(n);
+    for (i, ((listener, admin), poll)) in clients.into_iter().zip(admins).zip(polls).enumerate() {
         let setup = Setup {
+            mail: mail.clone(),
+            metrics: metrics.clone(),
             index: i as u8,
             workers: n,
             epoch,

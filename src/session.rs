@@ -17,6 +17,7 @@ use crate::id::{self, Sequence};
 use crate::integration::{self, Body, CallKind, Handshake, Input, Outcome, Outgoing};
 use crate::mapping::Source;
 use crate::message::{self, Event, Kind, Payload, Reader};
+use crate::metrics::{self, Metrics};
 use crate::reply;
 use crate::route::Selector;
 use crate::time;
@@ -88,6 +89,9 @@ pub struct Scratch {
     pub outbox: Vec<Outgoing>,
     /// Whether some `http_proxy` mapping reads handshake headers.
     keep_headers: bool,
+    /// The metrics and the index of the worker this scratch belongs to.
+    pub metrics: Arc<Metrics>,
+    pub worker: u8,
 }
 
 impl Scratch {
@@ -115,6 +119,8 @@ impl Scratch {
             limits,
             outbox: Vec::new(),
             keep_headers,
+            metrics: Arc::new(Metrics::new(worker as usize + 1)),
+            worker,
         }
     }
 }
@@ -220,6 +226,7 @@ impl Session {
                 Err(e) => {
                     if self.state == State::Open {
                         log::debug!("closing with {}: {}", e.close_code(), e.reason());
+                        metrics::add(&sx.metrics.worker(sx.worker).client_errors, 1);
                         self.start_close(e.close_code(), e.reason(), sx);
                     } else {
                         self.state = State::Done;
@@ -535,12 +542,16 @@ impl Session {
     fn on_message(&mut self, kind: Kind, body: &[u8], sx: &mut Scratch) {
         // A borrow of the field, not an Arc clone: no shared counter on the hot path.
         let config = &*sx.config;
+        let counters = sx.metrics.worker(sx.worker);
+        metrics::add(&counters.messages_in, 1);
+        metrics::add(&counters.bytes_in, body.len() as u64);
         let route = match kind {
             Kind::Text => sx.selector.select(&config.table, body),
             Kind::Binary => config.default_route,
         };
         let request_id = sx.seq.next_id();
         let Some(route) = route else {
+            metrics::add(&counters.client_errors, 1);
             reply::error_frame(&mut sx.wbuf, "Forbidden", &self.id, &request_id);
             return;
         };

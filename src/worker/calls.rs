@@ -313,6 +313,12 @@ impl Worker {
         } = call;
         self.shared.pool.give(request);
         let elapsed = self.now.saturating_duration_since(started);
+        let counters = self.metrics.worker(self.index);
+        counters.latency(elapsed);
+        match &outcome {
+            Outcome::Reply { status, .. } if (200..300).contains(status) => {}
+            _ => crate::metrics::add(&counters.integration_errors, 1),
+        }
         match (&outcome, kind) {
             (Outcome::Failed, _) | (Outcome::TimedOut, _) => {
                 log::info!(

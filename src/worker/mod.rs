@@ -16,7 +16,9 @@ use crate::config::Config;
 use crate::conn::{Conn, Flushed};
 use crate::handshake;
 use crate::id::ConnectionId;
+use crate::mailbox::Mailboxes;
 use crate::management;
+use crate::metrics::{self, Metrics};
 use crate::session::{Scratch, State};
 use crate::timer::{self, Wheel};
 use crate::token::{self, Kind as TokenKind};
@@ -41,7 +43,9 @@ const TIMER_PING: u8 = 4;
 const TIMER_PONG: u8 = 5;
 const TIMER_CALL: u8 = 6;
 const TIMER_CONNECT: u8 = 7;
+const TIMER_HEALTH: u8 = 8;
 
+mod admin;
 mod calls;
 
 /// What a worker needs to start: its index, its listeners and the shared (read-only)
@@ -55,6 +59,8 @@ pub struct Setup {
     pub management: std::net::TcpListener,
     pub poll: Poll,
     pub shutdown: Arc<AtomicBool>,
+    pub mail: Arc<Mailboxes>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Worker {
@@ -87,6 +93,9 @@ pub struct Worker {
     connect_timeout: Vec<Duration>,
     /// Per integration: its pool, for HTTP integrations.
     pool_of: Vec<Option<usize>>,
+    admin_generation: u32,
+    mail: Arc<Mailboxes>,
+    metrics: Arc<Metrics>,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -107,9 +116,13 @@ impl Worker {
             Interest::READABLE,
         )?;
         let (pools, connect_timeout, pool_of) = build_pools(&s.config);
+        let metrics = s.metrics;
         Ok(Worker {
             calls: Slab::new(),
             call_generation: 0,
+            admin_generation: 0,
+            mail: s.mail,
+            metrics: metrics.clone(),
             upstreams: Slab::new(),
             upstream_generation: 0,
             pools,
@@ -129,7 +142,11 @@ impl Worker {
             drain_deadline: None,
             now: Instant::now(),
             timers: Wheel::new(Instant::now()),
-            shared: Scratch::new(s.config, s.index, s.epoch, POOL_KEEP),
+            shared: {
+                let mut sx = Scratch::new(s.config, s.index, s.epoch, POOL_KEEP);
+                sx.metrics = metrics.clone();
+                sx
+            },
         })
     }
 
@@ -160,7 +177,7 @@ impl Worker {
                 match token::decode(ev.token()) {
                     TokenKind::Listener => self.accept_clients(),
                     TokenKind::ManagementListener => self.accept_admin(),
-                    TokenKind::Waker => {}
+                    TokenKind::Waker => self.on_mail(),
                     TokenKind::Client(key) => {
                         if ev.is_writable() {
                             self.on_writable(key);
@@ -171,12 +188,10 @@ impl Worker {
                     }
                     TokenKind::Upstream(key) => self.on_upstream_event(key, ev),
                     TokenKind::Management(key) => {
-                        let workers = self.workers;
-                        if let Some(c) = self.admin.get_mut(key) {
-                            if c.on_event(workers) {
-                                let mut c = self.admin.remove(key);
-                                let _ = self.poll.registry().deregister(&mut c.stream);
-                            }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_admin_event(key);
+                        } else {
+                            self.flush_admin(key);
                         }
                     }
                 }
@@ -223,8 +238,7 @@ impl Worker {
             self.index,
             conn.peer
         );
-        frame::write_close(&mut self.shared.wbuf, Some(code), reason);
-        conn.session.state = State::Closing;
+        conn.session.start_close(code, reason, &mut self.shared);
         self.finish_output(key);
     }
 
@@ -236,6 +250,11 @@ impl Worker {
         };
         let g = conn.generation;
         conn.last_active = self.now;
+        conn.opened_at = self.now;
+        conn.counted_open = true;
+        let counters = self.metrics.worker(self.index);
+        metrics::add(&counters.connects, 1);
+        metrics::add(&counters.open_connections, 1);
         self.timers
             .arm(self.now + l.idle_timeout, key, g, TIMER_IDLE);
         self.timers.arm(
@@ -295,31 +314,6 @@ impl Worker {
         let at = Instant::now() + self.shared.config.server.handshake_timeout;
         self.timers.arm(at, key, generation, TIMER_HANDSHAKE);
         Ok(())
-    }
-
-    fn accept_admin(&mut self) {
-        loop {
-            match self.management.accept() {
-                Ok((mut stream, _)) => {
-                    let entry = self.admin.vacant_entry();
-                    let tok = token::management(entry.key());
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut stream, tok, Interest::READABLE)
-                        .is_ok()
-                    {
-                        entry.insert(management::Conn::new(stream));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::warn!("worker {}: management accept failed: {e}", self.index);
-                    return;
-                }
-            }
-        }
     }
 
     /// Reads until the socket is drained (a short read means it was), processing
@@ -451,6 +445,7 @@ impl Worker {
         match e.kind {
             TIMER_CALL => return self.on_call_timeout(e.key, e.generation),
             TIMER_CONNECT => return self.on_connect_timeout(e.key, e.generation),
+            TIMER_HEALTH => return self.on_health_timeout(e.key, e.generation),
             _ => {}
         }
         let Some(conn) = self.conns.get_mut(e.key) else {
@@ -499,6 +494,9 @@ impl Worker {
     fn close(&mut self, key: usize) {
         self.send_disconnect(key);
         if let Some(mut conn) = self.conns.try_remove(key) {
+            if conn.counted_open {
+                metrics::sub(&self.metrics.worker(self.index).open_connections, 1);
+            }
             let _ = self.poll.registry().deregister(&mut conn.stream);
             conn.release(&mut self.shared.pool);
         }
