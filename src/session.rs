@@ -72,6 +72,8 @@ pub struct Session {
     pub registered: bool,
     /// Why the connection ended, for `$disconnect` (default: 1006, no close frame).
     pub close_status: Option<Box<(u16, String)>>,
+    /// The client left while `$connect` was pending.
+    pub abandoned: bool,
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -141,6 +143,7 @@ impl Session {
             inflight: 0,
             registered: false,
             close_status: None,
+            abandoned: false,
         }
     }
 

@@ -121,15 +121,16 @@ impl Conn {
         Ok(true)
     }
 
-    /// Reads everything available into `inbuf`; `true` at EOF.
-    pub fn read_available(&mut self) -> io::Result<bool> {
+    /// Reads everything available into `inbuf`; `true` at EOF. A short read ends the
+    /// loop (the socket is drained) unless `read_closed` says a FIN is pending too.
+    pub fn read_available(&mut self, read_closed: bool) -> io::Result<bool> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Ok(true),
                 Ok(n) => {
                     self.inbuf.extend_from_slice(&chunk[..n]);
-                    if n < chunk.len() {
+                    if n < chunk.len() && !read_closed {
                         return Ok(false);
                     }
                 }

@@ -36,9 +36,12 @@ pub(super) struct Call {
 impl Worker {
     /// Starts every call the session just served put in the outbox.
     pub(super) fn start_calls(&mut self, client: Option<(usize, u32)>) {
-        while let Some(out) = self.shared.outbox.pop() {
+        // In order: calls reach a one-connection pool in arrival order.
+        let mut outbox = std::mem::take(&mut self.shared.outbox);
+        for out in outbox.drain(..) {
             self.start_call(client, out);
         }
+        self.shared.outbox = outbox;
     }
 
     fn start_call(&mut self, client: Option<(usize, u32)>, out: Outgoing) {
@@ -171,16 +174,16 @@ impl Worker {
             self.upstream_write(uk);
         }
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            self.upstream_read(uk);
+            self.upstream_read(uk, ev.is_read_closed());
         }
     }
 
-    fn upstream_read(&mut self, uk: usize) {
+    fn upstream_read(&mut self, uk: usize, read_closed: bool) {
         let Some(up) = self.upstreams.get_mut(uk) else {
             return;
         };
         // A read error ends the reply like EOF does.
-        let eof = up.read_available().unwrap_or(true);
+        let eof = up.read_available(read_closed).unwrap_or(true);
         match up.state {
             upstream::State::Busy => {}
             upstream::State::Idle if eof || !up.inbuf.is_empty() => {
@@ -343,6 +346,12 @@ impl Worker {
             return;
         }
         match kind {
+            CallKind::Connect if conn.session.abandoned => {
+                let accepted = matches!(outcome, Outcome::Reply { status, .. } if (200..300).contains(&status));
+                conn.session.registered = accepted;
+                conn.session.state = State::Done;
+                return self.close(key);
+            }
             CallKind::Connect => {
                 if conn.session.on_connect_outcome(outcome, &mut self.shared) {
                     self.on_open(key);

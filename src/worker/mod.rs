@@ -183,7 +183,7 @@ impl Worker {
                             self.on_writable(key);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.on_readable(key);
+                            self.on_readable(key, ev.is_read_closed());
                         }
                     }
                     TokenKind::Upstream(key) => self.on_upstream_event(key, ev),
@@ -318,7 +318,9 @@ impl Worker {
 
     /// Reads until the socket is drained (a short read means it was), processing
     /// every complete frame in place, then writes all replies in one go.
-    fn on_readable(&mut self, key: usize) {
+    /// `read_closed`: the event says the peer's FIN is already here, so the socket is
+    /// read to EOF even after a short read.
+    fn on_readable(&mut self, key: usize, read_closed: bool) {
         let mut rbuf = std::mem::take(&mut self.rbuf);
         let mut gone = false;
         while let Some(conn) = self.conns.get_mut(key) {
@@ -361,7 +363,7 @@ impl Worker {
                 let generation = self.conns[key].generation;
                 self.start_calls(Some((key, generation)));
             }
-            if read < READ_BYTES {
+            if read < READ_BYTES && !read_closed {
                 break;
             }
         }
@@ -492,6 +494,16 @@ impl Worker {
     }
 
     fn close(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.session.state == State::Connecting && !conn.session.abandoned {
+                // `$connect` is still deciding; if it says yes, `$disconnect` (1006)
+                // is owed, so the session waits for the answer without its client.
+                conn.session.abandoned = true;
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+                let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
         self.send_disconnect(key);
         if let Some(mut conn) = self.conns.try_remove(key) {
             if conn.counted_open {
