@@ -1,12 +1,18 @@
 //! Integration tests: the real `wsgate` binary driven over loopback (STYLE "Tests").
 //! Every test starts its own gateway on `127.0.0.1:0`, so they run in parallel.
 
+mod backend;
 mod support;
 
 mod closes;
 mod config;
 mod frames;
 mod handshake;
+mod http_connect;
+mod http_disconnect;
+mod http_events;
+mod http_pool;
+mod http_routes;
 mod properties;
 mod routing;
 mod workers;
