@@ -2,6 +2,7 @@
 //! Every test starts its own gateway on `127.0.0.1:0`, so they run in parallel.
 
 mod backend;
+mod chat;
 mod support;
 
 mod closes;
