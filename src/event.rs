@@ -13,6 +13,8 @@ use crate::time;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub source_ip: IpAddr,
+    /// `source_ip` as text, formatted once per connection.
+    pub source_ip_text: Box<str>,
     pub user_agent: Option<Box<str>>,
     /// The Host header (`domainName`).
     pub host: Box<str>,
@@ -29,31 +31,33 @@ pub struct Common<'a> {
     pub now_ms: u64,
 }
 
-/// Writes `s` as a JSON string (quotes included).
+/// Writes `s` as a JSON string (quotes included): runs of plain bytes are copied
+/// whole, only `"`, `\\` and control characters are escaped.
 pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
-    let mut start = 0;
-    for (i, &c) in s.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&s[start..i]);
-        if esc.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(b"0123456789abcdef"[(c >> 4) as usize]);
-            out.push(b"0123456789abcdef"[(c & 15) as usize]);
-        } else {
-            out.extend_from_slice(esc);
+    let mut rest = s;
+    while let Some(i) = rest
+        .iter()
+        .position(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    {
+        out.extend_from_slice(&rest[..i]);
+        let c = rest[i];
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                out.extend_from_slice(b"\\u00");
+                out.push(b"0123456789abcdef"[(c >> 4) as usize]);
+                out.push(b"0123456789abcdef"[(c & 15) as usize]);
+            }
         }
-        start = i + 1;
+        rest = &rest[i + 1..];
     }
-    out.extend_from_slice(&s[start..]);
+    out.extend_from_slice(rest);
     out.push(b'"');
 }
 
@@ -112,7 +116,7 @@ fn write_context(out: &mut Vec<u8>, c: &Common<'_>, kind: &Kind<'_>) {
     out.extend_from_slice(b",\"requestTimeEpoch\":");
     write_num(out, c.now_ms);
     out.extend_from_slice(b",\"identity\":{\"sourceIp\":\"");
-    out.extend_from_slice(c.identity.source_ip.to_canonical().to_string().as_bytes());
+    out.extend_from_slice(c.identity.source_ip_text.as_bytes());
     out.extend_from_slice(b"\",\"userAgent\":");
     match &c.identity.user_agent {
         Some(ua) => write_str(out, ua.as_bytes()),
@@ -333,6 +337,7 @@ mod tests {
     fn ident() -> Identity {
         Identity {
             source_ip: "127.0.0.1".parse().unwrap(),
+            source_ip_text: "127.0.0.1".into(),
             user_agent: Some("ua/1".into()),
             host: "h:1".into(),
             connected_at_ms: 1_795_508_102_123,

@@ -247,6 +247,7 @@ impl Session {
             |b: Option<&[u8]>| b.map(|v| String::from_utf8_lossy(v).into_owned().into_boxed_str());
         let identity = Identity {
             source_ip: self.peer_ip,
+            source_ip_text: self.peer_ip.to_canonical().to_string().into_boxed_str(),
             user_agent: text(up.user_agent),
             host: text(up.host).unwrap_or_default(),
             connected_at_ms: time::now_ms(),

@@ -280,7 +280,7 @@ impl Worker {
                 Answer::Info {
                     connected_at_ms: ident.connected_at_ms,
                     last_active_ms: ident.connected_at_ms + since_open.as_millis() as u64,
-                    source_ip: ident.source_ip.to_canonical().to_string(),
+                    source_ip: ident.source_ip_text.to_string(),
                     user_agent: ident.user_agent.as_deref().map(str::to_string),
                 }
             }

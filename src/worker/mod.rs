@@ -255,6 +255,12 @@ impl Worker {
         let counters = self.metrics.worker(self.index);
         metrics::add(&counters.connects, 1);
         metrics::add(&counters.open_connections, 1);
+        log::info!(
+            "event=connect connectionId={} sourceIp={} worker={}",
+            String::from_utf8_lossy(&conn.session.id),
+            conn.peer.ip(),
+            self.index
+        );
         self.timers
             .arm(self.now + l.idle_timeout, key, g, TIMER_IDLE);
         self.timers.arm(
@@ -508,6 +514,15 @@ impl Worker {
         if let Some(mut conn) = self.conns.try_remove(key) {
             if conn.counted_open {
                 metrics::sub(&self.metrics.worker(self.index).open_connections, 1);
+                let (code, reason) = match conn.session.close_status.as_deref() {
+                    Some((c, r)) => (*c, r.as_str()),
+                    None => (close::ABNORMAL, ""),
+                };
+                log::info!(
+                    "event=disconnect connectionId={} code={code} reason={reason:?} worker={}",
+                    String::from_utf8_lossy(&conn.session.id),
+                    self.index
+                );
             }
             let _ = self.poll.registry().deregister(&mut conn.stream);
             conn.release(&mut self.shared.pool);
