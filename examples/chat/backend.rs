@@ -24,13 +24,21 @@ fn main() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen ADDR"),
             "--management" => {
-                management = args.next().expect("--management URL").trim_start_matches("http://").trim_end_matches('/').to_string()
+                management = args
+                    .next()
+                    .expect("--management URL")
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_string()
             }
             other => panic!("unknown argument {other}"),
         }
     }
     let listener = TcpListener::bind(&listen).expect("bind");
-    println!("chat-backend ready listen={}", listener.local_addr().unwrap());
+    println!(
+        "chat-backend ready listen={}",
+        listener.local_addr().unwrap()
+    );
     let members: Members = Arc::default();
     for stream in listener.incoming().flatten() {
         let (members, management) = (members.clone(), management.clone());
@@ -71,8 +79,15 @@ fn serve(stream: TcpStream, members: &Members, management: &str) {
             Ok(event) => handle(&event, members, management),
             Err(_) => (400, String::new()),
         };
-        let head = format!("HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", reply.len());
-        if out.write_all(head.as_bytes()).and_then(|_| out.write_all(reply.as_bytes())).is_err() {
+        let head = format!(
+            "HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            reply.len()
+        );
+        if out
+            .write_all(head.as_bytes())
+            .and_then(|_| out.write_all(reply.as_bytes()))
+            .is_err()
+        {
             return;
         }
     }
@@ -82,7 +97,10 @@ fn serve(stream: TcpStream, members: &Members, management: &str) {
 fn handle(event: &Value, members: &Members, management: &str) -> (u16, String) {
     let ctx = &event["requestContext"];
     let id = ctx["connectionId"].as_str().unwrap_or_default().to_string();
-    let body: Value = event["body"].as_str().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    let body: Value = event["body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
     match ctx["routeKey"].as_str().unwrap_or_default() {
         "$connect" => {
             members.lock().unwrap().insert(id, String::new());
@@ -117,12 +135,21 @@ fn handle(event: &Value, members: &Members, management: &str) -> (u16, String) {
 /// returns the ids wsgate says are gone.
 fn broadcast(management: &str, ids: &[String], text: &[u8]) -> Vec<String> {
     let mut gone = Vec::new();
-    let Ok(stream) = TcpStream::connect(management) else { return gone };
+    let Ok(stream) = TcpStream::connect(management) else {
+        return gone;
+    };
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut out = stream;
     for id in ids {
-        let head = format!("POST /@connections/{id} HTTP/1.1\r\nHost: {management}\r\nContent-Length: {}\r\n\r\n", text.len());
-        if out.write_all(head.as_bytes()).and_then(|_| out.write_all(text)).is_err() {
+        let head = format!(
+            "POST /@connections/{id} HTTP/1.1\r\nHost: {management}\r\nContent-Length: {}\r\n\r\n",
+            text.len()
+        );
+        if out
+            .write_all(head.as_bytes())
+            .and_then(|_| out.write_all(text))
+            .is_err()
+        {
             break;
         }
         let mut status = String::new();

@@ -24,12 +24,20 @@ fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("examples").join("chat-backend");
-    assert!(bin.exists(), "{} is missing: cargo test builds examples", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo test builds examples",
+        bin.display()
+    );
     bin
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -41,13 +49,26 @@ fn chat_example_joins_and_broadcasts_through_the_management_api() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let backend = ChatBackend(child);
     let port = line.trim().rsplit(':').next().unwrap().to_string();
-    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chat/chat.toml"))
-        .unwrap()
-        .replace("127.0.0.1:3000", &format!("127.0.0.1:{port}"));
-    let gw = Gateway::start_with(&config, &["--listen", "127.0.0.1:0", "--management-listen", &management]);
+    let config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/chat/chat.toml"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:3000", &format!("127.0.0.1:{port}"));
+    let gw = Gateway::start_with(
+        &config,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--management-listen",
+            &management,
+        ],
+    );
 
     let mut clients: Vec<Raw> = (0..3).map(|_| Raw::connect(gw.listen, "/prod")).collect();
     for (i, c) in clients.iter_mut().enumerate() {
