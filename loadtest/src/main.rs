@@ -1,0 +1,357 @@
+//! `wsgate-load`: load generator for wsgate. See `wsgate-load --help` and loadtest/README.md.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::time::Duration;
+use wsgate_load::{backend, connect, floor, idle, net, push, rr, ws};
+
+#[derive(Parser)]
+#[command(
+    name = "wsgate-load",
+    version,
+    about = "Load generator and benchmark tools for wsgate (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// How long to run (seconds, fractions allowed).
+    #[arg(long, default_value = "10", value_parser = secs)]
+    duration: Duration,
+    /// Event-loop threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print the result as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// No progress line (it is shown only on a terminal anyway).
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn secs(s: &str) -> Result<Duration, String> {
+    let s = s.trim_end_matches('s');
+    let v: f64 = s.parse().map_err(|_| format!("{s}: expected seconds"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err("duration must be between 0 and 86400 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Request/reply through a route (mock echo or aws_proxy with `backend --reply event-body`).
+    Rr {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+        url: String,
+        /// Connections.
+        #[arg(short = 'c', long, default_value_t = 16)]
+        connections: usize,
+        /// Message size in bytes (JSON text).
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Value of the message's "action" field (the route key).
+        #[arg(long, default_value = "echo")]
+        action: String,
+        /// Open loop: total messages per second (latency corrected for coordinated omission).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Messages in flight per connection.
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        /// A reply later than this (seconds) is a timeout.
+        #[arg(long, default_value = "2", value_parser = secs)]
+        timeout: Duration,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Handshake storm: connect, upgrade, close, repeat.
+    Connect {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+        url: String,
+        /// Handshakes in progress at once.
+        #[arg(short = 'c', long, default_value_t = 64)]
+        connections: usize,
+        /// Loopback source addresses to rotate through (127.0.0.1, .2, ...).
+        #[arg(long, default_value_t = 1)]
+        sources: usize,
+        /// clean: close handshake, server closes TCP first; rst: abort with RST.
+        #[arg(long, value_enum, default_value_t = CloseArg::Clean)]
+        close: CloseArg,
+        #[arg(long, default_value = "5", value_parser = secs)]
+        timeout: Duration,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Hold N idle connections from several source addresses; report gateway RSS per connection.
+    Idle {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+        url: String,
+        /// Connections to hold (at most this process's open-file limit; use several processes for more).
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Loopback source addresses (127.0.0.1, 127.0.0.2, ...).
+        #[arg(long, default_value_t = 4)]
+        sources: usize,
+        /// Index of the first source address (0 = 127.0.0.1): give each process its own.
+        #[arg(long, default_value_t = 0)]
+        source_offset: usize,
+        /// Handshakes in flight while connecting.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// The gateway's pid, to read its RSS before and after.
+        #[arg(long)]
+        gateway_pid: Option<u32>,
+        /// Print `held N` on stdout once everything is open (for scripts).
+        #[arg(long)]
+        announce: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Push through POST /@connections/{id} and check every push arrives exactly once.
+    Push {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+        url: String,
+        /// Management API address (IP:PORT or http://IP:PORT).
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        mgmt: String,
+        /// Path prefix before /@connections (e.g. /prod).
+        #[arg(long, default_value = "")]
+        mgmt_prefix: String,
+        /// WebSocket clients.
+        #[arg(short = 'c', long, default_value_t = 1000)]
+        clients: usize,
+        /// Keep-alive management connections (one POST in flight each).
+        #[arg(long, default_value_t = 16)]
+        mgmt_conns: usize,
+        /// Total pushes per second (open loop); default flat out.
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Route key whose mock template is $context.connectionId.
+        #[arg(long, default_value = "whoami")]
+        id_action: String,
+        /// Seconds to wait for outstanding pushes after the duration.
+        #[arg(long, default_value = "2", value_parser = secs)]
+        drain: Duration,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// A fast HTTP/1.1 keep-alive backend (for aws_proxy/http_proxy integrations).
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: String,
+        /// fixed: --body; echo: the request body; event-body: the event's "body" field.
+        #[arg(long, value_enum, default_value_t = ReplyArg::EventBody)]
+        reply: ReplyArg,
+        #[arg(long, default_value = "{\"ok\":true}")]
+        body: String,
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Chunked replies (two chunks).
+        #[arg(long)]
+        chunked: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Plain TCP echo pair: this machine's CPU cost of one read + one write per message.
+    Floor {
+        #[arg(short = 'c', long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CloseArg {
+    Clean,
+    Rst,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReplyArg {
+    Fixed,
+    Echo,
+    EventBody,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("wsgate-load: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run(cli: Cli) -> wsgate_load::Result<()> {
+    match cli.cmd {
+        Cmd::Rr {
+            url,
+            connections,
+            payload,
+            action,
+            rate,
+            pipeline,
+            timeout,
+            common,
+        } => {
+            let mut o = rr::RrOpts::new(ws::parse_url(&url)?);
+            o.connections = connections;
+            o.threads = common.threads;
+            o.duration = common.duration;
+            o.payload = payload;
+            o.action = action;
+            o.rate = rate;
+            o.pipeline = pipeline;
+            o.timeout = timeout;
+            o.progress = !common.quiet;
+            let r = rr::run(&o)?;
+            r.report(&o).print(common.json);
+            exit_on_faults(r.faults())
+        }
+        Cmd::Connect {
+            url,
+            connections,
+            sources,
+            close,
+            timeout,
+            common,
+        } => {
+            let o = connect::ConnectOpts {
+                target: ws::parse_url(&url)?,
+                concurrency: connections,
+                threads: common.threads,
+                duration: common.duration,
+                sources,
+                close: match close {
+                    CloseArg::Clean => connect::CloseMode::Clean,
+                    CloseArg::Rst => connect::CloseMode::Rst,
+                },
+                timeout,
+                progress: !common.quiet,
+            };
+            let r = connect::run(&o)?;
+            r.report(&o).print(common.json);
+            exit_on_faults(r.faults())
+        }
+        Cmd::Idle {
+            url,
+            count,
+            sources,
+            source_offset,
+            concurrency,
+            gateway_pid,
+            announce,
+            common,
+        } => {
+            let o = idle::IdleOpts {
+                target: ws::parse_url(&url)?,
+                count,
+                sources,
+                source_offset,
+                concurrency,
+                duration: common.duration,
+                connect_timeout: Duration::from_secs(30),
+                gateway_pid,
+                announce,
+            };
+            let r = idle::run(&o)?;
+            r.report(&o).print(common.json);
+            exit_on_faults(r.failed + r.dropped)
+        }
+        Cmd::Push {
+            url,
+            mgmt,
+            mgmt_prefix,
+            clients,
+            mgmt_conns,
+            rate,
+            payload,
+            id_action,
+            drain,
+            common,
+        } => {
+            let mut o = push::PushOpts::new(ws::parse_url(&url)?, net::parse_addr(&mgmt)?);
+            o.mgmt_prefix = mgmt_prefix;
+            o.clients = clients;
+            o.mgmt_conns = mgmt_conns;
+            o.threads = common.threads;
+            o.duration = common.duration;
+            o.rate = rate;
+            o.payload = payload;
+            o.id_action = id_action;
+            o.drain = drain;
+            o.progress = !common.quiet;
+            let r = push::run(&o)?;
+            r.report(&o).print(common.json);
+            exit_on_faults(r.faults())
+        }
+        Cmd::Backend {
+            listen,
+            reply,
+            body,
+            status,
+            delay_ms,
+            chunked,
+            common,
+        } => {
+            let o = backend::BackendOpts {
+                listen: net::parse_addr(&listen)?,
+                threads: common.threads,
+                mode: match reply {
+                    ReplyArg::Fixed => backend::Mode::Fixed(body.into_bytes()),
+                    ReplyArg::Echo => backend::Mode::Echo,
+                    ReplyArg::EventBody => backend::Mode::EventBody,
+                },
+                status,
+                delay: Duration::from_millis(delay_ms),
+                chunked,
+                duration: common.duration,
+            };
+            let b = backend::Backend::start(&o)?;
+            println!(
+                "wsgate-load backend ready listen={} pid={}",
+                b.addr,
+                std::process::id()
+            );
+            let _ = std::io::stdout().flush();
+            let r = b.join();
+            r.report().print(common.json);
+            Ok(())
+        }
+        Cmd::Floor {
+            connections,
+            payload,
+            common,
+        } => {
+            let o = floor::FloorOpts {
+                connections,
+                threads: common.threads,
+                payload,
+                duration: common.duration,
+                progress: !common.quiet,
+            };
+            let r = floor::run(&o)?;
+            r.report(&o).print(common.json);
+            exit_on_faults(r.errors)
+        }
+    }
+}
+
+/// Faults make the exit status 1 (after the report), so scripts notice them.
+fn exit_on_faults(faults: u64) -> wsgate_load::Result<()> {
+    if faults > 0 {
+        let _ = std::io::stdout().flush();
+        std::process::exit(1);
+    }
+    Ok(())
+}
