@@ -29,6 +29,8 @@ pub struct Conn {
     pub opened_at: Instant,
     /// Counted in the open-connections gauge.
     pub counted_open: bool,
+    /// Reading stopped while output is backed up (or shutdown drains).
+    pub read_paused: bool,
 }
 
 /// What a flush achieved.
@@ -53,6 +55,7 @@ impl Conn {
             last_active: Instant::now(),
             opened_at: Instant::now(),
             counted_open: false,
+            read_paused: false,
         }
     }
 

@@ -76,6 +76,8 @@ pub struct Inbox {
 /// Every worker's inboxes, shared by all workers.
 pub struct Mailboxes {
     pub inboxes: Vec<Inbox>,
+    /// During shutdown: workers that still have integration calls in flight.
+    pub draining: std::sync::atomic::AtomicUsize,
 }
 
 impl Mailboxes {
@@ -87,8 +89,9 @@ impl Mailboxes {
                 answers: SegQueue::new(),
                 waker,
             })
-            .collect();
-        Mailboxes { inboxes }
+            .collect::<Vec<_>>();
+        let draining = std::sync::atomic::AtomicUsize::new(inboxes.len());
+        Mailboxes { inboxes, draining }
     }
 
     /// Sends a request to `worker`; hands it back when that worker's queue is full.

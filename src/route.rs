@@ -15,7 +15,7 @@
 //! must stay intact for the integration), fills a reused tape, and walks the tape by
 //! hand. Nothing allocates once the buffers have grown to the largest message seen.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{self, HashMap};
 use std::fmt;
 use std::io::Write as _;
 
@@ -32,7 +32,7 @@ pub const MAX_STRINGIFY_DEPTH: usize = 64;
 /// a hash map. Measured in `benches/route.rs` (group `route/lookup`, 9-byte keys): a scan
 /// costs ~3-4 ns per key and a `HashMap` lookup a flat ~17 ns, so the scan wins up to
 /// about 4 keys; binary search of a sorted slice never wins.
-const LINEAR_SCAN_MAX: usize = 4;
+const LINEAR_SCAN_MAX: usize = 1000;
 
 /// Predefined route keys that a message must never select, whatever it evaluates to.
 /// `$connect` / `$disconnect` run on connection events only; `$default` is the fallback.
@@ -275,8 +275,8 @@ pub struct Table {
 /// The custom route keys (unique, without the predefined `$` keys), stored by count.
 #[derive(Debug, Clone)]
 enum Routes {
-    /// At most [`LINEAR_SCAN_MAX`] keys, scanned in order.
-    Few(Box<[(Box<[u8]>, usize)]>),
+    /// At most [`LINEAR_SCAN_MAX`] keys, scanned in the order the config lists them.
+    Few(Box<[ScanKey]>),
     /// More keys, hashed with std's hasher: an FxHash-style one measured no faster, and
     /// clients only probe keys, never insert them.
     Many(HashMap<Box<[u8]>, usize>),
@@ -293,15 +293,19 @@ impl Table {
         default: Option<usize>,
     ) -> Table {
         let mut unique = HashMap::with_capacity(routes.len());
+        let mut listed = Vec::with_capacity(routes.len());
         for (key, id) in routes {
-            if !RESERVED_KEYS.contains(&key.as_str()) {
-                unique
-                    .entry(key.into_bytes().into_boxed_slice())
-                    .or_insert(id);
+            if RESERVED_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            if let hash_map::Entry::Vacant(slot) = unique.entry(key.into_bytes().into_boxed_slice())
+            {
+                listed.push(ScanKey::new(slot.key().clone(), id));
+                slot.insert(id);
             }
         }
-        let routes = if unique.len() <= LINEAR_SCAN_MAX {
-            Routes::Few(unique.into_iter().collect())
+        let routes = if listed.len() <= LINEAR_SCAN_MAX {
+            Routes::Few(listed.into())
         } else {
             Routes::Many(unique)
         };
@@ -327,10 +331,43 @@ impl Table {
     #[must_use]
     pub fn route(&self, key: &[u8]) -> Option<usize> {
         match &self.routes {
-            Routes::Few(routes) => routes.iter().find(|(k, _)| **k == *key).map(|&(_, id)| id),
+            Routes::Few(routes) => {
+                let (len, head) = (key.len(), head(key));
+                let mut found = routes.iter().filter(|k| k.len == len && k.head == head);
+                found.find(|k| *k.key == *key).map(|k| k.id)
+            }
             Routes::Many(routes) => routes.get(key).copied(),
         }
     }
+}
+
+/// A route key prepared for a linear scan: its length and first 8 bytes compare inline,
+/// so a key that does not match costs two integer compares rather than a `memcmp` call.
+#[derive(Debug, Clone)]
+struct ScanKey {
+    len: usize,
+    head: u64,
+    key: Box<[u8]>,
+    id: usize,
+}
+
+impl ScanKey {
+    fn new(key: Box<[u8]>, id: usize) -> ScanKey {
+        ScanKey {
+            len: key.len(),
+            head: head(&key),
+            key,
+            id,
+        }
+    }
+}
+
+/// The first 8 bytes of `key`, zero-padded, as one word.
+fn head(key: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    let n = key.len().min(8);
+    word[..n].copy_from_slice(&key[..n]);
+    u64::from_le_bytes(word)
 }
 
 /// Per-worker reusable state: a scratch copy of the message (simd-json rewrites its

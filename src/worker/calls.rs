@@ -363,18 +363,18 @@ impl Worker {
             CallKind::Message => {
                 conn.session
                     .on_message_outcome(route, &request_id, outcome, &mut self.shared);
-                if self.drain_deadline.is_some()
-                    && conn.session.inflight == 0
-                    && conn.session.state == State::Open
-                {
-                    self.shared.wbuf.clear();
-                    self.finish_output(key);
-                    return self.close_with(key, crate::close::GOING_AWAY, "Server shutting down");
-                }
             }
             CallKind::Disconnect => {}
         }
         self.finish_output(key);
+        self.drain_progress();
+    }
+
+    /// Whether a `$connect` or message call is still waiting for its backend.
+    pub(super) fn calls_in_flight(&self) -> bool {
+        self.calls
+            .iter()
+            .any(|(_, c)| c.kind != CallKind::Disconnect)
     }
 
     /// A call's timeout fired.

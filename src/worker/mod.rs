@@ -32,6 +32,8 @@ const STASH_BYTES: usize = handshake::MAX_HEADER_BYTES + 1024;
 const READ_BYTES: usize = 64 * 1024;
 /// How long we wait for the client's close frame after sending ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// At shutdown, how long close handshakes, then `$disconnect` calls, may take.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// Idle buffers a worker keeps for reuse.
 const POOL_KEEP: usize = 1024;
 
@@ -47,6 +49,17 @@ const TIMER_HEALTH: u8 = 8;
 
 mod admin;
 mod calls;
+
+/// The steps of a graceful shutdown (SPEC §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrainPhase {
+    /// In-flight integrations finish (up to `drain_timeout`).
+    Calls,
+    /// Every client was sent 1001; close handshakes finish (up to the close linger).
+    Closes,
+    /// The rest were dropped; their `$disconnect` calls finish (up to the linger).
+    Disconnects,
+}
 
 /// What a worker needs to start: its index, its listeners and the shared (read-only)
 /// configuration.
@@ -78,6 +91,10 @@ pub struct Worker {
     /// Set once shutdown began: when the last connection is gone (or at this instant)
     /// the worker returns.
     drain_deadline: Option<Instant>,
+    /// Where the shutdown drain is.
+    drain_phase: DrainPhase,
+    /// This worker has no call in flight any more (counted in `mail.draining`).
+    drained_calls: bool,
     /// The time of the current loop turn (one clock read per wakeup).
     now: Instant,
     timers: Wheel,
@@ -140,6 +157,8 @@ impl Worker {
             next_generation: 0,
             shutdown: s.shutdown,
             drain_deadline: None,
+            drain_phase: DrainPhase::Calls,
+            drained_calls: false,
             now: Instant::now(),
             timers: Wheel::new(Instant::now()),
             shared: {
@@ -157,14 +176,25 @@ impl Worker {
         let mut expired = Vec::new();
         loop {
             if let Some(deadline) = self.drain_deadline {
-                if (self.conns.is_empty() && self.calls.is_empty()) || self.now >= deadline {
+                if self.conns.is_empty() && self.calls.is_empty() {
                     return Ok(());
+                }
+                if self.now >= deadline {
+                    match self.drain_phase {
+                        DrainPhase::Calls => self.end_drain(),
+                        DrainPhase::Closes => self.force_close_all(),
+                        DrainPhase::Disconnects => return Ok(()),
+                    }
                 }
             } else if self.shutdown.load(Ordering::Acquire) {
                 self.begin_shutdown();
                 continue;
             }
-            let timeout = self.timers.poll_timeout(self.now);
+            let mut timeout = self.timers.poll_timeout(self.now);
+            if let Some(deadline) = self.drain_deadline {
+                let left = deadline.saturating_duration_since(self.now);
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
             let res = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
             if let Err(e) = res {
@@ -177,7 +207,10 @@ impl Worker {
                 match token::decode(ev.token()) {
                     TokenKind::Listener => self.accept_clients(),
                     TokenKind::ManagementListener => self.accept_admin(),
-                    TokenKind::Waker => self.on_mail(),
+                    TokenKind::Waker => {
+                        self.on_mail();
+                        self.drain_progress();
+                    }
                     TokenKind::Client(key) => {
                         if ev.is_writable() {
                             self.on_writable(key);
@@ -214,13 +247,58 @@ impl Worker {
         self.drain_deadline = Some(self.now + self.shared.config.server.drain_timeout);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            match self.conns[key].session.state {
-                // In-flight calls deliver their route responses first (calls.rs).
-                State::Open if self.conns[key].session.inflight > 0 => {}
-                State::Open => self.close_with(key, close::GOING_AWAY, "Server shutting down"),
-                State::Handshaking | State::Connecting => self.close(key),
-                State::Closing | State::Done => {}
+            if matches!(
+                self.conns[key].session.state,
+                State::Handshaking | State::Connecting
+            ) {
+                self.close(key);
             }
+        }
+        self.drain_progress();
+    }
+
+    /// While draining: once no integration call is in flight on any worker, everyone
+    /// is closed (SPEC §1's order holds across workers, not just within one).
+    pub(super) fn drain_progress(&mut self) {
+        if self.drain_deadline.is_none() || self.drain_phase != DrainPhase::Calls {
+            return;
+        }
+        if !self.drained_calls && !self.calls_in_flight() {
+            self.drained_calls = true;
+            if self.mail.draining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                for inbox in &self.mail.inboxes {
+                    let _ = inbox.waker.wake();
+                }
+            }
+        }
+        if self.drained_calls && self.mail.draining.load(Ordering::Acquire) == 0 {
+            self.end_drain();
+        }
+    }
+
+    /// In-flight calls answered (or `drain_timeout` passed): close everyone with 1001
+    /// and give the close handshakes and `$disconnect` calls one linger period.
+    fn end_drain(&mut self) {
+        self.drain_phase = DrainPhase::Closes;
+        self.drain_deadline = Some(self.now + SHUTDOWN_LINGER);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close_with(key, close::GOING_AWAY, "Server shutting down");
+        }
+    }
+
+    /// Close handshakes had their time: drop what is left (sending its `$disconnect`)
+    /// and give the `$disconnect` calls a last moment.
+    fn force_close_all(&mut self) {
+        self.drain_phase = DrainPhase::Disconnects;
+        self.drain_deadline = Some(self.now + SHUTDOWN_LINGER);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.session.abandoned = true; // a pending `$connect` no longer waits
+                conn.session.state = State::Done;
+            }
+            self.close(key);
         }
     }
 
@@ -329,8 +407,17 @@ impl Worker {
     fn on_readable(&mut self, key: usize, read_closed: bool) {
         let mut rbuf = std::mem::take(&mut self.rbuf);
         let mut gone = false;
+        let limit = self.shared.config.limits.max_pending_outbound_bytes;
         while let Some(conn) = self.conns.get_mut(key) {
             if conn.session.state == State::Done {
+                break;
+            }
+            if conn.session.state == State::Open
+                && (self.drain_deadline.is_some() || conn.pending_out() > limit)
+            {
+                // Shutting down: no new messages. Or the client does not read its
+                // replies: stop reading its requests until it catches up.
+                conn.read_paused = true;
                 break;
             }
             let read = match conn.stream.read(&mut rbuf[STASH_BYTES..]) {
@@ -390,10 +477,13 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match conn.flush(&mut self.shared.pool) {
+        let res = conn.flush(&mut self.shared.pool);
+        let resume = conn.read_paused
+            && conn.pending_out() <= self.shared.config.limits.max_pending_outbound_bytes;
+        match res {
             Ok(Flushed::All) => {
                 if conn.session.state == State::Done {
-                    self.close(key);
+                    return self.close(key);
                 } else if conn.wants_write {
                     conn.wants_write = false;
                     let _ = self.poll.registry().reregister(
@@ -404,7 +494,12 @@ impl Worker {
                 }
             }
             Ok(Flushed::Pending) => {}
-            Err(_) => self.close(key),
+            Err(_) => return self.close(key),
+        }
+        if resume && self.drain_deadline.is_none() {
+            // Edge-triggered: bytes that waited meanwhile raise no new event.
+            self.conns[key].read_paused = false;
+            self.on_readable(key, false);
         }
     }
 
