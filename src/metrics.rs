@@ -43,8 +43,10 @@ pub fn sub(c: &AtomicU64, n: u64) {
 }
 
 impl Counters {
-    pub fn message_out(&self) {
+    /// One message of `bytes` payload bytes went to a client.
+    pub fn message_out(&self, bytes: usize) {
         add(&self.messages_out, 1);
+        add(&self.bytes_out, bytes as u64);
     }
 
     /// Records one integration's latency.

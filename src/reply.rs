@@ -34,7 +34,8 @@ pub fn error_frame(out: &mut Vec<u8>, text: &str, connection_id: &[u8], request_
 /// template when the route has a route response and the status is 2xx; the
 /// "Internal server error" frame for another status with a route response; nothing
 /// without one (SPEC §5). An empty rendering sends nothing unless the template
-/// echoes the input (`$input.body`), whose empty message is echoed as one.
+/// echoes the input (`$input.body`), whose empty message is echoed as one. Returns
+/// the payload length of the route response sent, if one was.
 pub fn mock_route(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
@@ -43,18 +44,18 @@ pub fn mock_route(
     kind: Kind,
     body: &[u8],
     ids: &Ids<'_>,
-) {
+) -> Option<usize> {
     let r = &config.routes[route];
     let IntegrationKind::Mock { status, template } = &config.integrations[r.integration].kind
     else {
         unreachable!("only mock routes are answered here");
     };
     if !r.route_response {
-        return;
+        return None;
     }
     if !(200..300).contains(status) {
         error_frame(out, "Internal server error", ids.connection, ids.request);
-        return;
+        return None;
     }
     let cx = Context {
         connection_id: ids.connection,
@@ -69,7 +70,7 @@ pub fn mock_route(
     // An empty result sends nothing (SPEC §5), but an echo of an empty message is
     // still an echo: a template that uses `$input.body` always answers.
     if len == 0 && !template.uses_body() {
-        return;
+        return None;
     }
     let opcode = if template.uses_body() {
         kind.opcode()
@@ -87,6 +88,7 @@ pub fn mock_route(
         template.render_into(&cx, scratch);
         frame::write_message(out, opcode, scratch, max_frame);
     }
+    Some(len)
 }
 
 /// Runs a mock `$connect` route: a 2xx status accepts the upgrade (`true`); another

@@ -428,6 +428,7 @@ impl Session {
                     return error(sx, "Internal server error");
                 };
                 frame::write_message(&mut sx.wbuf, op, body, sx.limits.max_frame_bytes);
+                sx.metrics.worker(sx.worker).message_out(body.len());
             }
             Outcome::Reply { .. } if route_response => error(sx, "Internal server error"),
             Outcome::Reply { .. } => {}
@@ -567,7 +568,7 @@ impl Session {
                     request: &request_id,
                     message: &message_id,
                 };
-                reply::mock_route(
+                let sent = reply::mock_route(
                     &mut sx.wbuf,
                     &mut sx.render,
                     config,
@@ -576,6 +577,9 @@ impl Session {
                     body,
                     &ids,
                 );
+                if let Some(n) = sent {
+                    sx.metrics.worker(sx.worker).message_out(n);
+                }
             }
             IntegrationKind::Http(http) => {
                 if self.inflight >= config.limits.max_inflight_per_connection {

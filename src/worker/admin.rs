@@ -299,7 +299,7 @@ impl Worker {
                     return Answer::Full;
                 }
                 frame::write_message(&mut self.shared.wbuf, opcode, &body, limits.max_frame_bytes);
-                self.metrics.worker(self.index).message_out();
+                self.metrics.worker(self.index).message_out(body.len());
                 self.finish_output(key);
                 Answer::Sent
             }

@@ -3,10 +3,13 @@
 
 mod backend;
 mod chat;
+mod mgmt;
 mod support;
 
+mod backpressure;
 mod closes;
 mod config;
+mod cross_worker;
 mod frames;
 mod handshake;
 mod http_connect;
@@ -14,6 +17,9 @@ mod http_disconnect;
 mod http_events;
 mod http_pool;
 mod http_routes;
+mod management;
 mod properties;
 mod routing;
+mod sdk;
+mod shutdown;
 mod workers;
