@@ -28,10 +28,53 @@ impl log::Log for Logger {
                 json_escape(&r.args().to_string())
             ),
         };
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        BUFFER.with(|b| {
+            let mut b = b.borrow_mut();
+            match b.as_mut() {
+                // A worker thread: lines wait for the end of its loop turn.
+                Some(buf) => {
+                    buf.extend_from_slice(line.as_bytes());
+                    if buf.len() > FLUSH_BYTES {
+                        write_out(buf);
+                    }
+                }
+                None => write_out(&mut line.into_bytes()),
+            }
+        });
     }
 
     fn flush(&self) {}
+}
+
+thread_local! {
+    /// Log lines of this thread not yet written, when it buffers (see [`buffer_thread`]).
+    static BUFFER: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A buffer this large is written at once.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+fn write_out(buf: &mut Vec<u8>) {
+    let _ = std::io::stderr().lock().write_all(buf);
+    buf.clear();
+}
+
+/// Makes this thread buffer its log lines until [`flush_thread`]: a worker writes all
+/// lines of one loop turn with one syscall, so a connection storm's lifecycle lines
+/// do not cost a `write` each.
+pub fn buffer_thread() {
+    BUFFER.with(|b| *b.borrow_mut() = Some(Vec::new()));
+}
+
+/// Writes this thread's buffered lines.
+pub fn flush_thread() {
+    BUFFER.with(|b| {
+        if let Some(buf) = b.borrow_mut().as_mut() {
+            if !buf.is_empty() {
+                write_out(buf);
+            }
+        }
+    });
 }
 
 /// Escapes `s` for a JSON string.

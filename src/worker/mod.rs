@@ -172,9 +172,17 @@ impl Worker {
     /// Runs until shutdown is requested and every connection is closed (or the drain
     /// timeout passed).
     pub fn run(mut self) -> io::Result<()> {
+        crate::logger::buffer_thread();
+        let res = self.serve();
+        crate::logger::flush_thread();
+        res
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut expired = Vec::new();
         loop {
+            crate::logger::flush_thread();
             if let Some(deadline) = self.drain_deadline {
                 if self.conns.is_empty() && self.calls.is_empty() {
                     return Ok(());
@@ -619,7 +627,7 @@ impl Worker {
                     self.index
                 );
             }
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            // Closing the socket removes it from the epoll set: no deregister call.
             conn.release(&mut self.shared.pool);
         }
     }
