@@ -4,6 +4,7 @@
 //! queue is refused at once (429), so a stuck worker cannot pile up memory; answers
 //! use an unbounded queue so no promised answer is ever dropped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::{ArrayQueue, SegQueue};
@@ -71,6 +72,21 @@ pub struct Inbox {
     pub requests: ArrayQueue<Request>,
     pub answers: SegQueue<(ReplyTo, Answer)>,
     pub waker: Arc<Waker>,
+    /// A wake is already on its way: senders in a burst skip the `eventfd` write.
+    notified: AtomicBool,
+}
+
+impl Inbox {
+    fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Called by the owner before it drains: later mail wakes it again.
+    pub fn rearm(&self) {
+        self.notified.store(false, Ordering::Release);
+    }
 }
 
 /// Every worker's inboxes, shared by all workers.
@@ -88,6 +104,7 @@ impl Mailboxes {
                 requests: ArrayQueue::new(REQUEST_CAPACITY),
                 answers: SegQueue::new(),
                 waker,
+                notified: AtomicBool::new(false),
             })
             .collect::<Vec<_>>();
         let draining = std::sync::atomic::AtomicUsize::new(inboxes.len());
@@ -98,7 +115,7 @@ impl Mailboxes {
     pub fn send(&self, worker: usize, req: Request) -> Result<(), Request> {
         let inbox = &self.inboxes[worker];
         inbox.requests.push(req)?;
-        let _ = inbox.waker.wake();
+        inbox.wake();
         Ok(())
     }
 
@@ -106,6 +123,6 @@ impl Mailboxes {
     pub fn answer(&self, to: ReplyTo, answer: Answer) {
         let inbox = &self.inboxes[to.worker as usize];
         inbox.answers.push((to, answer));
-        let _ = inbox.waker.wake();
+        inbox.wake();
     }
 }

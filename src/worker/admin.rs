@@ -223,6 +223,7 @@ impl Worker {
     pub(super) fn on_mail(&mut self) {
         let mail = self.mail.clone();
         let inbox = &mail.inboxes[self.index as usize];
+        inbox.rearm();
         for _ in 0..MAIL_BATCH {
             let Some(req) = inbox.requests.pop() else {
                 break;
@@ -234,6 +235,7 @@ impl Worker {
             mail.answer(req.reply_to, answer);
         }
         if !inbox.requests.is_empty() {
+            // More than a batch waits: come back after serving sockets.
             let _ = inbox.waker.wake();
         }
         while let Some((to, answer)) = inbox.answers.pop() {
