@@ -1,5 +1,5 @@
 //! Route-key extraction: wsgate's `Table`/`Selector` (simd-json tape, reused buffers)
-//! against two serde_json baselines doing the same job — parse the message, take the
+//! against two `serde_json` baselines doing the same job — parse the message, take the
 //! key, look it up in the same route table:
 //!
 //! - `serde_value`: `serde_json::from_slice::<Value>` then a lookup in the DOM;
@@ -7,8 +7,9 @@
 //!   the expression names (the fastest serde can do; it skips everything else).
 //!
 //! The baselines only handle string values; wsgate also stringifies the other kinds.
-//! Inputs are AWS's §1.3 payload with three expressions, and a ~1 KiB message with the
-//! key at the end. `route/lookup/*` compares ways to find the key among N routes.
+//! Inputs are AWS's §1.3 payload with three expressions, and two ~1 KiB messages with
+//! the key at the end: one of many small fields, one that is mostly a single text string.
+//! `route/lookup/*` compares ways to find the key among N routes.
 //!
 //! Run: `cargo bench --bench route -- --warm-up-time 1 --measurement-time 2`.
 
@@ -42,6 +43,16 @@ fn large_message() -> Vec<u8> {
     let message = format!(
         r#"{{"service":"chat","data":{{"room":"room1234","history":[{}]}},"action":"join"}}"#,
         items.join(",")
+    );
+    assert!((900..1400).contains(&message.len()), "{}", message.len());
+    message.into_bytes()
+}
+
+/// A ~1 KiB chat message that is mostly one text string, `action` last.
+fn large_text_message() -> Vec<u8> {
+    let text = r#"The quick brown fox jumps over the lazy dog, says \"Alice\". "#.repeat(15);
+    let message = format!(
+        r#"{{"service":"chat","data":{{"room":"room1234","text":"{text}"}},"action":"join"}}"#
     );
     assert!((900..1400).contains(&message.len()), "{}", message.len());
     message.into_bytes()
@@ -92,7 +103,7 @@ fn lookup(table: &Table, key: Option<&str>) -> Option<usize> {
         .or(table.default_route())
 }
 
-/// A string member of a serde_json object, like `$request.body.<name>` on strings.
+/// A string member of a `serde_json` object, like `$request.body.<name>` on strings.
 fn str_at<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
@@ -195,19 +206,47 @@ fn messages(c: &mut Criterion) {
     room(c);
     template(c);
     action(c, "large_1k", &large_message());
+    action(c, "large_text_1k", &large_text_message());
+}
+
+/// A plausible route key, distinct for every `i`: names of mixed lengths and prefixes.
+fn route_key(i: usize) -> String {
+    const WORDS: [&str; 8] = [
+        "join",
+        "leave",
+        "sendMessage",
+        "ping",
+        "subscribe",
+        "unsubscribe",
+        "typing",
+        "ack",
+    ];
+    match i / WORDS.len() {
+        0 => WORDS[i].to_string(),
+        round => format!("{}{round}", WORDS[i % WORDS.len()]),
+    }
 }
 
 /// Finding one key among `n` routes: the real `Table`, and the alternatives it chose
 /// between (linear scan, binary search of a sorted slice, a `HashMap` of byte keys).
+/// (An FxHash-style hasher was tried too and was no faster than std's SipHash here.)
+/// `route/lookup` uses keys of mixed lengths, `route/lookup_same_length` the worst case
+/// for a scan: keys of one length sharing an 8-byte prefix.
 fn lookups(c: &mut Criterion) {
-    let mut group = c.benchmark_group("route/lookup");
+    lookups_of(c, "route/lookup", route_key);
+    lookups_of(c, "route/lookup_same_length", |i| format!("action-{i:02}"));
+}
+
+fn lookups_of(c: &mut Criterion, name: &str, route_key: fn(usize) -> String) {
+    let mut group = c.benchmark_group(name);
     for n in [4usize, 8, 16, 64] {
-        let keys: Vec<String> = (0..n).map(|i| format!("action-{i:02}")).collect();
+        let keys: Vec<String> = (0..n).map(route_key).collect();
         let probe = keys[n * 3 / 4].as_bytes().to_vec();
         let routes: Vec<(String, usize)> = keys.iter().cloned().zip(0..).collect();
         let table = Table::new(Expression::parse("x").unwrap(), routes, None);
-        let mut sorted: Vec<(Box<[u8]>, usize)> =
+        let listed: Vec<(Box<[u8]>, usize)> =
             keys.iter().map(|k| k.as_bytes().into()).zip(0..).collect();
+        let mut sorted = listed.clone();
         sorted.sort();
         let map: HashMap<Box<[u8]>, usize> = sorted.iter().cloned().collect();
 
@@ -217,7 +256,7 @@ fn lookups(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("linear", n), &probe, |b, probe| {
             b.iter(|| {
                 let probe: &[u8] = black_box(probe);
-                sorted
+                listed
                     .iter()
                     .find(|(k, _)| **k == *probe)
                     .map(|&(_, id)| id)

@@ -29,10 +29,12 @@ const BODY_PREFIX: &[u8] = b"request.body";
 pub const MAX_STRINGIFY_DEPTH: usize = 64;
 
 /// Route tables with at most this many custom keys are scanned linearly; larger ones use
-/// a hash map. Measured in `benches/route.rs` (group `route/lookup`, 9-byte keys): a scan
-/// costs ~3-4 ns per key and a `HashMap` lookup a flat ~17 ns, so the scan wins up to
-/// about 4 keys; binary search of a sorted slice never wins.
-const LINEAR_SCAN_MAX: usize = 1000;
+/// a hash map. Measured in `benches/route.rs` (group `route/lookup`): a `HashMap` lookup
+/// costs a flat ~18 ns; a scan costs ~6 ns for up to 16 keys of mixed lengths (a length
+/// mismatch is one compare) but ~4 ns per key when all keys have the same length. Binary
+/// search of a sorted slice never wins; an inline first-8-bytes prefilter lost to the
+/// plain scan.
+const LINEAR_SCAN_MAX: usize = 8;
 
 /// Predefined route keys that a message must never select, whatever it evaluates to.
 /// `$connect` / `$disconnect` run on connection events only; `$default` is the fallback.
@@ -276,7 +278,7 @@ pub struct Table {
 #[derive(Debug, Clone)]
 enum Routes {
     /// At most [`LINEAR_SCAN_MAX`] keys, scanned in the order the config lists them.
-    Few(Box<[ScanKey]>),
+    Few(Box<[(Box<[u8]>, usize)]>),
     /// More keys, hashed with std's hasher: an FxHash-style one measured no faster, and
     /// clients only probe keys, never insert them.
     Many(HashMap<Box<[u8]>, usize>),
@@ -300,7 +302,7 @@ impl Table {
             }
             if let hash_map::Entry::Vacant(slot) = unique.entry(key.into_bytes().into_boxed_slice())
             {
-                listed.push(ScanKey::new(slot.key().clone(), id));
+                listed.push((slot.key().clone(), id));
                 slot.insert(id);
             }
         }
@@ -331,43 +333,10 @@ impl Table {
     #[must_use]
     pub fn route(&self, key: &[u8]) -> Option<usize> {
         match &self.routes {
-            Routes::Few(routes) => {
-                let (len, head) = (key.len(), head(key));
-                let mut found = routes.iter().filter(|k| k.len == len && k.head == head);
-                found.find(|k| *k.key == *key).map(|k| k.id)
-            }
+            Routes::Few(routes) => routes.iter().find(|(k, _)| **k == *key).map(|&(_, id)| id),
             Routes::Many(routes) => routes.get(key).copied(),
         }
     }
-}
-
-/// A route key prepared for a linear scan: its length and first 8 bytes compare inline,
-/// so a key that does not match costs two integer compares rather than a `memcmp` call.
-#[derive(Debug, Clone)]
-struct ScanKey {
-    len: usize,
-    head: u64,
-    key: Box<[u8]>,
-    id: usize,
-}
-
-impl ScanKey {
-    fn new(key: Box<[u8]>, id: usize) -> ScanKey {
-        ScanKey {
-            len: key.len(),
-            head: head(&key),
-            key,
-            id,
-        }
-    }
-}
-
-/// The first 8 bytes of `key`, zero-padded, as one word.
-fn head(key: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    let n = key.len().min(8);
-    word[..n].copy_from_slice(&key[..n]);
-    u64::from_le_bytes(word)
 }
 
 /// Per-worker reusable state: a scratch copy of the message (simd-json rewrites its
