@@ -387,15 +387,25 @@ impl Selector {
     /// `{k=v, k2=v2}` where a repeated key keeps its first position and its last value.
     /// Containers deeper than [`MAX_STRINGIFY_DEPTH`] are written `[...]` / `{...}`.
     ///
-    /// Floats are written as the shortest text that parses back to the same `f64`
-    /// (exponent form below 1e-6 and from 1e21, like JavaScript's `String(n)` but without
-    /// a `+`): simd-json's tape keeps the value, not the source text, so a float spelled
-    /// unusually is normalised (`1.50` → `1.5`, `1.0` → `1`, `1E2` → `100`). Integers
+    /// Numbers are their JSON text as sent (SPEC §4: `1.50` stays `1.50`, `1e3` stays
+    /// `1e3`, `5.0` is not `5`). simd-json's tape keeps only the value, so the text is
+    /// found again in the message: the n-th number node of the tape is the n-th number
+    /// token of the text. Only numbers that are stringified pay for that scan. Integers
     /// outside `i64`/`u64` are rejected by simd-json, so such a message is not JSON here.
     pub fn evaluate(&mut self, expr: &Expression, message: &[u8]) -> Option<&[u8]> {
         let Selector { json, key, entries } = self;
         key.clear();
-        json.with_object(message, |root| render(&expr.parts, root, key, entries))?;
+        json.with_object(message, |root| {
+            render(
+                &expr.parts,
+                Source {
+                    tape: root,
+                    text: message,
+                },
+                key,
+                entries,
+            )
+        })?;
         Some(&self.key)
     }
 
@@ -407,7 +417,16 @@ impl Selector {
             Some([Node::String(s), ..]) => table.route(s.as_bytes()),
             Some(value) => {
                 key.clear();
-                stringify(value, key, entries, 0);
+                stringify(
+                    value,
+                    Source {
+                        tape: root,
+                        text: message,
+                    },
+                    key,
+                    entries,
+                    0,
+                );
                 table.route(key)
             }
             None => table.route(b""),
@@ -471,14 +490,14 @@ fn starts_like_object(message: &[u8]) -> bool {
     first == Some(&b'{')
 }
 
-/// Appends the template's result for the message whose tape is `root`.
-fn render(parts: &[Part], root: &[Node<'_>], out: &mut Vec<u8>, entries: &mut Vec<Entry>) {
+/// Appends the template's result for the message whose tape is `src.tape`.
+fn render(parts: &[Part], src: Source<'_, '_>, out: &mut Vec<u8>, entries: &mut Vec<Entry>) {
     for part in parts {
         match part {
             Part::Literal(text) => out.extend_from_slice(text),
             Part::Var(path) => {
-                if let Some(value) = resolve(root, path) {
-                    stringify(value, out, entries, 0);
+                if let Some(value) = resolve(src.tape, path) {
+                    stringify(value, src, out, entries, 0);
                 }
             }
         }
@@ -550,10 +569,85 @@ fn elements<'t, 'i>(value: &'t [Node<'i>]) -> impl Iterator<Item = &'t [Node<'i>
     })
 }
 
+/// The parsed message: its whole tape and its original text, so a number can be
+/// written as it was sent (the tape keeps only its value).
+#[derive(Clone, Copy)]
+struct Source<'t, 'i> {
+    tape: &'t [Node<'i>],
+    text: &'t [u8],
+}
+
+impl Source<'_, '_> {
+    /// The source text of the number whose tape node starts `value`: the n-th number
+    /// node of the tape is the n-th number token of the text, both in document order.
+    fn number_text(&self, value: &[Node<'_>]) -> Option<&[u8]> {
+        let index = (value.as_ptr() as usize).checked_sub(self.tape.as_ptr() as usize)?
+            / std::mem::size_of::<Node<'_>>();
+        let ordinal = self
+            .tape
+            .get(..index)?
+            .iter()
+            .filter(|n| is_number(n))
+            .count();
+        nth_number_token(self.text, ordinal)
+    }
+}
+
+fn is_number(node: &Node<'_>) -> bool {
+    matches!(
+        node,
+        Node::Static(StaticNode::I64(_) | StaticNode::U64(_) | StaticNode::F64(_))
+    )
+}
+
+/// The `n`-th number token of valid JSON text (strings skipped, escapes included).
+fn nth_number_token(text: &[u8], n: usize) -> Option<&[u8]> {
+    let (mut i, mut seen) = (0, 0);
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                i += 1;
+                while i < text.len() && text[i] != b'"' {
+                    i += if text[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < text.len()
+                    && matches!(text[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                if seen == n {
+                    return Some(&text[start..i]);
+                }
+                seen += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 /// Appends the stringified value at `value[0]` (see [`Selector::evaluate`]).
-fn stringify(value: &[Node<'_>], out: &mut Vec<u8>, entries: &mut Vec<Entry>, depth: usize) {
+fn stringify(
+    value: &[Node<'_>],
+    src: Source<'_, '_>,
+    out: &mut Vec<u8>,
+    entries: &mut Vec<Entry>,
+    depth: usize,
+) {
     match value.first() {
         Some(Node::String(s)) => out.extend_from_slice(s.as_bytes()),
+        Some(node) if is_number(node) => match src.number_text(value) {
+            Some(text) => out.extend_from_slice(text),
+            None => {
+                if let Node::Static(scalar) = node {
+                    write_scalar(scalar, out);
+                }
+            }
+        },
         Some(Node::Static(scalar)) => write_scalar(scalar, out),
         Some(Node::Array { .. }) if depth >= MAX_STRINGIFY_DEPTH => out.extend_from_slice(b"[...]"),
         Some(Node::Object { .. }) if depth >= MAX_STRINGIFY_DEPTH => {
@@ -565,11 +659,11 @@ fn stringify(value: &[Node<'_>], out: &mut Vec<u8>, entries: &mut Vec<Entry>, de
                 if i > 0 {
                     out.extend_from_slice(b", ");
                 }
-                stringify(element, out, entries, depth + 1);
+                stringify(element, src, out, entries, depth + 1);
             }
             out.push(b']');
         }
-        Some(Node::Object { .. }) => stringify_object(value, out, entries, depth),
+        Some(Node::Object { .. }) => stringify_object(value, src, out, entries, depth),
         None => {}
     }
 }
@@ -583,7 +677,13 @@ struct Entry {
 }
 
 /// Appends `{k=v, k2=v2}` for the object at `value[0]`, with repeated keys merged.
-fn stringify_object(value: &[Node<'_>], out: &mut Vec<u8>, entries: &mut Vec<Entry>, depth: usize) {
+fn stringify_object(
+    value: &[Node<'_>],
+    src: Source<'_, '_>,
+    out: &mut Vec<u8>,
+    entries: &mut Vec<Entry>,
+    depth: usize,
+) {
     let base = entries.len();
     surviving_entries(value, entries);
     let end = entries.len();
@@ -598,7 +698,7 @@ fn stringify_object(value: &[Node<'_>], out: &mut Vec<u8>, entries: &mut Vec<Ent
         }
         out.push(b'=');
         let member_value = value.get(last + 1..).unwrap_or_default();
-        stringify(member_value, out, entries, depth + 1); // pushes above `end`, pops back
+        stringify(member_value, src, out, entries, depth + 1); // pushes above `end`, pops back
     }
     out.push(b'}');
     entries.truncate(base);
@@ -719,13 +819,16 @@ mod tests {
         largest_u64: "$request.body.n", r#"{"n":18446744073709551615}"# => Some("18446744073709551615");
         smallest_i64: "$request.body.n", r#"{"n":-9223372036854775808}"# => Some("-9223372036854775808");
         float: "$request.body.n", r#"{"n":1.5}"# => Some("1.5");
-        float_trailing_zero_is_normalised: "$request.body.n", r#"{"n":1.50}"# => Some("1.5");
-        float_with_zero_fraction: "$request.body.n", r#"{"n":1.0}"# => Some("1");
+        float_trailing_zero_is_kept: "$request.body.n", r#"{"n":1.50}"# => Some("1.50");
+        float_with_zero_fraction_is_kept: "$request.body.n", r#"{"n":1.0}"# => Some("1.0");
         float_exponent_large: "$request.body.n", r#"{"n":1e300}"# => Some("1e300");
-        float_exponent_spelled_out: "$request.body.n", r#"{"n":1E2}"# => Some("100");
+        float_exponent_spelled_as_sent: "$request.body.n", r#"{"n":1E2}"# => Some("1E2");
         float_small: "$request.body.n", r#"{"n":0.000001}"# => Some("0.000001");
         float_tiny: "$request.body.n", r#"{"n":1.5e-7}"# => Some("1.5e-7");
-        float_negative_zero: "$request.body.n", r#"{"n":-0.0}"# => Some("-0");
+        float_negative_zero: "$request.body.n", r#"{"n":-0.0}"# => Some("-0.0");
+        number_after_strings_with_digits_and_escapes: "$request.body.n", r#"{"s":"1 \"2\" 3","t":[4.00,"5"],"n":6.50}"# => Some("6.50");
+        numbers_inside_arrays_as_sent: "$request.body.a", r#"{"a":[1.0, -2e1, 3]}"# => Some("[1.0, -2e1, 3]");
+        numbers_inside_objects_as_sent: "$request.body.o", r#"{"x":0.10,"o":{"k":2.50}}"# => Some("{k=2.50}");
         boolean_true: "$request.body.b", r#"{"b":true}"# => Some("true");
         boolean_false: "$request.body.b", r#"{"b":false}"# => Some("false");
         null_is_empty: "[$request.body.z]", r#"{"z":null}"# => Some("[]");
@@ -1017,12 +1120,8 @@ mod tests {
         match value {
             Value::Null => {}
             Value::Bool(b) => out.extend_from_slice(b.to_string().as_bytes()),
-            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-                (Some(u), _, _) => out.extend_from_slice(u.to_string().as_bytes()),
-                (_, Some(i), _) => out.extend_from_slice(i.to_string().as_bytes()),
-                (_, _, Some(f)) => write_float(f, out),
-                _ => unreachable!("finite numbers only"),
-            },
+            // The message is serde_json's text, so "as sent" is serde_json's spelling.
+            Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
             Value::String(s) => out.extend_from_slice(s.as_bytes()),
             Value::Array(items) => {
                 out.push(b'[');

@@ -16,7 +16,7 @@ use crate::support::*;
 /// (a Lambda result object sent as the body), `nobody` (close without a reply),
 /// `bytes` (body as a byte array), `repeat` (the body repeated n times).
 fn scripted() -> Backend {
-    Backend::start(|r| script(r))
+    Backend::start(script)
 }
 
 fn script(r: &Request) -> Reply {
@@ -340,9 +340,7 @@ fn a_reused_connection_closed_before_the_reply_is_retried_once_on_a_fresh_one() 
     // fresh one. Message "dead": always closed.
     let backend = Backend::start(|r| {
         let m = r.message().unwrap_or_default();
-        if m.contains("flaky") && r.seq_on_conn > 0 {
-            Reply::close_without_reply()
-        } else if m.contains("dead") {
+        if (m.contains("flaky") && r.seq_on_conn > 0) || m.contains("dead") {
             Reply::close_without_reply()
         } else {
             Reply::ok(format!("ok {}", r.conn))
