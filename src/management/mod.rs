@@ -45,13 +45,19 @@ impl Conn {
         }
     }
 
-    /// Reads what is available; `true` at EOF or error.
-    pub fn read_available(&mut self) -> bool {
-        let mut chunk = [0u8; 8192];
+    /// Reads what is available through `scratch` (the worker's read buffer); `true` at
+    /// EOF or error. A short read means drained, unless a FIN is already reported.
+    pub fn read_available(&mut self, scratch: &mut [u8], read_closed: bool) -> bool {
+        debug_assert!(!scratch.is_empty(), "an empty scratch would read as EOF");
         loop {
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(scratch) {
                 Ok(0) => return true,
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&scratch[..n]);
+                    if n < scratch.len() && !read_closed {
+                        return false;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return true,

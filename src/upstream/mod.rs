@@ -121,16 +121,17 @@ impl Conn {
         Ok(true)
     }
 
-    /// Reads everything available into `inbuf`; `true` at EOF. A short read ends the
+    /// Reads everything available into `inbuf` through `scratch` (the worker's read
+    /// buffer: no zeroed stack array per call); `true` at EOF. A short read ends the
     /// loop (the socket is drained) unless `read_closed` says a FIN is pending too.
-    pub fn read_available(&mut self, read_closed: bool) -> io::Result<bool> {
-        let mut chunk = [0u8; 16 * 1024];
+    pub fn read_available(&mut self, scratch: &mut [u8], read_closed: bool) -> io::Result<bool> {
+        debug_assert!(!scratch.is_empty(), "an empty scratch would read as EOF");
         loop {
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(scratch) {
                 Ok(0) => return Ok(true),
                 Ok(n) => {
-                    self.inbuf.extend_from_slice(&chunk[..n]);
-                    if n < chunk.len() && !read_closed {
+                    self.inbuf.extend_from_slice(&scratch[..n]);
+                    if n < scratch.len() && !read_closed {
                         return Ok(false);
                     }
                 }

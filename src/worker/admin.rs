@@ -44,11 +44,11 @@ impl Worker {
         }
     }
 
-    pub(super) fn on_admin_event(&mut self, key: usize) {
+    pub(super) fn on_admin_event(&mut self, key: usize, read_closed: bool) {
         let Some(c) = self.admin.get_mut(key) else {
             return;
         };
-        let eof = c.read_available();
+        let eof = c.read_available(&mut self.rbuf[super::STASH_BYTES..], read_closed);
         self.serve_admin(key);
         if eof {
             if let Some(c) = self.admin.get(key) {

@@ -183,7 +183,9 @@ impl Worker {
             return;
         };
         // A read error ends the reply like EOF does.
-        let eof = up.read_available(read_closed).unwrap_or(true);
+        let eof = up
+            .read_available(&mut self.rbuf, read_closed)
+            .unwrap_or(true);
         match up.state {
             upstream::State::Busy => {}
             upstream::State::Idle if eof || !up.inbuf.is_empty() => {

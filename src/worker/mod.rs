@@ -230,7 +230,7 @@ impl Worker {
                     TokenKind::Upstream(key) => self.on_upstream_event(key, ev),
                     TokenKind::Management(key) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.on_admin_event(key);
+                            self.on_admin_event(key, ev.is_read_closed());
                         } else {
                             self.flush_admin(key);
                         }
