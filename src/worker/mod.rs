@@ -97,6 +97,8 @@ pub struct Worker {
     drained_calls: bool,
     /// The time of the current loop turn (one clock read per wakeup).
     now: Instant,
+    /// Whether accepted sockets inherit the listener's TCP_NODELAY (checked once).
+    nodelay_inherited: Option<bool>,
     timers: Wheel,
     shared: Scratch,
     /// Backend calls in flight.
@@ -160,6 +162,7 @@ impl Worker {
             drain_phase: DrainPhase::Calls,
             drained_calls: false,
             now: Instant::now(),
+            nodelay_inherited: None,
             timers: Wheel::new(Instant::now()),
             shared: {
                 let mut sx = Scratch::new(s.config, s.index, s.epoch, POOL_KEEP);
@@ -384,7 +387,17 @@ impl Worker {
     }
 
     fn add_client(&mut self, mut stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
-        stream.set_nodelay(true)?;
+        match self.nodelay_inherited {
+            Some(true) => {}
+            Some(false) => stream.set_nodelay(true)?,
+            None => {
+                let inherited = stream.nodelay().unwrap_or(false);
+                self.nodelay_inherited = Some(inherited);
+                if !inherited {
+                    stream.set_nodelay(true)?;
+                }
+            }
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if key >= 1 << 24 {
