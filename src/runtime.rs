@@ -106,7 +106,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         polls.push(poll);
     }
     let mail = Arc::new(Mailboxes::new(wakers.clone()));
-    let metrics = Arc::new(Metrics::new(n));
+    let metrics = Arc::new(Metrics::new(n, config.routes.len()));
     let mut threads = Vec::with_capacity(n);
     for (i, ((listener, admin), poll)) in clients.into_iter().zip(admins).zip(polls).enumerate() {
         let setup = Setup {

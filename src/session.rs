@@ -98,6 +98,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(config: Arc<Config>, worker: u8, epoch: u32, pool_keep: usize) -> Scratch {
+        let routes = config.routes.len();
         let l = &config.limits;
         let limits = message::Limits {
             max_frame_bytes: l.max_frame_bytes,
@@ -121,7 +122,7 @@ impl Scratch {
             limits,
             outbox: Vec::new(),
             keep_headers,
-            metrics: Arc::new(Metrics::new(worker as usize + 1)),
+            metrics: Arc::new(Metrics::new(worker as usize + 1, routes)),
             worker,
         }
     }
@@ -548,12 +549,11 @@ impl Session {
         // A borrow of the field, not an Arc clone: no shared counter on the hot path.
         let config = &*sx.config;
         let counters = sx.metrics.worker(sx.worker);
-        metrics::add(&counters.messages_in, 1);
-        metrics::add(&counters.bytes_in, body.len() as u64);
         let route = match kind {
             Kind::Text => sx.selector.select(&config.table, body),
             Kind::Binary => config.default_route,
         };
+        counters.message_in(route, body.len());
         let request_id = sx.seq.next_id();
         let Some(route) = route else {
             metrics::add(&counters.client_errors, 1);

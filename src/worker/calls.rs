@@ -97,6 +97,7 @@ impl Worker {
             match opened {
                 Ok(()) => {
                     pool.open += 1;
+                    crate::metrics::add(&self.metrics.worker(self.index).upstream_connections, 1);
                     self.timers.arm(
                         self.now + self.connect_timeout[p],
                         uk,
@@ -111,6 +112,7 @@ impl Worker {
                         self.index,
                         pool.addr
                     );
+                    self.execution_error();
                     self.finish_call(ck, Outcome::Failed);
                 }
             }
@@ -123,8 +125,14 @@ impl Worker {
                 pool.addr,
                 pool.queue.len()
             );
+            self.execution_error();
             self.finish_call(ck, Outcome::Failed);
         }
+    }
+
+    /// The gateway itself could not run the call (no socket, no room in the queue).
+    fn execution_error(&self) {
+        crate::metrics::add(&self.metrics.worker(self.index).execution_errors, 1);
     }
 
     fn assign(&mut self, uk: usize, ck: usize) {
@@ -289,6 +297,7 @@ impl Worker {
     fn close_upstream_only(&mut self, uk: usize) -> usize {
         let mut up = self.upstreams.remove(uk);
         let _ = self.poll.registry().deregister(&mut up.stream);
+        crate::metrics::sub(&self.metrics.worker(self.index).upstream_connections, 1);
         let pool = &mut self.pools[up.pool];
         pool.open -= 1;
         pool.idle.retain(|&k| k != uk);
@@ -318,12 +327,10 @@ impl Worker {
         } = call;
         self.shared.pool.give(request);
         let elapsed = self.now.saturating_duration_since(started);
-        let counters = self.metrics.worker(self.index);
-        counters.latency(elapsed);
-        match &outcome {
-            Outcome::Reply { status, .. } if (200..300).contains(status) => {}
-            _ => crate::metrics::add(&counters.integration_errors, 1),
-        }
+        let ok = matches!(&outcome, Outcome::Reply { status, .. } if (200..300).contains(status));
+        self.metrics
+            .worker(self.index)
+            .integration(route, elapsed, ok);
         match (&outcome, kind) {
             (Outcome::Failed, _) | (Outcome::TimedOut, _) => {
                 log::info!(
