@@ -274,29 +274,21 @@ impl Session {
                 self.accept(&up.accept, None, sx);
                 true
             }
-            IntegrationKind::Http(http) => {
+            IntegrationKind::Http(_) => {
                 let headers = event::request_headers(head);
                 let hs = Handshake {
                     headers: &headers,
                     query: up.query,
                 };
-                let mut request = sx.pool.take();
-                let input = self.input(&config, route, &request_id, b"");
-                integration::write_request(
-                    &mut request,
-                    &mut sx.render,
-                    &mut sx.selector,
-                    http,
-                    &input,
-                    Body::Connect(&hs),
-                    None,
-                );
-                sx.outbox.push(Outgoing {
+                let call = self.call(
+                    sx,
                     route,
-                    kind: CallKind::Connect,
-                    request,
+                    CallKind::Connect,
                     request_id,
-                });
+                    b"",
+                    Body::Connect(&hs),
+                );
+                sx.outbox.push(call);
                 if sx.keep_headers {
                     self.headers = Some(headers.into_boxed_slice());
                 }
@@ -444,43 +436,71 @@ impl Session {
             return None;
         }
         self.registered = false;
-        let config = sx.config.clone();
+        let config = &*sx.config;
         let route = config.disconnect_route?;
-        let IntegrationKind::Http(http) =
-            &config.integrations[config.routes[route].integration].kind
-        else {
+        if !matches!(
+            config.integrations[config.routes[route].integration].kind,
+            IntegrationKind::Http(_)
+        ) {
             return None;
-        };
+        }
         let (code, reason) = match self.close_status.as_deref() {
             Some((c, r)) => (*c, r.as_str()),
             None => (close::ABNORMAL, ""),
         };
         let request_id = sx.seq.next_id();
-        let mut request = sx.pool.take();
-        let input = self.input(&config, route, &request_id, b"");
         let body = Body::Disconnect {
             code,
             reason: reason.as_bytes(),
         };
+        Some(self.call(sx, route, CallKind::Disconnect, request_id, b"", body))
+    }
+
+    /// Writes one backend call's whole HTTP request into a pooled buffer.
+    fn call(
+        &self,
+        sx: &mut Scratch,
+        route: usize,
+        kind: CallKind,
+        request_id: id::Text,
+        message_id: &[u8],
+        body: Body<'_>,
+    ) -> Outgoing {
+        // Disjoint borrows of the scratch's fields; no Arc clone on the message path.
+        let Scratch {
+            config,
+            pool,
+            render,
+            selector,
+            ..
+        } = sx;
+        let config = &**config;
+        let IntegrationKind::Http(http) =
+            &config.integrations[config.routes[route].integration].kind
+        else {
+            unreachable!("only HTTP integrations make calls");
+        };
+        let mut request = pool.take();
+        let input = self.input(config, route, &request_id, message_id);
         let hs = self.headers.as_deref().map(|h| Handshake {
             headers: h,
             query: None,
         });
         integration::write_request(
             &mut request,
-            &mut sx.render,
-            &mut sx.selector,
+            render,
+            selector,
             http,
             &input,
             body,
             hs.as_ref(),
         );
-        Some(Outgoing {
+        Outgoing {
             route,
-            kind: CallKind::Disconnect,
+            kind,
             request,
             request_id,
-        })
+        }
     }
 
     /// Sends a close frame and records why, for `$disconnect`.
@@ -581,36 +601,17 @@ impl Session {
                     sx.metrics.worker(sx.worker).message_out(n);
                 }
             }
-            IntegrationKind::Http(http) => {
+            IntegrationKind::Http(_) => {
                 if self.inflight >= config.limits.max_inflight_per_connection {
                     reply::error_frame(&mut sx.wbuf, "Too Many Requests", &self.id, &request_id);
                     return;
                 }
-                let mut request = sx.pool.take();
-                let input = self.input(config, route, &request_id, &message_id);
                 let data = Body::Message {
                     data: body,
                     binary: kind == Kind::Binary,
                 };
-                let hs = self.headers.as_deref().map(|h| Handshake {
-                    headers: h,
-                    query: None,
-                });
-                integration::write_request(
-                    &mut request,
-                    &mut sx.render,
-                    &mut sx.selector,
-                    http,
-                    &input,
-                    data,
-                    hs.as_ref(),
-                );
-                sx.outbox.push(Outgoing {
-                    route,
-                    kind: CallKind::Message,
-                    request,
-                    request_id,
-                });
+                let call = self.call(sx, route, CallKind::Message, request_id, &message_id, data);
+                sx.outbox.push(call);
                 self.inflight += 1;
             }
         }
