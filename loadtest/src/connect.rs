@@ -81,17 +81,7 @@ impl ConnectResult {
             .add("timeouts", self.timeouts)
             .add("other_errors", self.other_errors)
             .add("faults", self.faults());
-        let per = if self.handshakes > 0 {
-            self.loadgen_cpu.total().as_secs_f64() * 1e6 / self.handshakes as f64
-        } else {
-            0.0
-        };
-        r.add(
-            "loadgen_cpu_user_s",
-            r3(self.loadgen_cpu.user.as_secs_f64()),
-        )
-        .add("loadgen_cpu_sys_s", r3(self.loadgen_cpu.sys.as_secs_f64()))
-        .add("loadgen_cpu_us_per_handshake", r3(per));
+        r.cpu(&self.loadgen_cpu, None, "handshake", self.handshakes);
         r
     }
 }

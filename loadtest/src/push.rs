@@ -145,21 +145,12 @@ impl PushResult {
             .add("mgmt_failures", self.mgmt_failures)
             .add("closed_by_server", self.closed_by_server)
             .add("faults", self.faults());
-        let per = if self.delivered > 0 {
-            self.loadgen_window_cpu.as_secs_f64() * 1e6 / self.delivered as f64
-        } else {
-            0.0
-        };
-        r.add(
-            "loadgen_cpu_window_s",
-            r3(self.loadgen_window_cpu.as_secs_f64()),
-        )
-        .add("loadgen_cpu_us_per_push", r3(per))
-        .add(
-            "loadgen_cpu_user_s",
-            r3(self.loadgen_cpu.user.as_secs_f64()),
-        )
-        .add("loadgen_cpu_sys_s", r3(self.loadgen_cpu.sys.as_secs_f64()));
+        r.cpu(
+            &self.loadgen_cpu,
+            Some(self.loadgen_window_cpu),
+            "push",
+            self.delivered,
+        );
         r
     }
 }

@@ -106,18 +106,28 @@ impl Report {
             .add(&format!("{prefix}_p999_us"), r2(l.p999_us))
             .add(&format!("{prefix}_max_us"), r2(l.max_us))
     }
-    pub fn cpu(&mut self, own: &crate::cpu::CpuTimes, per: u64) -> &mut Self {
-        let total = own.total().as_secs_f64();
-        self.add("loadgen_cpu_user_s", r3(own.user.as_secs_f64()))
+    /// The load generator's own CPU: `loadgen_cpu_window_s` (when the send window was
+    /// measured apart), `loadgen_cpu_us_per_<unit>` over that window (or the whole run),
+    /// and user/system seconds, so a reader sees whether the generator was the bottleneck.
+    pub fn cpu(
+        &mut self,
+        own: &crate::cpu::CpuTimes,
+        window: Option<Duration>,
+        unit: &str,
+        count: u64,
+    ) -> &mut Self {
+        if let Some(w) = window {
+            self.add("loadgen_cpu_window_s", r3(w.as_secs_f64()));
+        }
+        let measured = window.unwrap_or_else(|| own.total()).as_secs_f64();
+        let per = if count > 0 {
+            measured * 1e6 / count as f64
+        } else {
+            0.0
+        };
+        self.add(&format!("loadgen_cpu_us_per_{unit}"), r3(per))
+            .add("loadgen_cpu_user_s", r3(own.user.as_secs_f64()))
             .add("loadgen_cpu_sys_s", r3(own.sys.as_secs_f64()))
-            .add(
-                "loadgen_cpu_us_per_msg",
-                if per > 0 {
-                    r3(total * 1e6 / per as f64)
-                } else {
-                    0.0
-                },
-            )
     }
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
