@@ -309,10 +309,11 @@ fn decide(
         }
         _ => {}
     }
-    let stage_prefix = format!("/{}", config.api.stage);
+    // `/{stage}/@connections/...` or `/@connections/...`; `%40` is `@` encoded.
     let rest = path
-        .strip_prefix(&stage_prefix)
-        .filter(|r| r.starts_with("/@connections/"))
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(config.api.stage.as_str()))
+        .filter(|r| r.starts_with("/@connections/") || r.starts_with("/%40connections/"))
         .unwrap_or(path);
     let Some(raw_id) = rest
         .strip_prefix("/@connections/")
