@@ -5,12 +5,17 @@
 /// Buffers above this capacity are freed instead of kept, so one 16 MiB message does
 /// not pin 16 MiB for the life of the worker.
 pub const KEEP_MAX_CAPACITY: usize = 256 * 1024;
+/// The free list keeps at most this many bytes of capacity in all, so a burst of
+/// backed-up connections does not pin its peak after they drain.
+pub const KEEP_TOTAL_BYTES: usize = 8 * 1024 * 1024;
 
 /// A free list of byte buffers.
 #[derive(Debug)]
 pub struct Pool {
     free: Vec<Vec<u8>>,
     keep: usize,
+    /// Capacity held by `free`, in bytes.
+    kept_bytes: usize,
 }
 
 impl Pool {
@@ -19,18 +24,30 @@ impl Pool {
         Pool {
             free: Vec::with_capacity(keep),
             keep,
+            kept_bytes: 0,
         }
     }
 
     /// An empty buffer, recycled when one is free.
     pub fn take(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_default()
+        match self.free.pop() {
+            Some(b) => {
+                self.kept_bytes -= b.capacity();
+                b
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Returns a buffer; its contents are discarded.
     pub fn give(&mut self, mut buf: Vec<u8>) {
-        if self.free.len() < self.keep && buf.capacity() <= KEEP_MAX_CAPACITY {
+        let cap = buf.capacity();
+        if self.free.len() < self.keep
+            && cap <= KEEP_MAX_CAPACITY
+            && self.kept_bytes + cap <= KEEP_TOTAL_BYTES
+        {
             buf.clear();
+            self.kept_bytes += cap;
             self.free.push(buf);
         }
     }
@@ -68,5 +85,16 @@ mod tests {
         p.give_if_empty(&mut slot);
         assert!(slot.is_none());
         assert_eq!(p.idle(), 1);
+    }
+
+    #[test]
+    fn the_free_list_keeps_a_bounded_number_of_bytes() {
+        let mut p = Pool::new(1024);
+        for _ in 0..1024 {
+            p.give(Vec::with_capacity(KEEP_MAX_CAPACITY));
+        }
+        assert_eq!(p.idle(), KEEP_TOTAL_BYTES / KEEP_MAX_CAPACITY);
+        let b = p.take();
+        assert_eq!(p.kept_bytes, KEEP_TOTAL_BYTES - b.capacity());
     }
 }

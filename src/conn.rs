@@ -9,7 +9,8 @@ use mio::net::TcpStream;
 
 use crate::buf::Pool;
 use crate::id;
-use crate::session::Session;
+use crate::session::{Session, State};
+use crate::timer;
 
 #[derive(Debug)]
 pub struct Conn {
@@ -21,12 +22,20 @@ pub struct Conn {
     pub out: Option<Vec<u8>>,
     /// Whether WRITABLE interest is registered.
     pub wants_write: bool,
-    /// Whether the close-linger timer is armed.
-    pub lingering: bool,
+    /// The connection's one timer entry (see `worker::timers`).
+    pub timer: Option<timer::Handle>,
+    /// The state the timer logic last saw, and since when the connection is in it
+    /// (accepted, opened, closing).
+    pub timed_state: State,
+    pub phase_since: Instant,
     /// Last data frame in either direction or control frame from the client (SPEC §8).
     pub last_active: Instant,
-    /// When the upgrade completed (GET's `lastActiveAt` is reckoned from it).
+    /// When the upgrade completed (the maximum duration counts from it).
     pub opened_at: Instant,
+    /// Server pings (`ping_interval`): when the next is due, and the deadline of the
+    /// pong owed for the last one.
+    pub ping_at: Option<Instant>,
+    pub pong_due: Option<Instant>,
     /// Counted in the open-connections gauge.
     pub counted_open: bool,
     /// Reading stopped while output is backed up (or shutdown drains).
@@ -44,6 +53,7 @@ pub enum Flushed {
 
 impl Conn {
     pub fn new(stream: TcpStream, peer: SocketAddr, generation: u32, id: id::Text) -> Conn {
+        let now = Instant::now();
         Conn {
             stream,
             peer,
@@ -51,9 +61,13 @@ impl Conn {
             session: Session::new(id, peer.ip()),
             out: None,
             wants_write: false,
-            lingering: false,
-            last_active: Instant::now(),
-            opened_at: Instant::now(),
+            timer: None,
+            timed_state: State::Handshaking,
+            phase_since: now,
+            last_active: now,
+            opened_at: now,
+            ping_at: None,
+            pong_due: None,
             counted_open: false,
             read_paused: false,
         }

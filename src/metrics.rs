@@ -35,6 +35,8 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub upstream_connections: AtomicU64,
+    /// Entries armed in the worker's timer wheel (bounded by what is open now).
+    pub timer_entries: AtomicU64,
     routes: Box<[RouteCounters]>,
 }
 
@@ -135,7 +137,7 @@ impl Metrics {
         let head = |s: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let simple: [Simple; 5] = [
+        let simple: [Simple; 6] = [
             (
                 "wsgate_connect_total",
                 "Connections accepted (AWS ConnectCount).",
@@ -165,6 +167,12 @@ impl Metrics {
                 "Open pooled backend connections.",
                 "gauge",
                 |c| &c.upstream_connections,
+            ),
+            (
+                "wsgate_timer_entries",
+                "Armed timers: at most one per open connection, call in flight or backend connect.",
+                "gauge",
+                |c| &c.timer_entries,
             ),
         ];
         for (name, help, kind, f) in simple {

@@ -37,8 +37,11 @@ pub enum State {
     Done,
 }
 
-/// Most bytes a client may send while its `$connect` is pending.
-const MAX_EARLY_BYTES: usize = 1024 * 1024;
+/// Bytes a client may send while its `$connect` is pending before the worker stops
+/// reading it (until the answer comes).
+pub const MAX_EARLY_BYTES: usize = 1024 * 1024;
+/// Scratch buffers grown past this by one big message are shrunk back after it.
+const SCRATCH_KEEP_BYTES: usize = 256 * 1024;
 
 /// What a pending upgrade needs once `$connect` answers.
 #[derive(Debug)]
@@ -94,6 +97,9 @@ pub struct Scratch {
     /// The metrics and the index of the worker this scratch belongs to.
     pub metrics: Arc<Metrics>,
     pub worker: u8,
+    /// A data frame went either way or a control frame came from the client since
+    /// the worker last looked (it moves `lastActiveAt` and the idle deadline, SPEC §8).
+    pub active: bool,
 }
 
 impl Scratch {
@@ -124,7 +130,19 @@ impl Scratch {
             keep_headers,
             metrics: Arc::new(Metrics::new(worker as usize + 1, routes)),
             worker,
+            active: false,
         }
+    }
+
+    /// Gives back what one big message made the per-worker buffers grow to, so a peak
+    /// does not stay resident (issue 8, defect 7).
+    pub fn trim(&mut self) {
+        for b in [&mut self.wbuf, &mut self.render] {
+            if b.capacity() > SCRATCH_KEEP_BYTES && b.is_empty() {
+                b.shrink_to(64 * 1024);
+            }
+        }
+        self.selector.trim(SCRATCH_KEEP_BYTES);
     }
 }
 
@@ -182,17 +200,14 @@ impl Session {
     }
 
     /// Keeps bytes that arrive while `$connect` is pending (they are processed after
-    /// the 101); a client that sends too much meanwhile is dropped.
+    /// the 101). The worker bounds them by not reading past [`MAX_EARLY_BYTES`].
     pub fn keep_early(&mut self, input: &[u8], sx: &mut Scratch) {
-        let held = self.inbuf.as_ref().map_or(0, Vec::len);
-        if held + input.len() > MAX_EARLY_BYTES {
-            log::debug!(
-                "client sent more than {MAX_EARLY_BYTES} bytes before its upgrade completed"
-            );
-            self.state = State::Done;
-        } else {
-            self.stash(input, &mut sx.pool);
-        }
+        self.stash(input, &mut sx.pool);
+    }
+
+    /// Bytes held while `$connect` is pending.
+    pub fn early_bytes(&self) -> usize {
+        self.inbuf.as_ref().map_or(0, Vec::len)
     }
 
     /// Resumes processing of what arrived while `$connect` was pending.
@@ -254,6 +269,11 @@ impl Session {
             connected_at_ms: time::now_ms(),
         };
         self.identity = Some(Box::new(identity));
+        if sx.keep_headers {
+            // `route.request.header.*` mappings read them on every later event, whatever
+            // integration `$connect` has (or none).
+            self.headers = Some(event::request_headers(head).into_boxed_slice());
+        }
         let Some(route) = sx.config.connect_route else {
             self.accept(&up.accept, None, sx);
             return true;
@@ -275,9 +295,16 @@ impl Session {
                 true
             }
             IntegrationKind::Http(_) => {
-                let headers = event::request_headers(head);
+                let parsed;
+                let headers: &[(String, String)] = match &self.headers {
+                    Some(h) => h,
+                    None => {
+                        parsed = event::request_headers(head);
+                        &parsed
+                    }
+                };
                 let hs = Handshake {
-                    headers: &headers,
+                    headers,
                     query: up.query,
                 };
                 let call = self.call(
@@ -289,9 +316,6 @@ impl Session {
                     Body::Connect(&hs),
                 );
                 sx.outbox.push(call);
-                if sx.keep_headers {
-                    self.headers = Some(headers.into_boxed_slice());
-                }
                 self.pending = Some(Box::new(Pending {
                     accept: up.accept,
                     protocols: up.protocols.map(<[u8]>::to_vec),
@@ -422,6 +446,7 @@ impl Session {
                 };
                 frame::write_message(&mut sx.wbuf, op, body, sx.limits.max_frame_bytes);
                 sx.metrics.worker(sx.worker).message_out(body.len());
+                sx.active = true;
             }
             Outcome::Reply { .. } if route_response => error(sx, "Internal server error"),
             Outcome::Reply { .. } => {}
@@ -538,6 +563,7 @@ impl Session {
 
     /// One event of an open connection; `input` is what the event's ranges index.
     fn on_event(&mut self, input: &[u8], ev: Event, sx: &mut Scratch) {
+        sx.active = true;
         match ev {
             Event::Message {
                 kind,

@@ -1,21 +1,65 @@
 //! A per-worker hashed timing wheel with coarse ticks (as pingora-timeout): O(1) to
-//! arm, no scan of all connections to expire. Timers are never cancelled; the owner
-//! checks on expiry whether the timer still matters (the connection's generation and
-//! state), which keeps arming cheap and the wheel free of back-pointers.
+//! arm, O(1) to cancel, no scan of all connections to expire.
+//!
+//! Entries live in one slab and each wheel slot is an intrusive doubly linked list
+//! through it, so cancelling unlinks in place. Owners cancel what no longer matters
+//! (a closed connection, an answered call): the wheel holds at most one entry per open
+//! connection, call in flight or pending backend connect, never one per past event, so
+//! its memory follows what is open now and not the worker's history.
 
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
+
+use slab::Slab;
 
 /// Tick length: timers fire up to this late.
 pub const TICK: Duration = Duration::from_millis(10);
 const SLOTS: usize = 1024;
+const NIL: u32 = u32::MAX;
 
 /// What a timer is for; the worker interprets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A client connection's one deadline (handshake, idle, maximum duration, ping,
+    /// pong or close linger, whichever comes first; recomputed when it fires).
+    Client,
+    /// A backend call's timeout.
+    Call,
+    /// A backend connect's timeout.
+    UpstreamConnect,
+    /// A `/health` request waiting for the other workers.
+    Health,
+    /// A management connection's header or idle deadline.
+    Admin,
+}
+
+/// Names one armed entry, for [`Wheel::cancel`]. A handle whose entry fired or was
+/// cancelled is stale: cancelling it again does nothing, even after its slot is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle {
+    index: u32,
+    stamp: NonZeroU32,
+}
+
+/// An expired timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub key: usize,
     pub generation: u32,
-    pub kind: u8,
+    pub kind: Kind,
+    /// The handle `arm` returned for it (now stale).
+    pub handle: Handle,
+}
+
+#[derive(Debug)]
+struct Node {
+    key: usize,
+    generation: u32,
+    kind: Kind,
+    stamp: NonZeroU32,
     deadline: u64,
+    prev: u32,
+    next: u32,
 }
 
 #[derive(Debug)]
@@ -23,8 +67,10 @@ pub struct Wheel {
     start: Instant,
     /// The next tick not yet expired.
     now_tick: u64,
-    slots: Vec<Vec<Entry>>,
-    len: usize,
+    /// Head of each slot's list (an index into `nodes`, or `NIL`).
+    heads: Vec<u32>,
+    nodes: Slab<Node>,
+    next_stamp: u32,
 }
 
 impl Wheel {
@@ -32,8 +78,9 @@ impl Wheel {
         Wheel {
             start,
             now_tick: 0,
-            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
-            len: 0,
+            heads: vec![NIL; SLOTS],
+            nodes: Slab::new(),
+            next_stamp: 0,
         }
     }
 
@@ -42,15 +89,61 @@ impl Wheel {
     }
 
     /// Arms a timer that fires at `at` (rounded up to the next tick).
-    pub fn arm(&mut self, at: Instant, key: usize, generation: u32, kind: u8) {
+    pub fn arm(&mut self, at: Instant, key: usize, generation: u32, kind: Kind) -> Handle {
         let deadline = (self.tick_of(at) + 1).max(self.now_tick);
-        self.slots[(deadline % SLOTS as u64) as usize].push(Entry {
+        let slot = (deadline % SLOTS as u64) as usize;
+        self.next_stamp = self.next_stamp.wrapping_add(1).max(1);
+        let stamp = NonZeroU32::new(self.next_stamp).expect("never zero");
+        let head = self.heads[slot];
+        let index = self.nodes.insert(Node {
             key,
             generation,
             kind,
+            stamp,
             deadline,
+            prev: NIL,
+            next: head,
         });
-        self.len += 1;
+        let index = u32::try_from(index).expect("fewer than 2^32 timers");
+        if head != NIL {
+            self.nodes[head as usize].prev = index;
+        }
+        self.heads[slot] = index;
+        Handle { index, stamp }
+    }
+
+    /// Disarms a timer; `false` when it had already fired or been cancelled.
+    pub fn cancel(&mut self, h: Handle) -> bool {
+        match self.nodes.get(h.index as usize) {
+            Some(n) if n.stamp == h.stamp => {
+                self.unlink(h.index);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When an armed timer fires (at tick granularity); `None` when it is stale.
+    pub fn deadline(&self, h: Handle) -> Option<Instant> {
+        match self.nodes.get(h.index as usize) {
+            Some(n) if n.stamp == h.stamp => {
+                Some(self.start + Duration::from_millis(n.deadline * TICK.as_millis() as u64))
+            }
+            _ => None,
+        }
+    }
+
+    fn unlink(&mut self, index: u32) -> Node {
+        let node = self.nodes.remove(index as usize);
+        if node.prev == NIL {
+            self.heads[(node.deadline % SLOTS as u64) as usize] = node.next;
+        } else {
+            self.nodes[node.prev as usize].next = node.next;
+        }
+        if node.next != NIL {
+            self.nodes[node.next as usize].prev = node.prev;
+        }
+        node
     }
 
     /// Moves time to `now` and appends every expired entry to `out`.
@@ -59,36 +152,48 @@ impl Wheel {
         // Past a full turn, every slot is visited once; later rounds stay in place.
         let last = target.min(self.now_tick + SLOTS as u64);
         while self.now_tick <= last {
-            let slot = &mut self.slots[(self.now_tick % SLOTS as u64) as usize];
-            let mut i = 0;
-            while i < slot.len() {
-                if slot[i].deadline <= target {
-                    out.push(slot.swap_remove(i));
-                    self.len -= 1;
-                } else {
-                    i += 1;
+            let mut i = self.heads[(self.now_tick % SLOTS as u64) as usize];
+            while i != NIL {
+                let next = self.nodes[i as usize].next;
+                if self.nodes[i as usize].deadline <= target {
+                    let n = self.unlink(i);
+                    out.push(Entry {
+                        key: n.key,
+                        generation: n.generation,
+                        kind: n.kind,
+                        handle: Handle {
+                            index: i,
+                            stamp: n.stamp,
+                        },
+                    });
                 }
+                i = next;
             }
             self.now_tick += 1;
         }
         self.now_tick = self.now_tick.max(target + 1);
+        if self.nodes.is_empty() && self.nodes.capacity() > 4096 {
+            // A burst is over: give its memory back.
+            self.nodes = Slab::new();
+        }
     }
 
     /// How long the event loop may sleep: until the next tick while timers are armed.
     pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.len == 0 {
+        if self.nodes.is_empty() {
             return None;
         }
         let next = self.start + Duration::from_millis(self.now_tick * TICK.as_millis() as u64);
         Some(next.saturating_duration_since(now))
     }
 
+    /// Armed entries.
     pub fn len(&self) -> usize {
-        self.len
+        self.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.nodes.is_empty()
     }
 }
 
@@ -100,8 +205,8 @@ mod tests {
     fn fires_once_after_its_deadline() {
         let t0 = Instant::now();
         let mut w = Wheel::new(t0);
-        w.arm(t0 + Duration::from_millis(50), 7, 1, 0);
-        w.arm(t0 + Duration::from_secs(30), 8, 1, 0); // several turns of the wheel away
+        w.arm(t0 + Duration::from_millis(50), 7, 1, Kind::Client);
+        w.arm(t0 + Duration::from_secs(30), 8, 1, Kind::Client); // several turns away
         let mut out = Vec::new();
         w.expire(t0 + Duration::from_millis(40), &mut out);
         assert!(out.is_empty());
@@ -122,10 +227,60 @@ mod tests {
         let mut w = Wheel::new(t0);
         let mut out = Vec::new();
         w.expire(t0 + Duration::from_secs(1), &mut out);
-        w.arm(t0, 1, 0, 2);
+        w.arm(t0, 1, 0, Kind::Call);
         assert!(w.poll_timeout(t0 + Duration::from_secs(1)).unwrap() <= TICK);
         w.expire(t0 + Duration::from_secs(1) + TICK, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].kind, 2);
+        assert_eq!(out[0].kind, Kind::Call);
+    }
+
+    #[test]
+    fn cancelled_entries_never_fire_and_free_their_room() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(t0);
+        // Many entries in one slot; cancel every other one, from the middle too.
+        let hs: Vec<Handle> = (0..100)
+            .map(|k| w.arm(t0 + Duration::from_millis(500), k, 0, Kind::Client))
+            .collect();
+        for h in hs.iter().step_by(2) {
+            assert!(w.cancel(*h));
+            assert!(!w.cancel(*h), "a second cancel is a no-op");
+        }
+        assert_eq!(w.len(), 50);
+        let mut out = Vec::new();
+        w.expire(t0 + Duration::from_secs(1), &mut out);
+        let mut keys: Vec<usize> = out.iter().map(|e| e.key).collect();
+        keys.sort();
+        assert_eq!(keys, (1..100).step_by(2).collect::<Vec<_>>());
+        assert!(w.is_empty());
+        // A fired handle is stale even once its slab slot is reused.
+        let fired = out[0].handle;
+        let fresh = w.arm(t0 + Duration::from_secs(5), 1000, 0, Kind::Call);
+        assert!(!w.cancel(fired));
+        assert!(w.deadline(fresh).is_some());
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn churn_does_not_grow_the_wheel() {
+        // Connections that open and close long before their timers are due leave
+        // nothing behind (defect 8 of issue 8: 550k closed connections kept 43 MB).
+        let t0 = Instant::now();
+        let mut w = Wheel::new(t0);
+        for k in 0..100_000 {
+            let h = w.arm(t0 + Duration::from_secs(7200), k, 0, Kind::Client);
+            assert!(w.cancel(h));
+        }
+        assert_eq!(w.len(), 0);
+        assert!(w.nodes.capacity() < 16, "capacity {}", w.nodes.capacity());
+    }
+
+    #[test]
+    fn deadline_reports_the_tick() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(t0);
+        let h = w.arm(t0 + Duration::from_millis(95), 1, 0, Kind::Health);
+        let d = w.deadline(h).unwrap();
+        assert!(d >= t0 + Duration::from_millis(95) && d <= t0 + Duration::from_millis(110));
     }
 }

@@ -145,6 +145,14 @@ impl Selector {
         Selector::default()
     }
 
+    /// Frees the scratch a message larger than `keep` bytes made grow, so one big
+    /// message does not stay resident (simd-json's buffers grow with the input).
+    pub fn trim(&mut self, keep: usize) {
+        if self.json.input.capacity() > keep {
+            *self = Selector::default();
+        }
+    }
+
     /// Route id for a TEXT message: a custom key that matches exactly (case-sensitive),
     /// else the `$default` route id; `None` = no match and no `$default` (the caller sends
     /// the "Forbidden" frame).

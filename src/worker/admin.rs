@@ -6,11 +6,12 @@ use std::io;
 
 use mio::Interest;
 
-use super::{Worker, TIMER_HEALTH};
+use super::Worker;
 use crate::frame::{self, OpCode};
 use crate::mailbox::{Answer, Op, ReplyTo, Request};
 use crate::management::{self, Decision, Response};
 use crate::session::State;
+use crate::timer::Kind as TimerKind;
 use crate::token;
 
 /// Mail handled per wakeup before the loop looks at sockets again.
@@ -142,7 +143,7 @@ impl Worker {
                             self.now + std::time::Duration::from_secs(1),
                             key,
                             generation,
-                            TIMER_HEALTH,
+                            TimerKind::Health,
                         );
                     }
                 }
@@ -278,10 +279,15 @@ impl Worker {
                     .identity
                     .as_deref()
                     .expect("open connections have one");
-                let since_open = conn.last_active.saturating_duration_since(conn.opened_at);
+                // Wall-clock now less the time since the last activity: `connectedAt`
+                // is taken at the upgrade request, before any `$connect` call.
+                let idle_for = self.now.saturating_duration_since(conn.last_active);
+                let last_active_ms = crate::time::now_ms()
+                    .saturating_sub(idle_for.as_millis() as u64)
+                    .max(ident.connected_at_ms);
                 Answer::Info {
                     connected_at_ms: ident.connected_at_ms,
-                    last_active_ms: ident.connected_at_ms + since_open.as_millis() as u64,
+                    last_active_ms,
                     source_ip: ident.source_ip_text.to_string(),
                     user_agent: ident.user_agent.as_deref().map(str::to_string),
                 }
@@ -302,6 +308,7 @@ impl Worker {
                 }
                 frame::write_message(&mut self.shared.wbuf, opcode, &body, limits.max_frame_bytes);
                 self.metrics.worker(self.index).message_out(body.len());
+                self.shared.active = true;
                 self.finish_output(key);
                 Answer::Sent
             }

@@ -9,11 +9,12 @@ use std::time::Instant;
 use mio::event::Event as MioEvent;
 use mio::Interest;
 
-use super::{Worker, TIMER_CALL, TIMER_CONNECT};
+use super::Worker;
 use crate::config::IntegrationKind;
 use crate::id;
 use crate::integration::{self, CallKind, Outcome, Outgoing};
 use crate::session::State;
+use crate::timer::{self, Kind as TimerKind};
 use crate::token;
 use crate::upstream::{self, response, MAX_REPLY_BYTES};
 
@@ -31,6 +32,8 @@ pub(super) struct Call {
     retried: bool,
     generation: u32,
     started: Instant,
+    /// The call's timeout entry, cancelled when it is answered.
+    timer: Option<timer::Handle>,
 }
 
 impl Worker {
@@ -64,10 +67,16 @@ impl Worker {
             retried: false,
             generation: self.call_generation,
             started: self.now,
+            timer: None,
         };
         let key = self.calls.insert(call);
-        self.timers
-            .arm(self.now + timeout, key, self.call_generation, TIMER_CALL);
+        let h = self.timers.arm(
+            self.now + timeout,
+            key,
+            self.call_generation,
+            TimerKind::Call,
+        );
+        self.calls[key].timer = Some(h);
         self.dispatch(key, false);
     }
 
@@ -102,7 +111,7 @@ impl Worker {
                         self.now + self.connect_timeout[p],
                         uk,
                         generation,
-                        TIMER_CONNECT,
+                        TimerKind::UpstreamConnect,
                     );
                     self.assign(uk, ck);
                 }
@@ -323,8 +332,12 @@ impl Worker {
             request,
             request_id,
             started,
+            timer,
             ..
         } = call;
+        if let Some(h) = timer {
+            self.timers.cancel(h);
+        }
         self.shared.pool.give(request);
         let elapsed = self.now.saturating_duration_since(started);
         let ok = matches!(&outcome, Outcome::Reply { status, .. } if (200..300).contains(status));
@@ -363,10 +376,15 @@ impl Worker {
             }
             CallKind::Connect => {
                 if conn.session.on_connect_outcome(outcome, &mut self.shared) {
-                    self.on_open(key);
+                    self.sync_timer(key);
                     let conn = &mut self.conns[key];
                     conn.session.resume(&mut self.shared);
                     self.start_calls(Some((key, generation)));
+                    // Reading stopped at the early-input bound; bytes that waited
+                    // meanwhile raise no new event.
+                    self.finish_output(key);
+                    self.resume_reading(key);
+                    return self.drain_progress();
                 }
             }
             CallKind::Message => {

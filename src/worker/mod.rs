@@ -12,6 +12,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
+use crate::close;
 use crate::config::Config;
 use crate::conn::{Conn, Flushed};
 use crate::handshake;
@@ -19,36 +20,27 @@ use crate::id::ConnectionId;
 use crate::mailbox::Mailboxes;
 use crate::management;
 use crate::metrics::{self, Metrics};
-use crate::session::{Scratch, State};
-use crate::timer::{self, Wheel};
+use crate::session::{self, Scratch, State};
+use crate::timer::{self, Kind as TimerKind, Wheel};
 use crate::token::{self, Kind as TokenKind};
 use crate::upstream;
-use crate::{close, frame};
 
 /// Room before the read area of the read buffer, so a stashed partial input (at most a
 /// request head) can be put back in front of newly read bytes without moving them.
 const STASH_BYTES: usize = handshake::MAX_HEADER_BYTES + 1024;
 /// Bytes read per `read` call.
 const READ_BYTES: usize = 64 * 1024;
-/// How long we wait for the client's close frame after sending ours.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// At shutdown, how long close handshakes, then `$disconnect` calls, may take.
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// Idle buffers a worker keeps for reuse.
 const POOL_KEEP: usize = 1024;
-
-const TIMER_HANDSHAKE: u8 = 0;
-const TIMER_LINGER: u8 = 1;
-const TIMER_IDLE: u8 = 2;
-const TIMER_MAX_DURATION: u8 = 3;
-const TIMER_PING: u8 = 4;
-const TIMER_PONG: u8 = 5;
-const TIMER_CALL: u8 = 6;
-const TIMER_CONNECT: u8 = 7;
-const TIMER_HEALTH: u8 = 8;
+/// Replies assembled in one read loop are handed to the connection once they reach
+/// this size, so the outbound limit sees them before the next read.
+const FLUSH_BYTES: usize = 64 * 1024;
 
 mod admin;
 mod calls;
+mod timers;
 
 /// The steps of a graceful shutdown (SPEC §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +238,11 @@ impl Worker {
                     self.on_timer(e);
                 }
             }
+            self.shared.trim();
+            let entries = &self.metrics.worker(self.index).timer_entries;
+            if entries.load(Ordering::Relaxed) != self.timers.len() as u64 {
+                entries.store(self.timers.len() as u64, Ordering::Relaxed);
+            }
         }
     }
 
@@ -331,16 +328,18 @@ impl Worker {
         self.finish_output(key);
     }
 
-    /// Arms the timers of a connection that just opened.
+    /// A connection just opened: count it, log it and start its deadlines.
     fn on_open(&mut self, key: usize) {
         let l = &self.shared.config.limits;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let g = conn.generation;
         conn.last_active = self.now;
         conn.opened_at = self.now;
         conn.counted_open = true;
+        if !l.ping_interval.is_zero() {
+            conn.ping_at = Some(self.now + l.ping_interval);
+        }
         let counters = self.metrics.worker(self.index);
         metrics::add(&counters.connects, 1);
         metrics::add(&counters.open_connections, 1);
@@ -350,18 +349,6 @@ impl Worker {
             conn.peer.ip(),
             self.index
         );
-        self.timers
-            .arm(self.now + l.idle_timeout, key, g, TIMER_IDLE);
-        self.timers.arm(
-            self.now + l.max_connection_duration,
-            key,
-            g,
-            TIMER_MAX_DURATION,
-        );
-        if !l.ping_interval.is_zero() {
-            self.timers
-                .arm(self.now + l.ping_interval, key, g, TIMER_PING);
-        }
     }
 
     fn accept_clients(&mut self) {
@@ -416,8 +403,8 @@ impl Worker {
             .registry()
             .register(&mut stream, token::client(key), Interest::READABLE)?;
         entry.insert(Conn::new(stream, peer, generation, id));
-        let at = Instant::now() + self.shared.config.server.handshake_timeout;
-        self.timers.arm(at, key, generation, TIMER_HANDSHAKE);
+        self.conns[key].phase_since = self.now;
+        self.sync_timer(key);
         Ok(())
     }
 
@@ -425,17 +412,27 @@ impl Worker {
     /// every complete frame in place, then writes all replies in one go.
     /// `read_closed`: the event says the peer's FIN is already here, so the socket is
     /// read to EOF even after a short read.
+    ///
+    /// Reading stops (and resumes from `on_writable` or the `$connect` answer) while
+    /// what is queued for the client, counting the replies this turn is still
+    /// assembling, reaches `max_pending_outbound_bytes`, and while `$connect` is
+    /// pending with `MAX_EARLY_BYTES` already held: input is bounded by not reading
+    /// it, never by dropping a session that is owed its `$disconnect`.
     fn on_readable(&mut self, key: usize, read_closed: bool) {
         let mut rbuf = std::mem::take(&mut self.rbuf);
         let mut gone = false;
         let limit = self.shared.config.limits.max_pending_outbound_bytes;
         while let Some(conn) = self.conns.get_mut(key) {
-            if conn.session.state == State::Done {
-                break;
-            }
-            if conn.session.state == State::Open
-                && (self.drain_deadline.is_some() || conn.pending_out() > limit)
-            {
+            let paused = match conn.session.state {
+                State::Done => break,
+                State::Open => {
+                    self.drain_deadline.is_some()
+                        || conn.pending_out() + self.shared.wbuf.len() >= limit
+                }
+                State::Connecting => conn.session.early_bytes() >= session::MAX_EARLY_BYTES,
+                State::Handshaking | State::Closing => false,
+            };
+            if paused {
                 // Shutting down: no new messages. Or the client does not read its
                 // replies: stop reading its requests until it catches up.
                 conn.read_paused = true;
@@ -455,7 +452,6 @@ impl Worker {
                 }
             };
             let was = conn.session.state;
-            conn.last_active = self.now;
             if was == State::Connecting {
                 // Early frames wait, unprocessed, for the `$connect` answer.
                 conn.session
@@ -470,12 +466,17 @@ impl Worker {
                 conn.session
                     .process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
             }
-            if was == State::Handshaking && conn.session.state == State::Open {
-                self.on_open(key);
+            if was == State::Handshaking && conn.session.state != was {
+                self.sync_timer(key);
             }
             if !self.shared.outbox.is_empty() {
                 let generation = self.conns[key].generation;
                 self.start_calls(Some((key, generation)));
+            }
+            if self.shared.wbuf.len() >= FLUSH_BYTES {
+                // Replies leave (or join the connection's queue, where the limit
+                // above sees them) before the next read adds more.
+                self.finish_output(key);
             }
             if read < READ_BYTES && !read_closed {
                 break;
@@ -494,14 +495,32 @@ impl Worker {
         self.finish_output(key);
     }
 
+    /// Reads again from a client whose reading was paused, if it may be read now
+    /// (edge-triggered: bytes that waited meanwhile raise no new event).
+    pub(super) fn resume_reading(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.read_paused || self.drain_deadline.is_some() {
+            return;
+        }
+        let limit = self.shared.config.limits.max_pending_outbound_bytes;
+        let ok = match conn.session.state {
+            State::Open => conn.pending_out() < limit,
+            State::Connecting => false,
+            _ => true,
+        };
+        if ok {
+            conn.read_paused = false;
+            self.on_readable(key, false);
+        }
+    }
+
     fn on_writable(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let res = conn.flush(&mut self.shared.pool);
-        let resume = conn.read_paused
-            && conn.pending_out() <= self.shared.config.limits.max_pending_outbound_bytes;
-        match res {
+        match conn.flush(&mut self.shared.pool) {
             Ok(Flushed::All) => {
                 if conn.session.state == State::Done {
                     return self.close(key);
@@ -517,11 +536,7 @@ impl Worker {
             Ok(Flushed::Pending) => {}
             Err(_) => return self.close(key),
         }
-        if resume && self.drain_deadline.is_none() {
-            // Edge-triggered: bytes that waited meanwhile raise no new event.
-            self.conns[key].read_paused = false;
-            self.on_readable(key, false);
-        }
+        self.resume_reading(key);
     }
 
     /// Sends what the message path wrote into `wbuf`, and keeps write interest and the
@@ -531,7 +546,7 @@ impl Worker {
             self.shared.wbuf.clear();
             return;
         };
-        if !self.shared.wbuf.is_empty() && conn.session.state == State::Open {
+        if std::mem::take(&mut self.shared.active) {
             conn.last_active = self.now;
         }
         let res = conn.send(&self.shared.wbuf, &mut self.shared.pool);
@@ -555,63 +570,16 @@ impl Worker {
             }
             Err(_) => self.close(key),
         }
-        if let Some(conn) = self.conns.get_mut(key) {
-            if conn.session.state == State::Closing && !conn.lingering {
-                conn.lingering = true;
-                let generation = conn.generation;
-                self.timers
-                    .arm(self.now + CLOSE_LINGER, key, generation, TIMER_LINGER);
-            }
-        }
+        self.sync_timer(key);
     }
 
     fn on_timer(&mut self, e: timer::Entry) {
         match e.kind {
-            TIMER_CALL => return self.on_call_timeout(e.key, e.generation),
-            TIMER_CONNECT => return self.on_connect_timeout(e.key, e.generation),
-            TIMER_HEALTH => return self.on_health_timeout(e.key, e.generation),
-            _ => {}
-        }
-        let Some(conn) = self.conns.get_mut(e.key) else {
-            return;
-        };
-        if conn.generation != e.generation {
-            return;
-        }
-        let (key, g, now) = (e.key, e.generation, self.now);
-        let l = &self.shared.config.limits;
-        let state = conn.session.state;
-        match e.kind {
-            TIMER_HANDSHAKE if state == State::Handshaking => {
-                log::debug!("worker {}: {} handshake timeout", self.index, conn.peer);
-                self.close(key);
-            }
-            TIMER_LINGER if matches!(state, State::Closing | State::Done) => self.close(key),
-            _ if state != State::Open => {}
-            TIMER_IDLE => {
-                let due = conn.last_active + l.idle_timeout;
-                if now >= due {
-                    self.close_with(key, close::GOING_AWAY, "Idle timeout");
-                } else {
-                    self.timers.arm(due, key, g, TIMER_IDLE);
-                }
-            }
-            TIMER_MAX_DURATION => {
-                self.close_with(key, close::GOING_AWAY, "Maximum connection duration")
-            }
-            TIMER_PING => {
-                conn.session.pong_seen = false;
-                let (interval, pong_timeout) = (l.ping_interval, l.pong_timeout);
-                frame::write_message(&mut self.shared.wbuf, frame::OpCode::Ping, b"wsgate", 125);
-                self.timers.arm(now + pong_timeout, key, g, TIMER_PONG);
-                self.timers
-                    .arm(now + interval.max(pong_timeout), key, g, TIMER_PING);
-                self.finish_output(key);
-            }
-            TIMER_PONG if !conn.session.pong_seen => {
-                self.close_with(key, close::GOING_AWAY, "Ping timeout")
-            }
-            _ => {}
+            TimerKind::Client => self.on_client_timer(e.key, e.generation),
+            TimerKind::Call => self.on_call_timeout(e.key, e.generation),
+            TimerKind::UpstreamConnect => self.on_connect_timeout(e.key, e.generation),
+            TimerKind::Health => self.on_health_timeout(e.key, e.generation),
+            TimerKind::Admin => {}
         }
     }
 
@@ -627,6 +595,7 @@ impl Worker {
             }
         }
         self.send_disconnect(key);
+        self.cancel_client_timer(key);
         if let Some(mut conn) = self.conns.try_remove(key) {
             if conn.counted_open {
                 metrics::sub(&self.metrics.worker(self.index).open_connections, 1);
