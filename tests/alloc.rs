@@ -107,21 +107,21 @@ fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
     let mut s = Session::new(*b"AAAAAAAAAAAAAAA=", "127.0.0.1".parse().unwrap());
     let mut head = b"GET /prod HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
     s.process(&mut head, &mut sx);
-    assert_eq!(s.state, State::Open);
+    assert_eq!(s.state(), State::Open);
     let mut input = Vec::with_capacity(64 * 1024);
     let mut replies = 0;
     let mut round = |sx: &mut Scratch, s: &mut Session| {
         for stream in streams {
             for piece in stream.chunks(chunk) {
                 input.clear();
-                if let Some(stash) = s.inbuf.take() {
+                if let Some(stash) = s.take_stash() {
                     input.extend_from_slice(&stash);
                     sx.pool.give(stash);
                 }
                 input.extend_from_slice(piece);
                 s.process(&mut input, sx);
             }
-            assert_eq!(s.state, State::Open);
+            assert_eq!(s.state(), State::Open);
             replies += usize::from(!sx.wbuf.is_empty());
             sx.wbuf.clear();
         }

@@ -266,25 +266,22 @@ impl Worker {
     /// Performs a management operation on one of this worker's connections.
     pub(super) fn connection_op(&mut self, slot: u32, generation: u32, op: Op) -> Answer {
         let key = slot as usize;
+        let anchor = self.clock_anchor;
         let Some(conn) = self.conns.get_mut(key) else {
             return Answer::Gone;
         };
-        if conn.generation != generation || conn.session.state != State::Open {
+        if conn.generation != generation || conn.session.state() != State::Open {
             return Answer::Gone;
         }
         match op {
             Op::Get => {
-                let ident = conn
-                    .session
-                    .identity
-                    .as_deref()
-                    .expect("open connections have one");
-                // Wall-clock now less the time since the last activity: `connectedAt`
-                // is taken at the upgrade request, before any `$connect` call.
-                let idle_for = self.now.saturating_duration_since(conn.last_active);
-                let last_active_ms = crate::time::now_ms()
-                    .saturating_sub(idle_for.as_millis() as u64)
-                    .max(ident.connected_at_ms);
+                let Some(ident) = conn.session.identity() else {
+                    return Answer::Gone;
+                };
+                // On the worker's clock (`connectedAt` is taken at the upgrade request,
+                // before any `$connect` call; the open comes later).
+                let last_active_ms =
+                    super::wall_ms(anchor, conn.last_active).max(ident.connected_at_ms);
                 Answer::Info {
                     connected_at_ms: ident.connected_at_ms,
                     last_active_ms,

@@ -13,7 +13,6 @@ use super::Worker;
 use crate::config::IntegrationKind;
 use crate::id;
 use crate::integration::{self, CallKind, Outcome, Outgoing};
-use crate::session::State;
 use crate::timer::{self, Kind as TimerKind};
 use crate::token;
 use crate::upstream::{self, response, MAX_REPLY_BYTES};
@@ -368,10 +367,9 @@ impl Worker {
             return;
         }
         match kind {
-            CallKind::Connect if conn.session.abandoned => {
+            CallKind::Connect if conn.session.is_abandoned() => {
                 let accepted = matches!(outcome, Outcome::Reply { status, .. } if (200..300).contains(&status));
-                conn.session.registered = accepted;
-                conn.session.state = State::Done;
+                conn.session.on_abandoned_connect(accepted);
                 return self.close(key);
             }
             CallKind::Connect => {

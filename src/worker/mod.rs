@@ -89,6 +89,10 @@ pub struct Worker {
     drained_calls: bool,
     /// The time of the current loop turn (one clock read per wakeup).
     now: Instant,
+    /// A monotonic instant and the wall-clock ms it was read with: wall-clock times
+    /// (`requestTime`, `lastActiveAt`) are derived from monotonic ones through it, so
+    /// they agree with each other to the ms (see `wall_ms`).
+    clock_anchor: (Instant, u64),
     /// Whether accepted sockets inherit the listener's TCP_NODELAY (checked once).
     nodelay_inherited: Option<bool>,
     timers: Wheel,
@@ -154,6 +158,7 @@ impl Worker {
             drain_phase: DrainPhase::Calls,
             drained_calls: false,
             now: Instant::now(),
+            clock_anchor: (Instant::now(), crate::time::now_ms()),
             nodelay_inherited: None,
             timers: Wheel::new(Instant::now()),
             shared: {
@@ -200,6 +205,7 @@ impl Worker {
             }
             let res = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
+            self.shared.now_ms = self.wall_ms_now();
             if let Err(e) = res {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -246,6 +252,18 @@ impl Worker {
         }
     }
 
+    /// Wall-clock ms of this loop turn; the anchor follows the system clock when it
+    /// was stepped by more than a second.
+    fn wall_ms_now(&mut self) -> u64 {
+        let derived = wall_ms(self.clock_anchor, self.now);
+        let real = crate::time::now_ms();
+        if real.abs_diff(derived) > 1000 {
+            self.clock_anchor = (self.now, real);
+            return real;
+        }
+        derived
+    }
+
     /// SPEC §1: stop accepting, then close every client with 1001 and wait (up to
     /// `drain_timeout`) for the close handshakes to finish.
     fn begin_shutdown(&mut self) {
@@ -256,7 +274,7 @@ impl Worker {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if matches!(
-                self.conns[key].session.state,
+                self.conns[key].session.state(),
                 State::Handshaking | State::Connecting
             ) {
                 self.close(key);
@@ -303,8 +321,7 @@ impl Worker {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.session.abandoned = true; // a pending `$connect` no longer waits
-                conn.session.state = State::Done;
+                conn.session.end();
             }
             self.close(key);
         }
@@ -316,7 +333,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.session.state != State::Open {
+        if conn.session.state() != State::Open {
             return;
         }
         log::debug!(
@@ -345,7 +362,7 @@ impl Worker {
         metrics::add(&counters.open_connections, 1);
         log::info!(
             "event=connect connectionId={} sourceIp={} worker={}",
-            String::from_utf8_lossy(&conn.session.id),
+            String::from_utf8_lossy(conn.session.id()),
             conn.peer.ip(),
             self.index
         );
@@ -423,7 +440,7 @@ impl Worker {
         let mut gone = false;
         let limit = self.shared.config.limits.max_pending_outbound_bytes;
         while let Some(conn) = self.conns.get_mut(key) {
-            let paused = match conn.session.state {
+            let paused = match conn.session.state() {
                 State::Done => break,
                 State::Open => {
                     self.drain_deadline.is_some()
@@ -451,14 +468,14 @@ impl Worker {
                     break;
                 }
             };
-            let was = conn.session.state;
+            let was = conn.session.state();
             if was == State::Connecting {
                 // Early frames wait, unprocessed, for the `$connect` answer.
                 conn.session
                     .keep_early(&rbuf[STASH_BYTES..STASH_BYTES + read], &mut self.shared);
             } else {
                 let mut start = STASH_BYTES;
-                if let Some(stash) = conn.session.inbuf.take() {
+                if let Some(stash) = conn.session.take_stash() {
                     start -= stash.len();
                     rbuf[start..STASH_BYTES].copy_from_slice(&stash);
                     self.shared.pool.give(stash);
@@ -466,7 +483,7 @@ impl Worker {
                 conn.session
                     .process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
             }
-            if was == State::Handshaking && conn.session.state != was {
+            if was == State::Handshaking && conn.session.state() != was {
                 self.sync_timer(key);
             }
             if !self.shared.outbox.is_empty() {
@@ -505,7 +522,7 @@ impl Worker {
             return;
         }
         let limit = self.shared.config.limits.max_pending_outbound_bytes;
-        let ok = match conn.session.state {
+        let ok = match conn.session.state() {
             State::Open => conn.pending_out() < limit,
             State::Connecting => false,
             _ => true,
@@ -522,7 +539,7 @@ impl Worker {
         };
         match conn.flush(&mut self.shared.pool) {
             Ok(Flushed::All) => {
-                if conn.session.state == State::Done {
+                if conn.session.state() == State::Done {
                     return self.close(key);
                 } else if conn.wants_write {
                     conn.wants_write = false;
@@ -552,7 +569,7 @@ impl Worker {
         let res = conn.send(&self.shared.wbuf, &mut self.shared.pool);
         self.shared.wbuf.clear();
         match res {
-            Ok(Flushed::All) if conn.session.state == State::Done => self.close(key),
+            Ok(Flushed::All) if conn.session.state() == State::Done => self.close(key),
             Ok(Flushed::All) => {}
             Ok(Flushed::Pending) => {
                 if !conn.wants_write {
@@ -585,10 +602,10 @@ impl Worker {
 
     fn close(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
-            if conn.session.state == State::Connecting && !conn.session.abandoned {
+            if conn.session.state() == State::Connecting && !conn.session.is_abandoned() {
                 // `$connect` is still deciding; if it says yes, `$disconnect` (1006)
                 // is owed, so the session waits for the answer without its client.
-                conn.session.abandoned = true;
+                conn.session.abandon();
                 let _ = self.poll.registry().deregister(&mut conn.stream);
                 let _ = conn.stream.shutdown(std::net::Shutdown::Both);
                 return;
@@ -599,19 +616,25 @@ impl Worker {
         if let Some(mut conn) = self.conns.try_remove(key) {
             if conn.counted_open {
                 metrics::sub(&self.metrics.worker(self.index).open_connections, 1);
-                let (code, reason) = match conn.session.close_status.as_deref() {
-                    Some((c, r)) => (*c, r.as_str()),
-                    None => (close::ABNORMAL, ""),
-                };
+                let (code, reason) = conn.session.close_status();
                 log::info!(
                     "event=disconnect connectionId={} code={code} reason={reason:?} worker={}",
-                    String::from_utf8_lossy(&conn.session.id),
+                    String::from_utf8_lossy(conn.session.id()),
                     self.index
                 );
             }
             // Closing the socket removes it from the epoll set: no deregister call.
             conn.release(&mut self.shared.pool);
         }
+    }
+}
+
+/// Wall-clock ms of the monotonic instant `t`, through a worker's clock anchor.
+fn wall_ms((at, ms): (Instant, u64), t: Instant) -> u64 {
+    if t >= at {
+        ms + t.duration_since(at).as_millis() as u64
+    } else {
+        ms.saturating_sub(at.duration_since(t).as_millis() as u64)
     }
 }
 

@@ -27,7 +27,7 @@ pub(super) fn next_deadline(
     l: &Limits,
     handshake_timeout: Duration,
 ) -> Option<Instant> {
-    match conn.session.state {
+    match conn.session.state() {
         State::Handshaking => Some(conn.phase_since + handshake_timeout),
         State::Connecting => None,
         State::Closing | State::Done => Some(conn.phase_since + CLOSE_LINGER),
@@ -49,7 +49,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let state = conn.session.state;
+        let state = conn.session.state();
         if state != conn.timed_state {
             conn.timed_state = state;
             conn.phase_since = self.now;
@@ -103,7 +103,7 @@ impl Worker {
         let now = self.now;
         let l = &self.shared.config.limits;
         let handshake_timeout = self.shared.config.server.handshake_timeout;
-        match conn.session.state {
+        match conn.session.state() {
             State::Handshaking if now >= conn.phase_since + handshake_timeout => {
                 log::debug!("worker {}: {} handshake timeout", self.index, conn.peer);
                 return self.close(key);
@@ -119,14 +119,14 @@ impl Worker {
                     return self.close_with(key, close::GOING_AWAY, "Idle timeout");
                 }
                 if conn.pong_due.is_some_and(|d| now >= d) {
-                    if !conn.session.pong_seen {
+                    if !conn.session.pong_seen() {
                         return self.close_with(key, close::GOING_AWAY, "Ping timeout");
                     }
                     conn.pong_due = None;
                 }
                 if conn.ping_at.is_some_and(|d| now >= d) {
                     let (interval, pong_timeout) = (l.ping_interval, l.pong_timeout);
-                    conn.session.pong_seen = false;
+                    conn.session.ping_sent();
                     conn.pong_due = Some(now + pong_timeout);
                     conn.ping_at = Some(now + interval.max(pong_timeout));
                     frame::write_message(

@@ -51,32 +51,36 @@ struct Pending {
 }
 
 /// One connection's protocol state. Holds buffers only while it needs them.
+///
+/// The worker moves bytes and events into it and reads what it decided (replies in
+/// [`Scratch::wbuf`], calls in [`Scratch::outbox`], its [`State`]); everything else is
+/// private, so every change of state goes through a method below.
 #[derive(Debug)]
 pub struct Session {
-    pub state: State,
-    pub id: id::Text,
-    pub peer_ip: IpAddr,
-    pub reader: Reader,
+    state: State,
+    id: id::Text,
+    peer_ip: IpAddr,
+    reader: Reader,
     /// Bytes received but not yet usable (a partial request head or frame header, or
     /// everything sent while `$connect` is pending).
-    pub inbuf: Option<Vec<u8>>,
+    inbuf: Option<Vec<u8>>,
     /// A message being assembled from several frames or reads.
-    pub asm: Option<Vec<u8>>,
+    asm: Option<Vec<u8>>,
     /// A pong arrived since the last server ping.
-    pub pong_seen: bool,
+    pong_seen: bool,
     /// Set at the upgrade request: what every event of this connection repeats.
-    pub identity: Option<Box<Identity>>,
+    identity: Option<Box<Identity>>,
     /// Handshake headers, kept only when an `http_proxy` mapping reads them.
     headers: Option<Box<[(String, String)]>>,
     pending: Option<Box<Pending>>,
     /// Backend calls of this connection not answered yet.
-    pub inflight: usize,
+    inflight: usize,
     /// `$connect` succeeded (or there is none): `$disconnect` is owed.
-    pub registered: bool,
+    registered: bool,
     /// Why the connection ended, for `$disconnect` (default: 1006, no close frame).
-    pub close_status: Option<Box<(u16, String)>>,
+    close_status: Option<Box<(u16, String)>>,
     /// The client left while `$connect` was pending.
-    pub abandoned: bool,
+    abandoned: bool,
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -94,6 +98,9 @@ pub struct Scratch {
     pub outbox: Vec<Outgoing>,
     /// Whether some `http_proxy` mapping reads handshake headers.
     keep_headers: bool,
+    /// Wall-clock time of the current loop turn, ms since the Unix epoch: the worker
+    /// sets it, events and `connectedAt` read it (the session reads no clock).
+    pub now_ms: u64,
     /// The metrics and the index of the worker this scratch belongs to.
     pub metrics: Arc<Metrics>,
     pub worker: u8,
@@ -131,6 +138,7 @@ impl Scratch {
             metrics: Arc::new(Metrics::new(worker as usize + 1, routes)),
             worker,
             active: false,
+            now_ms: time::now_ms(),
         }
     }
 
@@ -164,6 +172,71 @@ impl Session {
             close_status: None,
             abandoned: false,
         }
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> &id::Text {
+        &self.id
+    }
+
+    /// What the upgrade request said (`None` before it).
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref()
+    }
+
+    /// Why the connection ended, for logs and `$disconnect` (1006 when no close frame
+    /// was seen or sent).
+    pub fn close_status(&self) -> (u16, &str) {
+        match self.close_status.as_deref() {
+            Some((c, r)) => (*c, r.as_str()),
+            None => (close::ABNORMAL, ""),
+        }
+    }
+
+    /// Bytes received but not processed yet (a partial head or frame), handed to the
+    /// worker to be put in front of the next read.
+    pub fn take_stash(&mut self) -> Option<Vec<u8>> {
+        self.inbuf.take()
+    }
+
+    /// The client left while `$connect` is pending: the session waits for the answer
+    /// without its client (a 2xx then still owes `$disconnect`, SPEC §5).
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
+    }
+
+    /// Whether the client left while `$connect` was pending.
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned
+    }
+
+    /// The `$connect` answer of an abandoned session: `$disconnect` is owed when it
+    /// accepted; either way nothing more happens on this connection.
+    pub fn on_abandoned_connect(&mut self, accepted: bool) {
+        self.registered = accepted;
+        self.state = State::Done;
+    }
+
+    /// Ends the session at once (shutdown's last step): nothing more is read or
+    /// waited for; a pending `$connect` no longer matters.
+    pub fn end(&mut self) {
+        self.abandoned = true;
+        self.state = State::Done;
+    }
+
+    /// A server ping went out: a pong is owed.
+    pub fn ping_sent(&mut self) {
+        self.pong_seen = false;
+    }
+
+    /// Whether a pong arrived since the last server ping.
+    pub fn pong_seen(&self) -> bool {
+        self.pong_seen
     }
 
     /// Processes newly received bytes (after any stashed ones). Replies are appended
@@ -266,7 +339,7 @@ impl Session {
             source_ip_text: self.peer_ip.to_canonical().to_string().into_boxed_str(),
             user_agent: text(up.user_agent),
             host: text(up.host).unwrap_or_default(),
-            connected_at_ms: time::now_ms(),
+            connected_at_ms: sx.now_ms,
         };
         self.identity = Some(Box::new(identity));
         if sx.keep_headers {
@@ -338,6 +411,7 @@ impl Session {
         route: usize,
         request_id: &'a [u8],
         message_id: &'a [u8],
+        now_ms: u64,
     ) -> Input<'a> {
         Input {
             api: &config.api,
@@ -346,7 +420,7 @@ impl Session {
             request_id,
             message_id,
             identity: self.identity.as_deref().expect("set at the upgrade"),
-            now_ms: time::now_ms(),
+            now_ms,
         }
     }
 
@@ -469,11 +543,8 @@ impl Session {
         ) {
             return None;
         }
-        let (code, reason) = match self.close_status.as_deref() {
-            Some((c, r)) => (*c, r.as_str()),
-            None => (close::ABNORMAL, ""),
-        };
         let request_id = sx.seq.next_id();
+        let (code, reason) = self.close_status();
         let body = Body::Disconnect {
             code,
             reason: reason.as_bytes(),
@@ -497,6 +568,7 @@ impl Session {
             pool,
             render,
             selector,
+            now_ms,
             ..
         } = sx;
         let config = &**config;
@@ -506,7 +578,7 @@ impl Session {
             unreachable!("only HTTP integrations make calls");
         };
         let mut request = pool.take();
-        let input = self.input(config, route, &request_id, message_id);
+        let input = self.input(config, route, &request_id, message_id, *now_ms);
         let hs = self.headers.as_deref().map(|h| Handshake {
             headers: h,
             query: None,
@@ -650,3 +722,6 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
