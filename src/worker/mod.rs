@@ -92,7 +92,7 @@ pub struct Worker {
     /// A monotonic instant and the wall-clock ms it was read with: wall-clock times
     /// (`requestTime`, `lastActiveAt`) are derived from monotonic ones through it, so
     /// they agree with each other to the ms (see `wall_ms`).
-    clock_anchor: (Instant, u64),
+    clock_anchor: (Instant, Duration),
     /// Whether accepted sockets inherit the listener's TCP_NODELAY (checked once).
     nodelay_inherited: Option<bool>,
     timers: Wheel,
@@ -158,7 +158,7 @@ impl Worker {
             drain_phase: DrainPhase::Calls,
             drained_calls: false,
             now: Instant::now(),
-            clock_anchor: (Instant::now(), crate::time::now_ms()),
+            clock_anchor: clock_anchor(),
             nodelay_inherited: None,
             timers: Wheel::new(Instant::now()),
             shared: {
@@ -256,10 +256,9 @@ impl Worker {
     /// was stepped by more than a second.
     fn wall_ms_now(&mut self) -> u64 {
         let derived = wall_ms(self.clock_anchor, self.now);
-        let real = crate::time::now_ms();
-        if real.abs_diff(derived) > 1000 {
-            self.clock_anchor = (self.now, real);
-            return real;
+        if crate::time::now_ms().abs_diff(derived) > 1000 {
+            self.clock_anchor = clock_anchor();
+            return wall_ms(self.clock_anchor, self.now);
         }
         derived
     }
@@ -629,13 +628,24 @@ impl Worker {
     }
 }
 
+/// A monotonic instant and the wall-clock time (since the Unix epoch) read right
+/// after it, so times derived from it are never early.
+fn clock_anchor() -> (Instant, Duration) {
+    let at = Instant::now();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (at, wall)
+}
+
 /// Wall-clock ms of the monotonic instant `t`, through a worker's clock anchor.
-fn wall_ms((at, ms): (Instant, u64), t: Instant) -> u64 {
-    if t >= at {
-        ms + t.duration_since(at).as_millis() as u64
+fn wall_ms((at, wall): (Instant, Duration), t: Instant) -> u64 {
+    let w = if t >= at {
+        wall + t.duration_since(at)
     } else {
-        ms.saturating_sub(at.duration_since(t).as_millis() as u64)
-    }
+        wall.saturating_sub(at.duration_since(t))
+    };
+    w.as_millis() as u64
 }
 
 /// One pool per distinct backend address, sized by the largest `pool_size` and
