@@ -282,10 +282,11 @@ fn sigterm_delivers_the_in_flight_reply_then_closes_everyone_with_1001_and_exits
 #[test]
 fn no_client_is_closed_before_the_in_flight_integrations_finish() {
     // SPEC §1 in order: "let in-flight integrations finish ...; close every client".
-    // Clients of both workers; one call in flight on one of them.
+    // Clients of both workers (24, so the kernel's SO_REUSEPORT hash puts all on one
+    // worker with odds of 2^-23, not 2^-7); one call in flight on one of them.
     let backend = slow_backend(700);
     let mut gw = gateway(&backend, "10s");
-    let clients = open_clients(&gw, &backend, 8);
+    let clients = open_clients(&gw, &backend, 24);
     let owners: Vec<u8> = clients
         .iter()
         .map(|(_, id)| crate::mgmt::worker_of(id))
