@@ -35,6 +35,8 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub upstream_connections: AtomicU64,
+    /// Management requests refused for failed auth (403).
+    pub management_refused: AtomicU64,
     routes: Box<[RouteCounters]>,
 }
 
@@ -135,7 +137,7 @@ impl Metrics {
         let head = |s: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let simple: [Simple; 5] = [
+        let simple: [Simple; 6] = [
             (
                 "wsgate_connect_total",
                 "Connections accepted (AWS ConnectCount).",
@@ -165,6 +167,12 @@ impl Metrics {
                 "Open pooled backend connections.",
                 "gauge",
                 |c| &c.upstream_connections,
+            ),
+            (
+                "wsgate_management_refused_total",
+                "Management API requests refused for failed auth (403).",
+                "counter",
+                |c| &c.management_refused,
             ),
         ];
         for (name, help, kind, f) in simple {

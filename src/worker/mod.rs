@@ -46,6 +46,10 @@ const TIMER_PONG: u8 = 5;
 const TIMER_CALL: u8 = 6;
 const TIMER_CONNECT: u8 = 7;
 const TIMER_HEALTH: u8 = 8;
+/// A management connection's request head must be complete (`admin.rs`).
+const TIMER_ADMIN_HEAD: u8 = 9;
+/// A management connection moved no byte for a while (`admin.rs`).
+const TIMER_ADMIN_IDLE: u8 = 10;
 
 mod admin;
 mod calls;
@@ -113,6 +117,8 @@ pub struct Worker {
     /// Per integration: its pool, for HTTP integrations.
     pool_of: Vec<Option<usize>>,
     admin_generation: u32,
+    /// Rate-limits the log lines of refused management requests.
+    admin_refusals: management::RefusalLog,
     mail: Arc<Mailboxes>,
     metrics: Arc<Metrics>,
 }
@@ -140,6 +146,7 @@ impl Worker {
             calls: Slab::new(),
             call_generation: 0,
             admin_generation: 0,
+            admin_refusals: management::RefusalLog::default(),
             mail: s.mail,
             metrics: metrics.clone(),
             upstreams: Slab::new(),
@@ -570,6 +577,9 @@ impl Worker {
             TIMER_CALL => return self.on_call_timeout(e.key, e.generation),
             TIMER_CONNECT => return self.on_connect_timeout(e.key, e.generation),
             TIMER_HEALTH => return self.on_health_timeout(e.key, e.generation),
+            TIMER_ADMIN_HEAD | TIMER_ADMIN_IDLE => {
+                return self.on_admin_timer(e.key, e.generation, e.kind)
+            }
             _ => {}
         }
         let Some(conn) = self.conns.get_mut(e.key) else {

@@ -18,6 +18,7 @@ mod http_events;
 mod http_pool;
 mod http_routes;
 mod management;
+mod mgmt_hardening;
 mod properties;
 mod routing;
 mod sdk;
