@@ -5,7 +5,17 @@
 /// The standard reason phrase of `status` (RFC 9110 §15 and the registered statuses
 /// of RFC 6585 and RFC 8297); an unknown status gets its class name.
 pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
+    standard_phrase(status).unwrap_or(match status / 100 {
+        1 => "Informational",
+        2 => "Success",
+        3 => "Redirection",
+        4 => "Client Error",
+        _ => "Server Error",
+    })
+}
+
+fn standard_phrase(status: u16) -> Option<&'static str> {
+    Some(match status {
         100 => "Continue",
         101 => "Switching Protocols",
         103 => "Early Hints",
@@ -55,12 +65,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         511 => "Network Authentication Required",
-        100..=199 => "Informational",
-        200..=299 => "Success",
-        300..=399 => "Redirection",
-        400..=499 => "Client Error",
-        _ => "Server Error",
-    }
+        _ => return None,
+    })
 }
 
 /// Whether a response with `status` has no body and no `Content-Length`.

@@ -791,4 +791,52 @@ mod tests {
         assert_eq!(log.admit(t0 + Duration::from_secs(1)), Some(1001));
         assert_eq!(log.admit(t0 + Duration::from_millis(1500)), None);
     }
+
+    /// A `Conn` on one end of a loopback pair, and the other end.
+    fn conn_pair(now: Instant) -> (Conn, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (ours, _) = l.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (Conn::new(TcpStream::from_std(ours), 1, now), peer)
+    }
+
+    #[test]
+    fn deadlines_and_input_offsets() {
+        let t0 = Instant::now();
+        let (mut c, mut peer) = conn_pair(t0);
+        assert_eq!(c.idle_deadline(), t0 + IDLE_TIMEOUT);
+        assert_eq!(c.head_deadline(), None);
+        // A partial head starts the header timeout; more of it does not move it.
+        c.note_head(true, t0);
+        c.note_head(true, t0 + Duration::from_secs(3));
+        assert_eq!(c.head_deadline(), Some(t0 + HEAD_TIMEOUT));
+        c.note_head(false, t0);
+        assert_eq!(c.head_deadline(), None);
+        // Bytes read move the idle deadline.
+        peer.write_all(b"GET /a HTTP/1.1\r\n\r\nGET /b").unwrap();
+        let t1 = t0 + Duration::from_secs(10);
+        let mut scratch = [0u8; 64];
+        let mut got = ReadOutcome::Drained;
+        for _ in 0..1000 {
+            got = c.read_some(&mut scratch, t1);
+            if got == ReadOutcome::Data {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(got, ReadOutcome::Data);
+        assert_eq!(c.idle_deadline(), t1 + IDLE_TIMEOUT);
+        // Consuming moves an offset; compacting keeps only the rest.
+        c.consume(19);
+        assert_eq!(c.pending(), b"GET /b");
+        c.compact();
+        assert_eq!((c.consumed, c.input.as_slice()), (0, &b"GET /b"[..]));
+        c.discard_input();
+        assert!(c.pending().is_empty());
+        // Unsent answers past the bound pause reading.
+        assert!(!c.paused());
+        c.out.resize(MAX_UNSENT_BYTES, b'x');
+        assert!(c.paused());
+    }
 }
