@@ -109,6 +109,7 @@ struct RawManagement {
     token: Option<String>,
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
+    public_paths: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -210,6 +211,15 @@ pub enum Auth {
 pub struct Management {
     pub listen: SocketAddr,
     pub auth: Auth,
+    pub public_paths: PublicPaths,
+}
+
+/// The management paths answered without auth (`management.public_paths`, SPEC §8);
+/// by default none is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublicPaths {
+    pub health: bool,
+    pub metrics: bool,
 }
 
 /// Per-connection limits; the defaults are AWS's (reference §1.11).
@@ -531,7 +541,26 @@ impl Validator<'_> {
                 ))
             }
         };
-        Ok(Management { listen, auth })
+        let mut public_paths = PublicPaths::default();
+        for path in raw.public_paths.unwrap_or_default() {
+            match path.as_str() {
+                "/health" => public_paths.health = true,
+                "/metrics" => public_paths.metrics = true,
+                other => {
+                    return Err(self.err(
+                        "management.public_paths",
+                        format!(
+                            "\"{other}\" cannot be public: only \"/health\" and \"/metrics\" can"
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(Management {
+            listen,
+            auth,
+            public_paths,
+        })
     }
 
     fn limits(&self, raw: RawLimits) -> Result<Limits, Error> {
@@ -907,6 +936,26 @@ route_response = true
         ))
         .unwrap_err();
         assert_eq!(e.key, "management.auth");
+    }
+
+    #[test]
+    fn public_paths_are_health_and_metrics_only() {
+        let c = parse_str(&format!(
+            "{ECHO}\n[management]\npublic_paths = [\"/metrics\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.management.public_paths,
+            PublicPaths {
+                health: false,
+                metrics: true
+            }
+        );
+        let e = parse_str(&format!(
+            "{ECHO}\n[management]\npublic_paths = [\"/health\", \"/@connections\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "management.public_paths");
     }
 
     #[test]

@@ -201,15 +201,7 @@ fn context_value<'a>(name: &str, i: &'a Input<'a>) -> &'a [u8] {
 }
 
 fn percent_encode(out: &mut Vec<u8>, s: &[u8]) {
-    for &c in s {
-        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~') {
-            out.push(c);
-        } else {
-            out.push(b'%');
-            out.push(b"0123456789ABCDEF"[(c >> 4) as usize]);
-            out.push(b"0123456789ABCDEF"[(c & 15) as usize]);
-        }
-    }
+    crate::percent::encode_into(out, s, false);
 }
 
 /// A Lambda proxy result (`response = "lambda"`): status, body (base64-decoded when

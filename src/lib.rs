@@ -13,6 +13,7 @@ pub mod frame;
 #[cfg(test)]
 mod fuzz_corpus;
 pub mod handshake;
+pub mod http1;
 pub mod id;
 pub mod integration;
 pub mod logger;
@@ -23,6 +24,7 @@ pub mod mask;
 pub mod message;
 pub mod metrics;
 pub mod mock;
+pub mod percent;
 pub mod reply;
 pub mod route;
 pub mod runtime;

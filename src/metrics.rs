@@ -37,6 +37,8 @@ pub struct Counters {
     pub upstream_connections: AtomicU64,
     /// Entries armed in the worker's timer wheel (bounded by what is open now).
     pub timer_entries: AtomicU64,
+    /// Management requests refused for failed auth (403).
+    pub management_refused: AtomicU64,
     routes: Box<[RouteCounters]>,
 }
 
@@ -137,7 +139,7 @@ impl Metrics {
         let head = |s: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let simple: [Simple; 6] = [
+        let simple: [Simple; 7] = [
             (
                 "wsgate_connect_total",
                 "Connections accepted (AWS ConnectCount).",
@@ -173,6 +175,12 @@ impl Metrics {
                 "Armed timers: at most one per open connection, call in flight or backend connect.",
                 "gauge",
                 |c| &c.timer_entries,
+            ),
+            (
+                "wsgate_management_refused_total",
+                "Management API requests refused for failed auth (403).",
+                "counter",
+                |c| &c.management_refused,
             ),
         ];
         for (name, help, kind, f) in simple {

@@ -124,21 +124,8 @@ pub fn mock_connect(out: &mut Vec<u8>, config: &Config, route: usize, ids: &Ids<
     false
 }
 
-/// A reason phrase for the statuses a backend commonly answers.
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Status",
-    }
-}
+/// The reason phrases live with the response writer (`http1`).
+pub use crate::http1::reason_phrase;
 
 #[cfg(test)]
 mod tests {

@@ -29,8 +29,10 @@ pub enum Kind {
     UpstreamConnect,
     /// A `/health` request waiting for the other workers.
     Health,
-    /// A management connection's header or idle deadline.
-    Admin,
+    /// A management connection's request-head deadline.
+    AdminHead,
+    /// A management connection's idle deadline.
+    AdminIdle,
 }
 
 /// Names one armed entry, for [`Wheel::cancel`]. A handle whose entry fired or was

@@ -6,79 +6,206 @@
 
 pub mod sigv4;
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
 use crate::config::{Auth, Config};
 use crate::id::{self, ConnectionId};
 use crate::mailbox::{Answer, Op};
+use crate::percent;
 
-/// Largest request head.
-const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub use sigv4::Refusal;
 
-/// One management HTTP/1.1 keep-alive connection.
+/// Largest request head (SPEC §8); a longer one is answered 431 and closed.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Unsent response bytes beyond which a connection is not read (SPEC §8): a caller
+/// that does not read its answers gets no more of them computed.
+pub const MAX_UNSENT_BYTES: usize = 64 * 1024;
+/// A request head must be complete this long after its first byte arrived.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that moves no byte either way for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Input capacity a connection keeps once its buffer is empty (a large body's is
+/// given back).
+const KEEP_INPUT_BYTES: usize = 64 * 1024;
+
+/// What one read from the socket gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Bytes were appended to the input.
+    Data,
+    /// Nothing more for now.
+    Drained,
+    /// The peer closed (or the socket failed).
+    Eof,
+}
+
+/// One management HTTP/1.1 keep-alive connection: its buffers, its place in the
+/// request/answer cycle and its deadlines. The worker (`worker/admin.rs`) drives it.
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
     pub generation: u32,
-    pub inbuf: Vec<u8>,
+    /// Received bytes; `input[consumed..]` is not parsed yet. Consumed requests are
+    /// cut off once per read ([`Conn::compact`]), never one at a time.
+    input: Vec<u8>,
+    consumed: usize,
     pub out: Vec<u8>,
     /// A request is being answered by another worker; later requests wait.
     pub waiting: bool,
     /// Close once `out` is written.
     pub close_after: bool,
+    /// The peer closed its side: answer the complete requests, then close.
+    pub eof: bool,
     /// Health check in progress: answers still expected.
     pub health_pending: usize,
+    /// When the first byte of a request head that is still incomplete arrived.
+    head_since: Option<Instant>,
+    /// When bytes last moved, either way.
+    last_progress: Instant,
+    /// A head (idle) timer for this connection is in the worker's wheel.
+    pub head_timer: Option<crate::timer::Handle>,
+    pub idle_timer: Option<crate::timer::Handle>,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, generation: u32) -> Conn {
+    pub fn new(stream: TcpStream, generation: u32, now: Instant) -> Conn {
         Conn {
             stream,
             generation,
-            inbuf: Vec::new(),
+            input: Vec::new(),
+            consumed: 0,
             out: Vec::new(),
             waiting: false,
             close_after: false,
+            eof: false,
             health_pending: 0,
+            head_since: None,
+            last_progress: now,
+            head_timer: None,
+            idle_timer: None,
         }
     }
 
-    /// Reads what is available through `scratch` (the worker's read buffer); `true` at
-    /// EOF or error. A short read means drained, unless a FIN is already reported.
-    pub fn read_available(&mut self, scratch: &mut [u8], read_closed: bool) -> bool {
+    /// The received bytes not yet consumed by a request.
+    pub fn pending(&self) -> &[u8] {
+        &self.input[self.consumed..]
+    }
+
+    /// Marks `n` more bytes as consumed (the offset moves; nothing is copied).
+    pub fn consume(&mut self, n: usize) {
+        self.consumed = (self.consumed + n).min(self.input.len());
+    }
+
+    /// Drops what is not parsed yet (after an error the stream cannot be trusted).
+    pub fn discard_input(&mut self) {
+        self.consumed = self.input.len();
+        self.compact();
+    }
+
+    /// Cuts consumed bytes off the input: free when all of it was consumed, else one
+    /// move of the incomplete rest, which then stays put until it is consumed (so each
+    /// byte moves at most once). Gives back a large buffer once it is empty.
+    pub fn compact(&mut self) {
+        if self.consumed == self.input.len() {
+            self.input.clear();
+            if self.input.capacity() > KEEP_INPUT_BYTES {
+                self.input = Vec::new();
+            }
+        } else if self.consumed > 0 {
+            self.input.drain(..self.consumed);
+        }
+        self.consumed = 0;
+    }
+
+    /// Whether the connection must not be read now: an answer from another worker
+    /// is awaited, it is closing, or too many answers are unsent (SPEC §8).
+    pub fn paused(&self) -> bool {
+        self.waiting || self.close_after || self.out.len() >= MAX_UNSENT_BYTES
+    }
+
+    /// One read through `scratch` (the worker's read buffer) into the input.
+    pub fn read_some(&mut self, scratch: &mut [u8], now: Instant) -> ReadOutcome {
         debug_assert!(!scratch.is_empty(), "an empty scratch would read as EOF");
         loop {
             match self.stream.read(scratch) {
-                Ok(0) => return true,
+                Ok(0) => return ReadOutcome::Eof,
                 Ok(n) => {
-                    self.inbuf.extend_from_slice(&scratch[..n]);
-                    if n < scratch.len() && !read_closed {
-                        return false;
-                    }
+                    self.input.extend_from_slice(&scratch[..n]);
+                    self.last_progress = now;
+                    return ReadOutcome::Data;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return true,
+                Err(_) => return ReadOutcome::Eof,
             }
         }
     }
 
     /// Writes pending output; `Ok(true)` when all of it is written.
-    pub fn flush(&mut self) -> io::Result<bool> {
-        while !self.out.is_empty() {
-            match self.stream.write(&self.out) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    pub fn flush(&mut self, now: Instant) -> io::Result<bool> {
+        let mut written = 0;
+        let result = loop {
+            if written == self.out.len() {
+                break Ok(true);
             }
+            match self.stream.write(&self.out[written..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if written > 0 {
+            self.out.drain(..written);
+            self.last_progress = now;
         }
-        Ok(true)
+        result
+    }
+
+    /// Notes whether the next request's head is incomplete (`true`) or complete /
+    /// absent (`false`), starting the header timeout at its first sight.
+    pub fn note_head(&mut self, incomplete: bool, now: Instant) {
+        if !incomplete {
+            self.head_since = None;
+        } else if self.head_since.is_none() {
+            self.head_since = Some(now);
+        }
+    }
+
+    /// When an incomplete request head times out, if one is awaited.
+    pub fn head_deadline(&self) -> Option<Instant> {
+        self.head_since.map(|t| t + HEAD_TIMEOUT)
+    }
+
+    /// When the connection is idle too long, unless bytes move before.
+    pub fn idle_deadline(&self) -> Instant {
+        self.last_progress + IDLE_TIMEOUT
+    }
+}
+
+/// Logs management refusals at most once a second (per worker, SPEC §8), counting
+/// those it leaves out, so a flood of bad requests cannot flood the log.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    next: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// Whether this refusal is logged; if so, how many were left out since the last
+    /// logged one.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.next.is_some_and(|next| now < next) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = Some(now + Duration::from_secs(1));
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 
@@ -114,30 +241,20 @@ impl Response {
         }
     }
 
-    /// Appends the response to `out`.
+    /// Appends the response to `out` (SPEC §8: standard reason phrase; no body and
+    /// no `Content-Length` for a 204).
     pub fn write(&self, out: &mut Vec<u8>, close: bool) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(crate::reply::reason_phrase(self.status).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let mut headers: [(&str, &[u8]); 2] = [("", b""); 2];
+        let mut n = 0;
         if let Some(t) = self.error_type {
-            out.extend_from_slice(b"x-amzn-ErrorType: ");
-            out.extend_from_slice(t.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            headers[n] = ("x-amzn-ErrorType", t.as_bytes());
+            n += 1;
         }
         if !self.body.is_empty() || self.error_type.is_some() {
-            out.extend_from_slice(b"Content-Type: ");
-            out.extend_from_slice(self.content_type.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            headers[n] = ("Content-Type", self.content_type.as_bytes());
+            n += 1;
         }
-        if close {
-            out.extend_from_slice(b"Connection: close\r\n");
-        }
-        out.extend_from_slice(b"Content-Length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
-        out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(&self.body);
+        crate::http1::write_response(out, self.status, &headers[..n], &self.body, close);
     }
 
     /// The answer of the owning worker, as HTTP.
@@ -186,6 +303,8 @@ impl Response {
 pub enum Decision {
     /// Answer now.
     Respond(Response),
+    /// Failed auth: 403, counted and logged at most once a second.
+    Refused(Refusal),
     /// Act on a connection (possibly on another worker).
     Connection {
         id: ConnectionId,
@@ -204,27 +323,32 @@ pub struct Parsed {
     pub close: bool,
 }
 
-/// Parses the next request in `buf`; `Ok(None)` while it is incomplete. `Err` is a
-/// response after which the connection closes (the stream cannot be trusted).
+/// What the start of a buffer holds.
+pub enum Next {
+    /// An incomplete request head (the header timeout runs).
+    NeedHead,
+    /// A complete head whose body is still arriving.
+    NeedBody,
+    Request(Parsed),
+}
+
+/// Parses the next request in `buf`. `Err` is a response after which the
+/// connection closes (the stream cannot be trusted).
 pub fn parse_next(
     buf: &[u8],
     config: &Config,
     workers: usize,
     epoch: u32,
     now_unix: i64,
-) -> Result<Option<Parsed>, Response> {
+) -> Result<Next, Response> {
+    let too_large = || Response::error(431, "BadRequestException", "request head too large");
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD_BYTES => return Err(too_large()),
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err(Response::error(
-                431,
-                "BadRequestException",
-                "request head too large",
-            ))
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(too_large()),
+        Ok(httparse::Status::Partial) => return Ok(Next::NeedHead),
         Err(e) => {
             return Err(Response::error(
                 400,
@@ -239,13 +363,7 @@ pub fn parse_next(
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
     };
-    let length = match header("content-length") {
-        None => 0,
-        Some(v) => std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .ok_or_else(|| Response::error(400, "BadRequestException", "bad Content-Length"))?,
-    };
+    let length = content_length(req.headers)?;
     if header("transfer-encoding").is_some() {
         return Err(Response::error(
             411,
@@ -263,35 +381,83 @@ pub fn parse_next(
             ),
         ));
     }
-    if buf.len() < head_len + length {
-        return Ok(None);
-    }
-    let body = &buf[head_len..head_len + length];
+    // `length` is at most `max_message_bytes`: no overflow.
+    let Some(body) = buf.get(head_len..head_len + length) else {
+        return Ok(Next::NeedBody);
+    };
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("/");
     let close = req.version == Some(0)
         || header("connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
     let hs: Vec<(&str, &[u8])> = req.headers.iter().map(|h| (h.name, h.value)).collect();
-    let decision = decide(method, target, &hs, body, config, workers, epoch, now_unix);
-    Ok(Some(Parsed {
+    let r = Request {
+        method,
+        target,
+        headers: &hs,
+        body,
+    };
+    Ok(Next::Request(Parsed {
         consumed: head_len + length,
-        decision,
+        decision: decide(&r, config, workers, epoch, now_unix),
         close,
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn decide(
-    method: &str,
-    target: &str,
-    headers: &[(&str, &[u8])],
-    body: &[u8],
+/// The body length: every `Content-Length` must be the same run of digits (a
+/// disagreement, a sign or a space inside is 400: the framing would be ambiguous).
+fn content_length(headers: &[httparse::Header<'_>]) -> Result<usize, Response> {
+    let bad = || Response::error(400, "BadRequestException", "bad Content-Length");
+    let mut length = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        let v = h.value.trim_ascii();
+        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        let n = v.iter().fold(0usize, |n, &d| {
+            n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+        });
+        if length.is_some_and(|l| l != n) {
+            return Err(bad());
+        }
+        length = Some(n);
+    }
+    Ok(length.unwrap_or(0))
+}
+
+/// A complete request, as [`decide`] needs it.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Path and query as sent.
+    pub target: &'a str,
+    pub headers: &'a [(&'a str, &'a [u8])],
+    pub body: &'a [u8],
+}
+
+/// What `req` needs. Auth comes first, for every path but the configured public
+/// ones (SPEC §8), so nothing is revealed to, or done for, an unauthorized caller.
+pub fn decide(
+    req: &Request<'_>,
     config: &Config,
     workers: usize,
     epoch: u32,
     now_unix: i64,
 ) -> Decision {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let method = req.method;
+    let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
+    let public = &config.management.public_paths;
+    let is_public = match path {
+        "/health" => public.health,
+        "/metrics" => public.metrics,
+        _ => false,
+    };
+    if !is_public {
+        if let Err(why) = authorize(req, &config.management.auth, now_unix) {
+            return Decision::Refused(why);
+        }
+    }
     match path {
         "/health" | "/metrics" => {
             if method != "GET" {
@@ -309,16 +475,15 @@ fn decide(
         }
         _ => {}
     }
-    // `/{stage}/@connections/...` or `/@connections/...`; `%40` is `@` encoded.
+    // `/{stage}/@connections/{id}` or `/@connections/{id}`, as sent or percent-encoded
+    // (`%40` for `@`, `%3D` for `=`).
+    let path = percent::decode(path.as_bytes());
     let rest = path
-        .strip_prefix('/')
-        .and_then(|p| p.strip_prefix(config.api.stage.as_str()))
-        .filter(|r| r.starts_with("/@connections/") || r.starts_with("/%40connections/"))
-        .unwrap_or(path);
-    let Some(raw_id) = rest
-        .strip_prefix("/@connections/")
-        .or_else(|| rest.strip_prefix("/%40connections/"))
-    else {
+        .strip_prefix(b"/")
+        .and_then(|p| p.strip_prefix(config.api.stage.as_bytes()))
+        .filter(|r| r.starts_with(b"/@connections/"))
+        .unwrap_or(&path);
+    let Some(raw_id) = rest.strip_prefix(b"/@connections/") else {
         return Decision::Respond(Response::error(
             404,
             "NotFoundException",
@@ -332,18 +497,7 @@ fn decide(
             "use POST, GET or DELETE",
         ));
     }
-    if let Err(why) = authorize(
-        method,
-        target,
-        headers,
-        body,
-        &config.management.auth,
-        now_unix,
-    ) {
-        log::warn!("management {method} {path}: refused: {why}");
-        return Decision::Respond(Response::error(403, "ForbiddenException", "Forbidden"));
-    }
-    let id = match ConnectionId::parse(raw_id.as_bytes()) {
+    let id = match ConnectionId::parse(raw_id) {
         Ok(id) => id,
         Err(id::ParseError::Malformed) => {
             return Decision::Respond(Response::error(
@@ -357,7 +511,7 @@ fn decide(
         return Decision::Respond(Response::from_answer(Answer::Gone));
     }
     let op = match method {
-        "POST" => Op::Post(body.to_vec()),
+        "POST" => Op::Post(req.body.to_vec()),
         "GET" => Op::Get,
         _ => match close_params(query) {
             Ok((code, reason)) => Op::Delete { code, reason },
@@ -397,48 +551,33 @@ fn close_params(query: &str) -> Result<(u16, String), String> {
     Ok((code, reason))
 }
 
-fn authorize(
-    method: &str,
-    target: &str,
-    headers: &[(&str, &[u8])],
-    body: &[u8],
-    auth: &Auth,
-    now_unix: i64,
-) -> Result<(), String> {
+fn authorize(req: &Request<'_>, auth: &Auth, now_unix: i64) -> Result<(), Refusal> {
     match auth {
         Auth::None => Ok(()),
         Auth::Token(token) => {
-            let got = headers
+            let got = req
+                .headers
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case("authorization"))
-                .map(|(_, v)| *v);
-            let want = format!("Bearer {token}");
-            match got {
-                Some(v)
-                    if v.len() == want.len()
-                        && v.iter()
-                            .zip(want.as_bytes())
-                            .fold(0u8, |a, (x, y)| a | (x ^ y))
-                            == 0 =>
-                {
-                    Ok(())
-                }
-                Some(_) => Err("wrong bearer token".into()),
-                None => Err("no Authorization header".into()),
+                .map(|(_, v)| *v)
+                .ok_or("no Authorization header")?;
+            let given = got.strip_prefix(b"Bearer ").unwrap_or(b"");
+            let matches = given.len() == token.len()
+                && given
+                    .iter()
+                    .zip(token.as_bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0;
+            if matches {
+                Ok(())
+            } else {
+                Err(Cow::Borrowed("wrong bearer token"))
             }
         }
         Auth::SigV4 {
             access_key_id,
             secret_access_key,
-        } => {
-            let req = sigv4::Signed {
-                method,
-                target,
-                headers,
-                body,
-            };
-            sigv4::verify(&req, access_key_id, secret_access_key, now_unix)
-        }
+        } => sigv4::verify(req, access_key_id, secret_access_key, now_unix),
     }
 }
 
@@ -455,10 +594,10 @@ mod tests {
     }
 
     fn decide_raw(raw: &str, c: &Config) -> Decision {
-        parse_next(raw.as_bytes(), c, 2, 7, 0)
-            .unwrap()
-            .unwrap()
-            .decision
+        match parse_next(raw.as_bytes(), c, 2, 7, 0) {
+            Ok(Next::Request(p)) => p.decision,
+            _ => panic!("not a complete request: {raw:?}"),
+        }
     }
 
     fn status(d: Decision) -> u16 {
@@ -534,15 +673,31 @@ mod tests {
         let c = config("auth = \"token\"\ntoken = \"s3cret\"");
         let id = "AQAAAQAAAQAAAAc=";
         let ok = format!("GET /@connections/{id} HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n");
+        assert!(matches!(decide_raw(&ok, &c), Decision::Connection { .. }));
+        for bad in [
+            format!("GET /@connections/{id} HTTP/1.1\r\nAuthorization: Bearer nope\r\n\r\n"),
+            format!("GET /@connections/{id} HTTP/1.1\r\nAuthorization: s3cret\r\n\r\n"),
+            format!("GET /@connections/{id} HTTP/1.1\r\n\r\n"),
+            // Auth comes before every path unless it is public.
+            "GET /metrics HTTP/1.1\r\n\r\n".to_string(),
+            "GET /health HTTP/1.1\r\n\r\n".to_string(),
+            "GET /nope HTTP/1.1\r\n\r\n".to_string(),
+            "PUT /health HTTP/1.1\r\n\r\n".to_string(),
+        ] {
+            assert!(
+                matches!(decide_raw(&bad, &c), Decision::Refused(_)),
+                "{bad:?}"
+            );
+        }
+        let c = config("auth = \"token\"\ntoken = \"s3cret\"\npublic_paths = [\"/health\"]");
         assert!(matches!(
-            parse_next(ok.as_bytes(), &c, 2, 7, 0)
-                .unwrap()
-                .unwrap()
-                .decision,
-            Decision::Connection { .. }
+            decide_raw("GET /health HTTP/1.1\r\n\r\n", &c),
+            Decision::Health
         ));
-        let bad = format!("GET /@connections/{id} HTTP/1.1\r\nAuthorization: Bearer nope\r\n\r\n");
-        assert_eq!(status(decide_raw(&bad, &c)), 403);
+        assert!(matches!(
+            decide_raw("GET /metrics HTTP/1.1\r\n\r\n", &c),
+            Decision::Refused(_)
+        ));
     }
 
     #[test]
@@ -557,5 +712,131 @@ mod tests {
         );
         assert!(close_params("code=1001").is_err());
         assert!(close_params(&format!("reason={}", "x".repeat(124))).is_err());
+    }
+
+    #[test]
+    fn framing_bounds() {
+        let c = config("");
+        let next = |raw: &[u8]| parse_next(raw, &c, 1, 0, 0);
+        assert!(matches!(
+            next(b"GET /health HTTP/1.1\r\nHost: x"),
+            Ok(Next::NeedHead)
+        ));
+        assert!(matches!(
+            next(b"POST /@connections/AAAAAAAAAAAAAAA= HTTP/1.1\r\nContent-Length: 3\r\n\r\nab"),
+            Ok(Next::NeedBody)
+        ));
+        // More than 16 KiB of head, complete or not: 431.
+        let mut long = b"GET /health HTTP/1.1\r\nX-Pad: ".to_vec();
+        long.resize(MAX_HEAD_BYTES + 1, b'p');
+        assert_eq!(next(&long).err().map(|r| r.status), Some(431));
+        long.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(next(&long).err().map(|r| r.status), Some(431));
+        // Content-Length must be one unambiguous run of digits.
+        for cl in ["+3", "3 3", "-1", "0x3", "99999999999999999999", ""] {
+            let raw = format!("POST /x HTTP/1.1\r\nContent-Length: {cl}\r\n\r\nabc");
+            assert_eq!(
+                next(raw.as_bytes()).err().map(|r| r.status),
+                Some(400),
+                "{cl:?}"
+            );
+        }
+        let raw = b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 2\r\n\r\nabc";
+        assert_eq!(next(raw).err().map(|r| r.status), Some(400));
+    }
+
+    #[test]
+    fn percent_encoded_paths_are_decoded_once() {
+        let c = config("");
+        let id = "AQAAAQAAAQAAAAc";
+        for path in [
+            format!("/prod/%40connections/{id}%3D"),
+            format!("/%40connections/{id}%3d"),
+            format!("/pro%64/@connections/{id}="),
+        ] {
+            let raw = format!("GET {path} HTTP/1.1\r\n\r\n");
+            assert!(
+                matches!(decide_raw(&raw, &c), Decision::Connection { .. }),
+                "{path}"
+            );
+        }
+        let raw = "GET /@connections/%C3%A9%1\u{e9} HTTP/1.1\r\n\r\n";
+        assert_eq!(status(decide_raw(raw, &c)), 400);
+    }
+
+    #[test]
+    fn responses_carry_standard_phrases_and_204_no_length() {
+        let mut out = Vec::new();
+        Response::from_answer(Answer::Closed).write(&mut out, false);
+        assert_eq!(out, b"HTTP/1.1 204 No Content\r\n\r\n");
+        out.clear();
+        Response::from_answer(Answer::Gone).write(&mut out, true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 410 Gone\r\nx-amzn-ErrorType: GoneException\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let mut log = RefusalLog::default();
+        assert_eq!(log.admit(t0), Some(0));
+        for i in 0..1000 {
+            assert_eq!(log.admit(t0 + Duration::from_micros(i)), None);
+        }
+        assert_eq!(log.admit(t0 + Duration::from_millis(999)), None);
+        assert_eq!(log.admit(t0 + Duration::from_secs(1)), Some(1001));
+        assert_eq!(log.admit(t0 + Duration::from_millis(1500)), None);
+    }
+
+    /// A `Conn` on one end of a loopback pair, and the other end.
+    fn conn_pair(now: Instant) -> (Conn, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (ours, _) = l.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (Conn::new(TcpStream::from_std(ours), 1, now), peer)
+    }
+
+    #[test]
+    fn deadlines_and_input_offsets() {
+        let t0 = Instant::now();
+        let (mut c, mut peer) = conn_pair(t0);
+        assert_eq!(c.idle_deadline(), t0 + IDLE_TIMEOUT);
+        assert_eq!(c.head_deadline(), None);
+        // A partial head starts the header timeout; more of it does not move it.
+        c.note_head(true, t0);
+        c.note_head(true, t0 + Duration::from_secs(3));
+        assert_eq!(c.head_deadline(), Some(t0 + HEAD_TIMEOUT));
+        c.note_head(false, t0);
+        assert_eq!(c.head_deadline(), None);
+        // Bytes read move the idle deadline.
+        peer.write_all(b"GET /a HTTP/1.1\r\n\r\nGET /b").unwrap();
+        let t1 = t0 + Duration::from_secs(10);
+        let mut scratch = [0u8; 64];
+        let mut got = ReadOutcome::Drained;
+        for _ in 0..1000 {
+            got = c.read_some(&mut scratch, t1);
+            if got == ReadOutcome::Data {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(got, ReadOutcome::Data);
+        assert_eq!(c.idle_deadline(), t1 + IDLE_TIMEOUT);
+        // Consuming moves an offset; compacting keeps only the rest.
+        c.consume(19);
+        assert_eq!(c.pending(), b"GET /b");
+        c.compact();
+        assert_eq!((c.consumed, c.input.as_slice()), (0, &b"GET /b"[..]));
+        c.discard_input();
+        assert!(c.pending().is_empty());
+        // Unsent answers past the bound pause reading.
+        assert!(!c.paused());
+        c.out.resize(MAX_UNSENT_BYTES, b'x');
+        assert!(c.paused());
     }
 }

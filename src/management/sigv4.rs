@@ -1,39 +1,40 @@
 //! Verifies AWS Signature Version 4 on management requests, so AWS SDK clients
 //! (`ApiGatewayManagementApi`) work unchanged against the configured key pair:
 //! canonical request, string to sign, the HMAC-SHA256 signing-key chain, and a
-//! 5-minute clock-skew window (AWS's rule).
+//! 5-minute clock-skew window (AWS's rule). As AWS, `host` and `x-amz-date` must be
+//! signed, and an `x-amz-content-sha256` header must be the hash of the body received
+//! (SPEC §8), so a signature cannot be replayed with another body.
+//!
+//! Everything here reads untrusted input: it works on bytes (the percent codec is
+//! `crate::percent`) and never slices text at an offset that could split a character.
+
+use std::borrow::Cow;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+use super::Request;
+use crate::percent;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Most a request's `X-Amz-Date` may differ from our clock.
 const MAX_SKEW_SECS: i64 = 5 * 60;
 
-/// A request as the verifier needs it.
-pub struct Signed<'a> {
-    pub method: &'a str,
-    /// Path and query exactly as received.
-    pub target: &'a str,
-    pub headers: &'a [(&'a str, &'a [u8])],
-    pub body: &'a [u8],
+/// Why a request was refused (for the log; the caller only sees 403).
+pub type Refusal = Cow<'static, str>;
+
+/// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
+struct Authorization<'a> {
+    access_key_id: &'a str,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+    signed_headers: &'a str,
+    signature: &'a str,
 }
 
-/// Checks the request's signature; the error says why it was refused (for the log).
-pub fn verify(
-    req: &Signed<'_>,
-    access_key_id: &str,
-    secret: &str,
-    now_unix: i64,
-) -> Result<(), String> {
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    };
-    let auth = header("authorization").ok_or("no Authorization header")?;
+fn parse_authorization(auth: &[u8]) -> Result<Authorization<'_>, Refusal> {
     let auth = std::str::from_utf8(auth).map_err(|_| "Authorization is not text")?;
     let rest = auth
         .strip_prefix("AWS4-HMAC-SHA256 ")
@@ -50,83 +51,119 @@ pub fn verify(
         }
     }
     let credential = credential.ok_or("no Credential")?;
-    let signed_headers = signed_headers.ok_or("no SignedHeaders")?;
-    let signature = signature.ok_or("no Signature")?;
     let mut scope = credential.splitn(5, '/');
-    let (akid, date, region, service, terminal) = (
+    let (Some(access_key_id), Some(date), Some(region), Some(service), Some("aws4_request")) = (
         scope.next(),
         scope.next(),
         scope.next(),
         scope.next(),
         scope.next(),
-    );
-    let (Some(akid), Some(date), Some(region), Some(service), Some("aws4_request")) =
-        (akid, date, region, service, terminal)
-    else {
+    ) else {
         return Err("malformed Credential scope".into());
     };
-    if akid != access_key_id {
-        return Err(format!("unknown access key {akid}"));
+    Ok(Authorization {
+        access_key_id,
+        date,
+        region,
+        service,
+        signed_headers: signed_headers.ok_or("no SignedHeaders")?,
+        signature: signature.ok_or("no Signature")?,
+    })
+}
+
+/// Checks the request's signature; the error says why it was refused (for the log).
+pub fn verify(
+    req: &Request<'_>,
+    access_key_id: &str,
+    secret: &str,
+    now_unix: i64,
+) -> Result<(), Refusal> {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    };
+    let a = parse_authorization(header("authorization").ok_or("no Authorization header")?)?;
+    if a.access_key_id != access_key_id {
+        return Err(format!("unknown access key {}", a.access_key_id).into());
+    }
+    let signed: Vec<&str> = a.signed_headers.split(';').collect();
+    for required in ["host", "x-amz-date"] {
+        if !signed.iter().any(|n| n.eq_ignore_ascii_case(required)) {
+            return Err(format!("{required} is not among the signed headers").into());
+        }
     }
     let amz_date = header("x-amz-date").ok_or("no X-Amz-Date header")?;
-    let amz_date = std::str::from_utf8(amz_date).map_err(|_| "bad X-Amz-Date")?;
     let t = parse_amz_date(amz_date).ok_or("bad X-Amz-Date")?;
+    // ASCII digits only, after `parse_amz_date`.
+    let amz_date = std::str::from_utf8(amz_date).map_err(|_| "bad X-Amz-Date")?;
     if (t - now_unix).abs() > MAX_SKEW_SECS {
-        return Err(format!(
-            "X-Amz-Date {amz_date} is more than 5 minutes from our clock"
-        ));
+        return Err(format!("X-Amz-Date {amz_date} is more than 5 minutes from our clock").into());
     }
-    if !amz_date.starts_with(date) {
+    if !amz_date.starts_with(a.date) || a.date.len() != 8 {
         return Err("credential date does not match X-Amz-Date".into());
+    }
+    let body_hash = hex(&Sha256::digest(req.body));
+    if let Some(claimed) = header("x-amz-content-sha256") {
+        if !claimed.eq_ignore_ascii_case(body_hash.as_bytes()) {
+            return Err("x-amz-content-sha256 is not the hash of the body".into());
+        }
     }
 
     let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
-    let mut canonical = String::new();
-    canonical.push_str(req.method);
-    canonical.push('\n');
-    canonical.push_str(&uri_encode(path.as_bytes(), false));
-    canonical.push('\n');
-    canonical.push_str(&canonical_query(query));
-    canonical.push('\n');
-    for name in signed_headers.split(';') {
-        let values: Vec<String> = req
+    let mut canonical = Vec::with_capacity(256 + req.target.len());
+    canonical.extend_from_slice(req.method.as_bytes());
+    canonical.push(b'\n');
+    percent::encode_into(&mut canonical, path.as_bytes(), true);
+    canonical.push(b'\n');
+    canonical.extend_from_slice(canonical_query(query).as_bytes());
+    canonical.push(b'\n');
+    for name in &signed {
+        let mut values = req
             .headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| {
-                String::from_utf8_lossy(v)
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect();
-        if values.is_empty() {
-            return Err(format!("signed header {name} is missing"));
+            .peekable();
+        if values.peek().is_none() {
+            return Err(format!("signed header {name} is missing").into());
         }
-        canonical.push_str(name);
-        canonical.push(':');
-        canonical.push_str(&values.join(","));
-        canonical.push('\n');
+        canonical.extend_from_slice(name.as_bytes());
+        canonical.push(b':');
+        for (i, (_, v)) in values.enumerate() {
+            if i > 0 {
+                canonical.push(b',');
+            }
+            // Trimmed, inner runs of spaces folded to one.
+            for (j, word) in v
+                .split(|c| c.is_ascii_whitespace())
+                .filter(|w| !w.is_empty())
+                .enumerate()
+            {
+                if j > 0 {
+                    canonical.push(b' ');
+                }
+                canonical.extend_from_slice(word);
+            }
+        }
+        canonical.push(b'\n');
     }
-    canonical.push('\n');
-    canonical.push_str(signed_headers);
-    canonical.push('\n');
-    match header("x-amz-content-sha256") {
-        Some(h) => canonical.push_str(&String::from_utf8_lossy(h)),
-        None => canonical.push_str(&hex(&Sha256::digest(req.body))),
-    }
+    canonical.push(b'\n');
+    canonical.extend_from_slice(a.signed_headers.as_bytes());
+    canonical.push(b'\n');
+    canonical.extend_from_slice(body_hash.as_bytes());
 
-    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let scope = format!("{}/{}/{}/aws4_request", a.date, a.region, a.service);
     let to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex(&Sha256::digest(canonical.as_bytes()))
+        hex(&Sha256::digest(&canonical))
     );
-    let mut key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    for part in [region, service, "aws4_request"] {
+    let mut key = hmac(format!("AWS4{secret}").as_bytes(), a.date.as_bytes());
+    for part in [a.region, a.service, "aws4_request"] {
         key = hmac(&key, part.as_bytes());
     }
     let expected = hex(&hmac(&key, to_sign.as_bytes()));
-    if constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+    if constant_time_eq(expected.as_bytes(), a.signature.as_bytes()) {
         Ok(())
     } else {
         Err("signature does not match".into())
@@ -140,49 +177,21 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(b.len() * 2);
+    for &x in b {
+        out.push(DIGITS[usize::from(x >> 4)] as char);
+        out.push(DIGITS[usize::from(x & 15)] as char);
+    }
+    out
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// AWS URI encoding: unreserved characters stay, everything else becomes `%XX`
-/// (`/` stays in paths). Applied to the path as received, this is the double
-/// encoding AWS specifies for every service but S3.
-fn uri_encode(b: &[u8], encode_slash: bool) -> String {
-    let mut out = String::with_capacity(b.len());
-    for &c in b {
-        if c.is_ascii_alphanumeric()
-            || matches!(c, b'-' | b'_' | b'.' | b'~')
-            || (c == b'/' && !encode_slash)
-        {
-            out.push(c as char);
-        } else {
-            out.push_str(&format!("%{c:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
+/// AWS's canonical query: each name and value decoded, then URI-encoded (`/`
+/// included), sorted by name then value.
 fn canonical_query(q: &str) -> String {
     let mut pairs: Vec<(String, String)> = q
         .split('&')
@@ -190,27 +199,40 @@ fn canonical_query(q: &str) -> String {
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             (
-                uri_encode(&percent_decode(k), true),
-                uri_encode(&percent_decode(v), true),
+                percent::encode(&percent::decode(k.as_bytes()), false),
+                percent::encode(&percent::decode(v.as_bytes()), false),
             )
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut out = String::with_capacity(q.len() * 2);
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
 }
 
-/// `20261125T120000Z` → Unix seconds.
-fn parse_amz_date(s: &str) -> Option<i64> {
-    if s.len() != 16 || &s[8..9] != "T" || !s.ends_with('Z') {
+/// `20261125T120000Z` → Unix seconds; `None` unless it is exactly that shape with
+/// fields in range.
+fn parse_amz_date(s: &[u8]) -> Option<i64> {
+    if s.len() != 16 || s[8] != b'T' || s[15] != b'Z' {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let n = |r: std::ops::Range<usize>| -> Option<i64> {
+        s[r].iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
     let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
     let (hh, mm, ss) = (n(9..11)?, n(11..13)?, n(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
     // Days from civil (Howard Hinnant), the inverse of `time::civil`.
     let y2 = if m <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
@@ -236,13 +258,13 @@ mod tests {
             ("X-Amz-Date", b"20150830T123600Z"),
             ("Authorization", auth),
         ];
-        let req = Signed {
+        let req = Request {
             method: "GET",
             target: "/",
             headers: &headers,
             body: b"",
         };
-        let now = parse_amz_date("20150830T123600Z").unwrap();
+        let now = parse_amz_date(b"20150830T123600Z").unwrap();
         let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
         assert_eq!(verify(&req, "AKIDEXAMPLE", secret, now), Ok(()));
         assert!(verify(&req, "AKIDEXAMPLE", "wrong", now)
@@ -256,17 +278,92 @@ mod tests {
 
     #[test]
     fn dates_parse() {
-        assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
-        assert_eq!(parse_amz_date("20000229T000000Z"), Some(951_782_400));
-        assert_eq!(parse_amz_date("2000-02-29"), None);
+        assert_eq!(parse_amz_date(b"19700101T000000Z"), Some(0));
+        assert_eq!(parse_amz_date(b"20000229T000000Z"), Some(951_782_400));
+        assert_eq!(parse_amz_date(b"2000-02-29"), None);
     }
 
     #[test]
     fn paths_are_encoded_again_and_queries_sorted() {
         assert_eq!(
-            uri_encode(b"/prod/@connections/abc%3D", false),
+            percent::encode(b"/prod/@connections/abc%3D", true),
             "/prod/%40connections/abc%253D"
         );
         assert_eq!(canonical_query("b=2&a=x%20y&a=1"), "a=1&a=x%20y&b=2");
+    }
+
+    const VANILLA_AUTH: &[u8] = b"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
+    const VANILLA_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+    fn vanilla(
+        extra: &[(&'static str, &'static [u8])],
+        target: &str,
+        body: &[u8],
+    ) -> Result<(), Refusal> {
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            ("Host", b"example.amazonaws.com"),
+            ("X-Amz-Date", b"20150830T123600Z"),
+            ("Authorization", VANILLA_AUTH),
+        ];
+        headers.extend_from_slice(extra);
+        let req = Request {
+            method: "GET",
+            target,
+            headers: &headers,
+            body,
+        };
+        let now = parse_amz_date(b"20150830T123600Z").unwrap();
+        verify(&req, "AKIDEXAMPLE", VANILLA_SECRET, now)
+    }
+
+    #[test]
+    fn a_content_hash_header_must_match_the_body() {
+        // SHA-256 of the empty body: the signature still verifies.
+        let empty = b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            vanilla(&[("x-amz-content-sha256", empty)], "/", b""),
+            Ok(())
+        );
+        // The same header with another body, or another hash with the empty body.
+        let e = vanilla(&[("x-amz-content-sha256", empty)], "/", b"swapped").unwrap_err();
+        assert!(e.contains("hash of the body"), "{e}");
+        let e = vanilla(&[("x-amz-content-sha256", b"UNSIGNED-PAYLOAD")], "/", b"").unwrap_err();
+        assert!(e.contains("hash of the body"), "{e}");
+        // Without the header, the body is hashed into the signature: another body fails.
+        assert!(vanilla(&[], "/", b"swapped").is_err());
+    }
+
+    #[test]
+    fn host_and_date_must_be_signed() {
+        for signed in ["host", "x-amz-date", "x-amz-date;other"] {
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders={signed}, Signature=00"
+            );
+            let headers: [(&str, &[u8]); 3] = [
+                ("Host", b"example.amazonaws.com"),
+                ("X-Amz-Date", b"20150830T123600Z"),
+                ("Authorization", auth.as_bytes()),
+            ];
+            let req = Request {
+                method: "GET",
+                target: "/",
+                headers: &headers,
+                body: b"",
+            };
+            let now = parse_amz_date(b"20150830T123600Z").unwrap();
+            let e = verify(&req, "AKIDEXAMPLE", VANILLA_SECRET, now).unwrap_err();
+            assert!(e.contains("signed headers"), "{signed}: {e}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_query_and_date_are_refused_without_panicking() {
+        // Both panicked when slicing text at byte offsets inside `é`.
+        assert!(vanilla(&[], "/?a=%1\u{e9}", b"").is_err());
+        assert!(vanilla(&[], "/?%\u{e9}=%\u{e9}\u{e9}", b"").is_err());
+        assert_eq!(parse_amz_date("1234567\u{e9}000000Z".as_bytes()), None);
+        assert_eq!(parse_amz_date("2015083\u{e9}123600Z".as_bytes()), None);
+        assert_eq!(parse_amz_date(b"20151330T123600Z"), None);
+        assert_eq!(parse_amz_date(b"2015+830T123600Z"), None);
     }
 }

@@ -1,15 +1,24 @@
 //! The worker's side of the management API: it serves management connections that
 //! its own listener accepted, acts on its own client connections, and carries
 //! operations on other workers' connections through the mailboxes (`mailbox.rs`).
+//!
+//! Bounds (SPEC §8): a connection is read only while fewer than
+//! `MAX_UNSENT_BYTES` of answers wait to be written and no answer from another
+//! worker is awaited, so a caller that never reads costs a bounded buffer; a
+//! request head must complete within `HEAD_TIMEOUT` and a connection that moves no
+//! byte for `IDLE_TIMEOUT` is closed (one timer of each kind per connection in the
+//! wheel, re-armed on expiry when the deadline moved).
 
 use std::io;
+use std::time::Instant;
 
 use mio::Interest;
 
 use super::Worker;
 use crate::frame::{self, OpCode};
 use crate::mailbox::{Answer, Op, ReplyTo, Request};
-use crate::management::{self, Decision, Response};
+use crate::management::{self, Decision, Next, ReadOutcome, Response};
+use crate::metrics;
 use crate::session::State;
 use crate::timer::Kind as TimerKind;
 use crate::token;
@@ -17,14 +26,29 @@ use crate::token;
 /// Mail handled per wakeup before the loop looks at sockets again.
 const MAIL_BATCH: usize = 256;
 
+/// Reads from one management connection per readiness event before the loop turns
+/// to other sockets (the connection is re-registered so it is polled again).
+const READS_PER_EVENT: usize = 16;
+
+/// Why [`Worker::serve_admin`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The next request is not complete.
+    Incomplete,
+    /// Waiting on another worker, closing, or the unsent answers are at the bound.
+    Blocked,
+}
+
 impl Worker {
     pub(super) fn accept_admin(&mut self) {
         loop {
             match self.management.accept() {
                 Ok((mut stream, _)) => {
                     self.admin_generation = self.admin_generation.wrapping_add(1);
+                    let generation = self.admin_generation;
                     let entry = self.admin.vacant_entry();
-                    let tok = token::management(entry.key());
+                    let key = entry.key();
+                    let tok = token::management(key);
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     if self
                         .poll
@@ -32,7 +56,11 @@ impl Worker {
                         .register(&mut stream, tok, interest)
                         .is_ok()
                     {
-                        entry.insert(management::Conn::new(stream, self.admin_generation));
+                        let mut c = management::Conn::new(stream, generation, self.now);
+                        let at = self.now + management::IDLE_TIMEOUT;
+                        c.idle_timer =
+                            Some(self.timers.arm(at, key, generation, TimerKind::AdminIdle));
+                        entry.insert(c);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -45,60 +73,125 @@ impl Worker {
         }
     }
 
-    pub(super) fn on_admin_event(&mut self, key: usize, read_closed: bool) {
-        let Some(c) = self.admin.get_mut(key) else {
-            return;
-        };
-        let eof = c.read_available(&mut self.rbuf[super::STASH_BYTES..], read_closed);
-        self.serve_admin(key);
-        if eof {
-            if let Some(c) = self.admin.get(key) {
-                if !c.waiting && c.out.is_empty() {
-                    self.drop_admin(key);
-                    return;
-                }
-                // Answer what is in flight, then close.
-                self.admin[key].close_after = true;
-            }
-        }
-        self.flush_admin(key);
+    /// A readiness event on a management connection.
+    pub(super) fn on_admin_event(&mut self, key: usize, _read_closed: bool) {
+        self.drive_admin(key);
     }
 
-    /// Answers every complete request in the buffer, in order, until one has to wait
-    /// for another worker.
-    fn serve_admin(&mut self, key: usize) {
-        let now_unix = crate::time::now_ms() as i64 / 1000;
+    /// A writable event on a management connection.
+    pub(super) fn flush_admin(&mut self, key: usize) {
+        self.drive_admin(key);
+    }
+
+    /// Answers, writes and reads a management connection until it waits on its peer
+    /// or on another worker, or its unsent answers reach the bound (then it is not
+    /// read: the kernel's buffers and TCP flow control hold the caller back).
+    fn drive_admin(&mut self, key: usize) {
+        let mut reads = 0;
         loop {
+            let stop = self.serve_admin(key);
+            let now = self.now;
             let Some(c) = self.admin.get_mut(key) else {
                 return;
             };
-            if c.waiting || c.close_after || c.inbuf.is_empty() {
-                return;
+            c.compact();
+            if c.eof && stop == Stop::Incomplete {
+                // What is left can never complete.
+                c.discard_input();
+                c.close_after = true;
+            }
+            if c.flush(now).is_err() {
+                return self.drop_admin(key);
+            }
+            if c.close_after && !c.waiting && c.out.is_empty() {
+                return self.drop_admin(key);
+            }
+            if c.paused() || c.eof {
+                break;
+            }
+            if reads == READS_PER_EVENT {
+                // Come back after the other sockets: re-registering reports the
+                // still-readable socket again on the next poll.
+                let tok = token::management(key);
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if self
+                    .poll
+                    .registry()
+                    .reregister(&mut c.stream, tok, interest)
+                    .is_err()
+                {
+                    return self.drop_admin(key);
+                }
+                break;
+            }
+            reads += 1;
+            match c.read_some(&mut self.rbuf[super::STASH_BYTES..], now) {
+                ReadOutcome::Data => {}
+                ReadOutcome::Drained => break,
+                ReadOutcome::Eof => c.eof = true,
+            }
+        }
+        self.arm_admin_head_timer(key);
+    }
+
+    /// Answers every complete request in the buffer, in order, until one has to wait
+    /// for another worker or the unsent answers reach the bound.
+    fn serve_admin(&mut self, key: usize) -> Stop {
+        let now_unix = crate::time::now_ms() as i64 / 1000;
+        loop {
+            let Some(c) = self.admin.get_mut(key) else {
+                return Stop::Blocked;
+            };
+            if c.paused() {
+                return Stop::Blocked;
+            }
+            if c.pending().is_empty() {
+                c.note_head(false, self.now);
+                return Stop::Incomplete;
             }
             let parsed = management::parse_next(
-                &c.inbuf,
+                c.pending(),
                 &self.shared.config,
                 self.workers,
                 self.epoch,
                 now_unix,
             );
             let parsed = match parsed {
-                Ok(None) => return,
-                Ok(Some(p)) => p,
+                Ok(Next::NeedHead) => {
+                    c.note_head(true, self.now);
+                    return Stop::Incomplete;
+                }
+                Ok(Next::NeedBody) => {
+                    c.note_head(false, self.now);
+                    return Stop::Incomplete;
+                }
+                Ok(Next::Request(p)) => p,
                 Err(resp) => {
-                    c.inbuf.clear();
-                    resp.write(&mut c.out, true);
+                    c.discard_input();
                     c.close_after = true;
-                    return;
+                    resp.write(&mut c.out, true);
+                    return Stop::Blocked;
                 }
             };
-            c.inbuf.drain(..parsed.consumed);
+            c.note_head(false, self.now);
+            c.consume(parsed.consumed);
             if parsed.close {
                 c.close_after = true;
             }
             let generation = c.generation;
             match parsed.decision {
                 Decision::Respond(r) => self.respond(key, &r),
+                Decision::Refused(why) => {
+                    metrics::add(&self.metrics.worker(self.index).management_refused, 1);
+                    if let Some(left_out) = self.admin_refusals.admit(self.now) {
+                        log::warn!(
+                            "worker {}: management request refused: {why} ({left_out} more refused since the last such line)",
+                            self.index
+                        );
+                    }
+                    let r = Response::error(403, "ForbiddenException", "Forbidden");
+                    self.respond(key, &r);
+                }
                 Decision::Metrics => {
                     let body = self.metrics.render(&self.shared.config);
                     let r = Response {
@@ -109,44 +202,7 @@ impl Worker {
                     };
                     self.respond(key, &r);
                 }
-                Decision::Health => {
-                    let reply_to = ReplyTo {
-                        worker: self.index,
-                        admin_key: key,
-                        admin_generation: generation,
-                    };
-                    let mut pending = 0;
-                    for w in 0..self.workers {
-                        if w != self.index as usize {
-                            let req = Request {
-                                slot: 0,
-                                generation: 0,
-                                op: Op::Ping,
-                                reply_to,
-                            };
-                            if self.mail.send(w, req).is_ok() {
-                                pending += 1;
-                            }
-                        }
-                    }
-                    let c = &mut self.admin[key];
-                    c.health_pending = pending;
-                    if pending + 1 < self.workers {
-                        // A worker's queue is full: it is not keeping up.
-                        c.health_pending = 0;
-                        self.respond(key, &health(503, self.workers));
-                    } else if pending == 0 {
-                        self.respond(key, &health(200, self.workers));
-                    } else {
-                        c.waiting = true;
-                        self.timers.arm(
-                            self.now + std::time::Duration::from_secs(1),
-                            key,
-                            generation,
-                            TimerKind::Health,
-                        );
-                    }
-                }
+                Decision::Health => self.start_health(key, generation),
                 Decision::Connection { id, op } => {
                     if id.worker == self.index {
                         let answer = self.connection_op(id.slot, id.generation, op);
@@ -180,6 +236,46 @@ impl Worker {
         }
     }
 
+    /// `GET /health`: asks every other worker for a pong within a second.
+    fn start_health(&mut self, key: usize, generation: u32) {
+        let reply_to = ReplyTo {
+            worker: self.index,
+            admin_key: key,
+            admin_generation: generation,
+        };
+        let mut pending = 0;
+        for w in 0..self.workers {
+            if w != self.index as usize {
+                let req = Request {
+                    slot: 0,
+                    generation: 0,
+                    op: Op::Ping,
+                    reply_to,
+                };
+                if self.mail.send(w, req).is_ok() {
+                    pending += 1;
+                }
+            }
+        }
+        let c = &mut self.admin[key];
+        c.health_pending = pending;
+        if pending + 1 < self.workers {
+            // A worker's queue is full: it is not keeping up.
+            c.health_pending = 0;
+            self.respond(key, &health(503, self.workers));
+        } else if pending == 0 {
+            self.respond(key, &health(200, self.workers));
+        } else {
+            c.waiting = true;
+            self.timers.arm(
+                self.now + std::time::Duration::from_secs(1),
+                key,
+                generation,
+                TimerKind::Health,
+            );
+        }
+    }
+
     fn respond(&mut self, key: usize, r: &Response) {
         if let Some(c) = self.admin.get_mut(key) {
             let close = c.close_after;
@@ -187,20 +283,64 @@ impl Worker {
         }
     }
 
-    pub(super) fn flush_admin(&mut self, key: usize) {
-        let Some(c) = self.admin.get_mut(key) else {
-            return;
-        };
-        match c.flush() {
-            Ok(true) if c.close_after && !c.waiting => self.drop_admin(key),
-            Ok(_) => {}
-            Err(_) => self.drop_admin(key),
-        }
-    }
-
     fn drop_admin(&mut self, key: usize) {
         if let Some(mut c) = self.admin.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut c.stream);
+            for h in [c.head_timer, c.idle_timer].into_iter().flatten() {
+                self.timers.cancel(h);
+            }
+        }
+    }
+
+    /// Puts the header timer of `key` in the wheel if a head is awaited and none is.
+    fn arm_admin_head_timer(&mut self, key: usize) {
+        let Some(c) = self.admin.get_mut(key) else {
+            return;
+        };
+        if let (Some(at), None) = (c.head_deadline(), c.head_timer) {
+            c.head_timer = Some(self.timers.arm(at, key, c.generation, TimerKind::AdminHead));
+        }
+    }
+
+    /// A header or idle timer of a management connection expired: close it if its
+    /// deadline has passed, else arm the timer again for the deadline as it is now.
+    pub(super) fn on_admin_timer(&mut self, key: usize, generation: u32, kind: TimerKind) {
+        let now = self.now;
+        let Some(c) = self.admin.get_mut(key) else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        let deadline: Option<Instant> = if kind == TimerKind::AdminHead {
+            c.head_timer = None;
+            c.head_deadline()
+        } else {
+            c.idle_timer = None;
+            Some(c.idle_deadline())
+        };
+        match deadline {
+            None => {}
+            Some(at) if at <= now => {
+                log::debug!(
+                    "worker {}: management connection closed: {} timeout",
+                    self.index,
+                    if kind == TimerKind::AdminHead {
+                        "header"
+                    } else {
+                        "idle"
+                    }
+                );
+                self.drop_admin(key);
+            }
+            Some(at) => {
+                let h = Some(self.timers.arm(at, key, generation, kind));
+                if kind == TimerKind::AdminHead {
+                    c.head_timer = h;
+                } else {
+                    c.idle_timer = h;
+                }
+            }
         }
     }
 
@@ -215,8 +355,7 @@ impl Worker {
         c.health_pending = 0;
         c.waiting = false;
         self.respond(key, &health(503, self.workers));
-        self.serve_admin(key);
-        self.flush_admin(key);
+        self.drive_admin(key);
     }
 
     /// Drains this worker's mailboxes: operations on its connections, then answers
@@ -258,8 +397,7 @@ impl Worker {
                 c.waiting = false;
                 self.respond(to.admin_key, &Response::from_answer(answer));
             }
-            self.serve_admin(to.admin_key);
-            self.flush_admin(to.admin_key);
+            self.drive_admin(to.admin_key);
         }
     }
 

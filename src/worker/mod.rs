@@ -109,6 +109,8 @@ pub struct Worker {
     /// Per integration: its pool, for HTTP integrations.
     pool_of: Vec<Option<usize>>,
     admin_generation: u32,
+    /// Rate-limits the log lines of refused management requests.
+    admin_refusals: management::RefusalLog,
     mail: Arc<Mailboxes>,
     metrics: Arc<Metrics>,
 }
@@ -136,6 +138,7 @@ impl Worker {
             calls: Slab::new(),
             call_generation: 0,
             admin_generation: 0,
+            admin_refusals: management::RefusalLog::default(),
             mail: s.mail,
             metrics: metrics.clone(),
             upstreams: Slab::new(),
@@ -595,7 +598,9 @@ impl Worker {
             TimerKind::Call => self.on_call_timeout(e.key, e.generation),
             TimerKind::UpstreamConnect => self.on_connect_timeout(e.key, e.generation),
             TimerKind::Health => self.on_health_timeout(e.key, e.generation),
-            TimerKind::Admin => {}
+            TimerKind::AdminHead | TimerKind::AdminIdle => {
+                self.on_admin_timer(e.key, e.generation, e.kind)
+            }
         }
     }
 

@@ -19,6 +19,7 @@ mod http_pool;
 mod http_routes;
 mod limits;
 mod management;
+mod mgmt_hardening;
 mod properties;
 mod routing;
 mod sdk;

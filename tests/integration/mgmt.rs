@@ -185,7 +185,7 @@ impl Mgmt {
     /// Reads the next whole response.
     pub fn read_reply(&mut self) -> HttpReply {
         let head = read_response(&mut self.stream);
-        let body = read_body(&mut self.stream, &head);
+        let body = reply_body(&mut self.stream, &head);
         HttpReply {
             status: head.status,
             headers: head.headers,
@@ -206,6 +206,15 @@ impl Mgmt {
     }
 }
 
+/// The body of a response whose head is `head`: none for 1xx, 204 and 304 (which
+/// carry no `Content-Length`, RFC 9110 §6.4.1), else as `read_body`.
+pub fn reply_body(s: &mut TcpStream, head: &Response) -> Vec<u8> {
+    match head.status {
+        100..=199 | 204 | 304 => Vec::new(),
+        _ => read_body(s, head),
+    }
+}
+
 /// One request on a fresh connection (`Connection: close`); reads the whole response.
 pub fn call(
     addr: SocketAddr,
@@ -219,7 +228,7 @@ pub fn call(
     let _ = s.write_all(&request_bytes(method, target, headers, body, true));
     let _ = s.flush();
     let head = read_response(&mut s);
-    let body = read_body(&mut s, &head);
+    let body = reply_body(&mut s, &head);
     HttpReply {
         status: head.status,
         headers: head.headers,
