@@ -409,5 +409,30 @@ pub fn parse_in_pieces(data: &[u8], cuts: &[usize], limit: usize) -> Parsed {
     }
 }
 
+/// The `upstream_response` fuzz target (and its seed test): the first byte picks
+/// the number of cuts (low 2 bits), the limit (next 2 bits) and whether to also feed
+/// byte by byte (bit 4); then two bytes per cut; the rest is the reply. Panics when
+/// a split changes the outcome.
+pub fn check_splits(input: &[u8]) {
+    let Some((&ctl, rest)) = input.split_first() else {
+        return;
+    };
+    let n = usize::from(ctl & 3);
+    let limit = [64, 512, 4096, 1 << 20][usize::from((ctl >> 2) & 3)];
+    let Some((cuts, data)) = rest.split_at_checked(2 * n) else {
+        return;
+    };
+    let cuts: Vec<usize> = cuts
+        .chunks_exact(2)
+        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (data.len() + 1))
+        .collect();
+    let whole = parse_in_pieces(data, &[], limit);
+    assert_eq!(parse_in_pieces(data, &cuts, limit), whole, "cuts {cuts:?}");
+    if ctl & 0x10 != 0 {
+        let every: Vec<usize> = (1..data.len()).collect();
+        assert_eq!(parse_in_pieces(data, &every, limit), whole, "byte by byte");
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -98,9 +98,17 @@ impl Worker {
 
     /// Writes call `ck`'s request on the idle connection `uk`.
     fn send_on(&mut self, p: usize, ck: usize, uk: usize) {
-        let (Some(call), Some(up)) = (self.calls.get_mut(ck), self.upstreams.get_mut(uk)) else {
+        let up = self
+            .upstreams
+            .get_mut(uk)
+            .filter(|up| up.state == upstream::State::Idle);
+        let (call, up) = match (self.calls.get_mut(ck), up) {
+            (Some(call), Some(up)) => (call, up),
             // The call ended while the decision waited: the connection stays usable.
-            return self.pools[p].unused(Some(uk));
+            (None, Some(_)) => return self.pools[p].unused(Some(uk)),
+            // Not expected (the pool hands out idle connections only): start over.
+            (Some(_), None) => return self.pools[p].call(ck),
+            (None, None) => return,
         };
         call.upstream = Some(uk);
         up.call = Some(ck);

@@ -214,3 +214,19 @@ fn connection_close_and_http10_are_not_reusable() {
     assert!(!reply(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").2);
     assert!(reply(b"HTTP/1.0 204 No\r\nConnection: keep-alive\r\n\r\n").2);
 }
+
+#[test]
+fn fuzz_seeds_parse_alike_at_their_splits() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz/corpus/upstream_response");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("seed directory") {
+        let path = entry.expect("seed").path();
+        let seed = std::fs::read(&path).expect("read seed");
+        check_splits(&seed);
+        // Every byte-by-byte variant too.
+        check_splits(&[&[seed[0] | 0x10][..], &seed[1..]].concat());
+        n += 1;
+    }
+    assert!(n >= 4, "seeds in {dir:?}");
+}
