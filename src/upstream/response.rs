@@ -60,6 +60,8 @@ pub struct Parser {
     scan: usize,
     /// Chunked: where the search for the end of the line at `scan` resumes.
     line_scan: usize,
+    /// Chunked: a chunk whose size line was read (data start, size).
+    chunk: Option<(usize, usize)>,
     /// Chunked: the last chunk was seen; its trailer section starts here.
     trailers: Option<usize>,
 }
@@ -185,6 +187,20 @@ impl Parser {
     /// are in, with the decoded body at `head.end..self.decoded_end`.
     fn dechunk(&mut self, buf: &mut [u8], limit: usize) -> Result<Option<usize>, Error> {
         loop {
+            if let Some((data, size)) = self.chunk {
+                // `data + size + 2` was checked against the limit.
+                let data_end = data + size;
+                if buf.len() < data_end + 2 {
+                    return Ok(None);
+                }
+                if &buf[data_end..data_end + 2] != b"\r\n" {
+                    return Err(Error::Malformed);
+                }
+                buf.copy_within(data..data_end, self.decoded_end);
+                self.decoded_end += size;
+                self.scan = data_end + 2;
+                self.chunk = None;
+            }
             let from = self.line_scan.max(self.scan);
             let Some(at) = find_crlf(&buf[from..]) else {
                 // The line ends at `buf.len() - 1` at the earliest.
@@ -215,26 +231,16 @@ impl Parser {
                 return Err(Error::Malformed);
             }
             let size = chunk_size(line).ok_or(Error::Malformed)?;
+            self.scan = next;
             if size == 0 {
                 self.trailers = Some(next);
-                self.scan = next;
                 continue;
             }
-            let data_end = next.checked_add(size).ok_or(Error::TooLarge)?;
-            if data_end.checked_add(2).is_none_or(|e| e > limit) {
+            let end = next.checked_add(size).and_then(|e| e.checked_add(2));
+            if end.is_none_or(|e| e > limit) {
                 return Err(Error::TooLarge);
             }
-            if buf.len() < data_end + 2 {
-                // Wait for the whole chunk; the size line is read again then.
-                self.line_scan = self.scan;
-                return Ok(None);
-            }
-            if &buf[data_end..data_end + 2] != b"\r\n" {
-                return Err(Error::Malformed);
-            }
-            buf.copy_within(next..data_end, self.decoded_end);
-            self.decoded_end += size;
-            self.scan = data_end + 2;
+            self.chunk = Some((next, size));
         }
     }
 }
