@@ -235,3 +235,22 @@ fn a_null_or_empty_lambda_result_is_a_200_with_no_body() {
     assert_eq!(raw.recv_text(), "echo", "a null result sent a frame");
     assert_eq!(backend.wait_requests(5).len(), 5);
 }
+
+#[test]
+fn a_null_lambda_result_accepts_the_connect() {
+    let backend = Backend::start(|r| match r.event_type() {
+        Some("CONNECT") => Reply::new(200, "null").header("Content-Type", "application/json"),
+        _ => Reply::lambda(200, "echo"),
+    });
+    let mut c = api_config("$request.body.action", None, "");
+    c.push_str(&aws_integration(
+        "backend",
+        &backend.url("/fn"),
+        "response = \"lambda\"",
+    ));
+    c.push_str(&one_way_route("$connect", "backend"));
+    c.push_str(&route("$default", "backend"));
+    let gw = Gateway::start(&c);
+    let (_s, resp) = upgrade(gw.listen, "/prod", &ws_headers("127.0.0.1"));
+    assert_eq!(resp.status, 101, "{resp:?}");
+}
