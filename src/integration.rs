@@ -213,8 +213,17 @@ pub struct LambdaResult {
 }
 
 /// Decodes a Lambda proxy result; `None` when it is not one (a malformed reply).
+/// A `null` or empty result is a 200 with no body (SPEC §12).
 pub fn decode_lambda(reply: &[u8]) -> Option<LambdaResult> {
     use simd_json::prelude::*;
+    let result = reply.trim_ascii();
+    if result.is_empty() || result == b"null" {
+        return Some(LambdaResult {
+            status: 200,
+            body: Vec::new(),
+            protocol: None,
+        });
+    }
     let mut copy = reply.to_vec();
     let v = simd_json::to_borrowed_value(&mut copy).ok()?;
     let obj = v.as_object()?;
@@ -273,6 +282,11 @@ mod tests {
             decode_lambda(br#"{"statusCode":201,"body":"AAE=","isBase64Encoded":true}"#).unwrap();
         assert_eq!(r.body, vec![0, 1]);
         assert!(decode_lambda(b"not json").is_none());
+        for nothing in [&b"null"[..], b" null\r\n", b"", b" \n"] {
+            let r = decode_lambda(nothing).unwrap();
+            assert_eq!((r.status, r.body.len(), r.protocol), (200, 0, None));
+        }
+        assert!(decode_lambda(b"nulls").is_none());
         assert!(decode_lambda(br#"{"body":"x"}"#).is_none());
     }
 

@@ -3,9 +3,9 @@
 //! per request, no blocking call). The worker owns the sockets and the calls; this
 //! module holds their state and the pure pieces (request writing, reply parsing).
 
+pub mod pool;
 pub mod response;
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
@@ -13,37 +13,14 @@ use mio::net::TcpStream;
 
 use crate::config::Uri;
 
-/// Largest reply body we accept from a backend.
+pub use pool::Pool;
+
+/// Largest reply we accept from a backend: interim replies, head, chunk framing,
+/// body and trailers together.
 pub const MAX_REPLY_BYTES: usize = 10 * 1024 * 1024;
 
-/// One pool: the keep-alive connections of one worker to one backend address.
-#[derive(Debug)]
-pub struct Pool {
-    pub addr: SocketAddr,
-    /// Most connections open at once.
-    pub size: usize,
-    /// Most calls waiting for a connection.
-    pub max_queued: usize,
-    /// Idle connections (upstream slab keys), most recently used last.
-    pub idle: Vec<usize>,
-    /// Connections open or opening.
-    pub open: usize,
-    /// Calls waiting for a connection (call slab keys).
-    pub queue: VecDeque<usize>,
-}
-
-impl Pool {
-    pub fn new(addr: SocketAddr, size: usize, max_queued: usize) -> Pool {
-        Pool {
-            addr,
-            size,
-            max_queued,
-            idle: Vec::new(),
-            open: 0,
-            queue: VecDeque::new(),
-        }
-    }
-}
+/// Largest reply buffer an idle connection keeps.
+const MAX_IDLE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Where an upstream connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +31,8 @@ pub enum State {
     Idle,
     /// Writing a request or reading its reply.
     Busy,
+    /// Given up (failed, timed out, or not reusable); the pool's `Close` follows.
+    Closing,
 }
 
 /// One connection to a backend.
@@ -74,6 +53,8 @@ pub struct Conn {
     pub reused: bool,
     /// Generation, so a timer for an earlier life of this slot is ignored.
     pub generation: u32,
+    /// The connect timeout's wheel entry while connecting (the worker cancels it).
+    pub connect_timer: Option<crate::timer::Handle>,
 }
 
 impl Conn {
@@ -89,6 +70,7 @@ impl Conn {
             parser: response::Parser::default(),
             reused: false,
             generation,
+            connect_timer: None,
         })
     }
 
@@ -124,9 +106,16 @@ impl Conn {
     /// Reads everything available into `inbuf` through `scratch` (the worker's read
     /// buffer: no zeroed stack array per call); `true` at EOF. A short read ends the
     /// loop (the socket is drained) unless `read_closed` says a FIN is pending too.
-    pub fn read_available(&mut self, scratch: &mut [u8], read_closed: bool) -> io::Result<bool> {
+    /// Reading also stops once `inbuf` holds `cap` bytes, so a backend that sends
+    /// faster than we read cannot grow it without bound.
+    pub fn read_available(
+        &mut self,
+        scratch: &mut [u8],
+        read_closed: bool,
+        cap: usize,
+    ) -> io::Result<bool> {
         debug_assert!(!scratch.is_empty(), "an empty scratch would read as EOF");
-        loop {
+        while self.inbuf.len() < cap {
             match self.stream.read(scratch) {
                 Ok(0) => return Ok(true),
                 Ok(n) => {
@@ -140,13 +129,18 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+        Ok(false)
     }
 
-    /// Ready for the next request on the same connection.
+    /// Ready for the next request on the same connection. A buffer a large reply
+    /// grew is given back, so idle connections hold little memory.
     pub fn reset(&mut self) {
         self.call = None;
         self.written = 0;
         self.inbuf.clear();
+        if self.inbuf.capacity() > MAX_IDLE_BUFFER_BYTES {
+            self.inbuf = Vec::new();
+        }
         self.parser = response::Parser::default();
         self.reused = true;
         self.state = State::Idle;

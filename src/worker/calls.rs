@@ -1,8 +1,8 @@
-//! Backend calls inside the worker's event loop: a call waits for a pooled keep-alive
-//! connection (or opens one, up to `pool_size`), writes its request, reads the reply,
-//! and hands the outcome to its client's session. Timeouts ride the worker's timer
-//! wheel; a reused connection that dies before the first reply byte is retried once
-//! on a fresh one (SPEC §5).
+//! Backend calls inside the worker's event loop. The pool (`upstream::pool`) decides
+//! which keep-alive connection a call goes on, whether a connection is reused after a
+//! reply and whether a failed call is retried; this file carries those decisions out
+//! on sockets, reads replies, and hands each outcome to its client's session.
+//! Timeouts ride the worker's timer wheel.
 
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use crate::id;
 use crate::integration::{self, CallKind, Outcome, Outgoing};
 use crate::timer::{self, Kind as TimerKind};
 use crate::token;
+use crate::upstream::pool::{Decision, Failure, ReplyEnd, Why};
 use crate::upstream::{self, response, MAX_REPLY_BYTES};
 
 /// One backend call in flight.
@@ -76,82 +77,115 @@ impl Worker {
             TimerKind::Call,
         );
         self.calls[key].timer = Some(h);
-        self.dispatch(key, false);
+        self.pools[pool].call(key);
+        self.run_pool(pool);
     }
 
-    /// Gives a call a connection: an idle one (unless `fresh`), a new one while the
-    /// pool has room, or a place in the wait queue.
-    fn dispatch(&mut self, ck: usize, fresh: bool) {
-        let p = self.calls[ck].pool;
-        if !fresh {
-            if let Some(uk) = self.pools[p].idle.pop() {
-                return self.assign(uk, ck);
+    /// Carries out pool `p`'s decisions, oldest first. One that reports an event
+    /// (a socket that cannot be made, a write that fails) adds decisions that this
+    /// same loop runs, so the stack stays flat however many calls wait.
+    fn run_pool(&mut self, p: usize) {
+        if !self.pools[p].claim() {
+            return;
+        }
+        while let Some(d) = self.pools[p].next_decision() {
+            match d {
+                Decision::Send { call, conn } => self.send_on(p, call, conn),
+                Decision::Open { call } => self.open_for(p, call),
+                Decision::Retry { call } => {
+                    if let Some(c) = self.calls.get_mut(call) {
+                        c.retried = true;
+                    }
+                    self.open_for(p, call);
+                }
+                Decision::Fail { call, why } => self.fail(p, call, why),
+                Decision::Close { conn } => self.drop_upstream(conn),
             }
         }
-        let pool = &mut self.pools[p];
-        if pool.open < pool.size {
-            self.upstream_generation = self.upstream_generation.wrapping_add(1);
-            let generation = self.upstream_generation;
-            let entry = self.upstreams.vacant_entry();
-            let uk = entry.key();
-            let opened = upstream::Conn::connect(pool.addr, p, generation).and_then(|mut c| {
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                self.poll
-                    .registry()
-                    .register(&mut c.stream, token::upstream(uk), interest)?;
-                entry.insert(c);
-                Ok(())
-            });
-            match opened {
-                Ok(()) => {
-                    pool.open += 1;
-                    crate::metrics::add(&self.metrics.worker(self.index).upstream_connections, 1);
-                    self.timers.arm(
-                        self.now + self.connect_timeout[p],
-                        uk,
-                        generation,
-                        TimerKind::UpstreamConnect,
-                    );
-                    self.assign(uk, ck);
-                }
-                Err(e) => {
-                    log::warn!(
-                        "worker {}: cannot connect to {}: {e}",
-                        self.index,
-                        pool.addr
-                    );
-                    self.execution_error();
-                    self.finish_call(ck, Outcome::Failed);
-                }
-            }
-        } else if pool.queue.len() < pool.max_queued {
-            pool.queue.push_back(ck);
-        } else {
-            log::warn!(
-                "worker {}: backend {} queue full ({} waiting)",
-                self.index,
-                pool.addr,
-                pool.queue.len()
-            );
-            self.execution_error();
-            self.finish_call(ck, Outcome::Failed);
+    }
+
+    /// Writes call `ck`'s request on the idle connection `uk`.
+    fn send_on(&mut self, p: usize, ck: usize, uk: usize) {
+        let up = self
+            .upstreams
+            .get_mut(uk)
+            .filter(|up| up.state == upstream::State::Idle);
+        let (call, up) = match (self.calls.get_mut(ck), up) {
+            (Some(call), Some(up)) => (call, up),
+            // The call ended while the decision waited: the connection stays usable.
+            (None, Some(_)) => return self.pools[p].unused(Some(uk)),
+            // Not expected (the pool hands out idle connections only): start over.
+            (Some(_), None) => return self.pools[p].call(ck),
+            (None, None) => return,
+        };
+        call.upstream = Some(uk);
+        up.call = Some(ck);
+        up.written = 0;
+        up.state = upstream::State::Busy;
+        self.upstream_write(uk);
+    }
+
+    /// Opens a connection to pool `p`'s backend for call `ck`; the request goes out
+    /// once it is connected.
+    fn open_for(&mut self, p: usize, ck: usize) {
+        if !self.calls.contains(ck) {
+            return self.pools[p].unused(None);
         }
+        self.upstream_generation = self.upstream_generation.wrapping_add(1);
+        let generation = self.upstream_generation;
+        let entry = self.upstreams.vacant_entry();
+        let uk = entry.key();
+        let addr = self.pools[p].addr;
+        let opened = upstream::Conn::connect(addr, p, generation).and_then(|mut c| {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            self.poll
+                .registry()
+                .register(&mut c.stream, token::upstream(uk), interest)?;
+            c.call = Some(ck);
+            entry.insert(c);
+            Ok(())
+        });
+        match opened {
+            Ok(()) => {
+                crate::metrics::add(&self.metrics.worker(self.index).upstream_connections, 1);
+                let h = self.timers.arm(
+                    self.now + self.connect_timeout[p],
+                    uk,
+                    generation,
+                    TimerKind::UpstreamConnect,
+                );
+                self.upstreams[uk].connect_timer = Some(h);
+                self.calls[ck].upstream = Some(uk);
+            }
+            Err(e) => {
+                log::warn!("worker {}: cannot connect to {addr}: {e}", self.index);
+                self.pools[p].open_failed(ck);
+            }
+        }
+    }
+
+    /// Ends call `ck` with a failure the pool decided.
+    fn fail(&mut self, p: usize, ck: usize, why: Why) {
+        match why {
+            Why::QueueFull => {
+                log::warn!(
+                    "worker {}: backend {} queue full ({} waiting)",
+                    self.index,
+                    self.pools[p].addr,
+                    self.pools[p].queued()
+                );
+                self.execution_error();
+            }
+            // The gateway itself could not run the call; logged where it happened.
+            Why::NoSocket => self.execution_error(),
+            Why::Backend => {}
+        }
+        self.finish_call(ck, Outcome::Failed);
     }
 
     /// The gateway itself could not run the call (no socket, no room in the queue).
     fn execution_error(&self) {
         crate::metrics::add(&self.metrics.worker(self.index).execution_errors, 1);
-    }
-
-    fn assign(&mut self, uk: usize, ck: usize) {
-        self.calls[ck].upstream = Some(uk);
-        let up = &mut self.upstreams[uk];
-        up.call = Some(ck);
-        up.written = 0;
-        if up.state == upstream::State::Idle {
-            up.state = upstream::State::Busy;
-            self.upstream_write(uk);
-        }
     }
 
     fn upstream_write(&mut self, uk: usize) {
@@ -167,27 +201,38 @@ impl Worker {
         let Some(up) = self.upstreams.get_mut(uk) else {
             return;
         };
-        if up.state == upstream::State::Connecting {
-            if !(ev.is_writable() || ev.is_error() || ev.is_read_closed() || ev.is_write_closed()) {
-                return;
-            }
-            match up.finish_connect() {
-                Ok(true) => {
-                    up.state = if up.call.is_some() {
-                        upstream::State::Busy
-                    } else {
-                        upstream::State::Idle
-                    };
-                    self.upstream_write(uk);
+        match up.state {
+            upstream::State::Closing => return,
+            upstream::State::Connecting => {
+                if !(ev.is_writable()
+                    || ev.is_error()
+                    || ev.is_read_closed()
+                    || ev.is_write_closed())
+                {
+                    return;
                 }
-                Ok(false) => return,
-                Err(e) => {
-                    log::warn!("worker {}: backend connect failed: {e}", self.index);
-                    return self.upstream_failed(uk);
+                let result = up.finish_connect();
+                if !matches!(result, Ok(false)) {
+                    if let Some(h) = up.connect_timer.take() {
+                        self.timers.cancel(h);
+                    }
+                }
+                match result {
+                    // Every connection is opened for a call.
+                    Ok(true) if up.call.is_some() => {
+                        up.state = upstream::State::Busy;
+                        self.upstream_write(uk);
+                    }
+                    Ok(true) => return self.upstream_failed(uk),
+                    Ok(false) => return,
+                    Err(e) => {
+                        log::warn!("worker {}: backend connect failed: {e}", self.index);
+                        return self.upstream_failed(uk);
+                    }
                 }
             }
-        } else if ev.is_writable() && up.state == upstream::State::Busy {
-            self.upstream_write(uk);
+            upstream::State::Busy if ev.is_writable() => self.upstream_write(uk),
+            _ => {}
         }
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             self.upstream_read(uk, ev.is_read_closed());
@@ -198,15 +243,16 @@ impl Worker {
         let Some(up) = self.upstreams.get_mut(uk) else {
             return;
         };
-        // A read error ends the reply like EOF does.
+        // A read error ends the reply like EOF does. Reading stops just past the
+        // reply limit: the parser then fails the reply, however fast the backend is.
         let eof = up
-            .read_available(&mut self.rbuf, read_closed)
+            .read_available(&mut self.rbuf, read_closed, MAX_REPLY_BYTES + 1)
             .unwrap_or(true);
         match up.state {
             upstream::State::Busy => {}
             upstream::State::Idle if eof || !up.inbuf.is_empty() => {
                 // The backend closed (or spoke on) an idle keep-alive connection.
-                return self.close_upstream(uk);
+                return self.upstream_failed(uk);
             }
             _ => return,
         }
@@ -226,11 +272,26 @@ impl Worker {
         }
     }
 
-    /// A whole reply arrived on `uk`: deliver it, then reuse or close the connection.
+    /// A whole reply arrived on `uk`: deliver it, then the pool reuses or closes the
+    /// connection.
     fn complete(&mut self, uk: usize, mut buf: Vec<u8>, resp: response::Response) {
-        let Some(ck) = self.upstreams[uk].call else {
+        let up = &self.upstreams[uk];
+        let Some(ck) = up.call else {
             return;
         };
+        let end = ReplyEnd {
+            keep_alive: resp.keep_alive,
+            leftover: resp.end < buf.len(),
+            request_written: up.written == self.calls[ck].request.len(),
+        };
+        if end.leftover {
+            log::warn!(
+                "worker {}: backend {} sent {} bytes after its reply; closing the connection",
+                self.index,
+                self.pools[up.pool].addr,
+                buf.len() - resp.end
+            );
+        }
         let route = self.calls[ck].route;
         let integration = self.shared.config.routes[route].integration;
         let lambda = matches!(&self.shared.config.integrations[integration].kind, IntegrationKind::Http(h) if h.lambda);
@@ -262,61 +323,55 @@ impl Worker {
             return;
         };
         up.inbuf = buf;
-        if !resp.keep_alive {
-            return self.close_upstream(uk);
+        if end.reusable() {
+            up.reset();
+        } else {
+            up.call = None;
+            up.state = upstream::State::Closing;
         }
-        up.reset();
         let p = up.pool;
-        match self.pools[p].queue.pop_front() {
-            Some(next) => self.assign(uk, next),
-            None => self.pools[p].idle.push(uk),
-        }
+        self.pools[p].reply(uk, end);
+        self.run_pool(p);
     }
 
-    /// The connection failed: retry its call once if the connection was reused and
-    /// nothing of the reply arrived, else fail the call. The connection is closed.
+    /// The connection failed (or an idle one closed): the pool closes it and retries
+    /// or fails its call.
     fn upstream_failed(&mut self, uk: usize) {
-        let Some(up) = self.upstreams.get(uk) else {
+        let Some(up) = self.upstreams.get_mut(uk) else {
             return;
         };
-        let retry = up.reused && !up.parser.started(&up.inbuf);
-        let call = up.call;
-        let p = self.close_upstream_only(uk);
-        if let Some(ck) = call {
-            let c = &mut self.calls[ck];
-            c.upstream = None;
-            if retry && !c.retried {
-                c.retried = true;
-                self.dispatch(ck, true);
-            } else {
-                self.finish_call(ck, Outcome::Failed);
-            }
+        if up.state == upstream::State::Closing {
+            return;
         }
-        self.serve_queue(p);
+        let call = up.call.take();
+        let retried = call
+            .and_then(|ck| self.calls.get(ck))
+            .is_some_and(|c| c.retried);
+        let failure = Failure {
+            call,
+            reused: up.reused,
+            reply_started: up.parser.started(&up.inbuf),
+            retried,
+        };
+        up.state = upstream::State::Closing;
+        let p = up.pool;
+        if let Some(c) = call.and_then(|ck| self.calls.get_mut(ck)) {
+            c.upstream = None;
+        }
+        self.pools[p].failed(uk, failure);
+        self.run_pool(p);
     }
 
-    /// Closes an upstream connection and lets a waiting call open a new one.
-    pub(super) fn close_upstream(&mut self, uk: usize) {
-        let p = self.close_upstream_only(uk);
-        self.serve_queue(p);
-    }
-
-    /// Closes the connection; returns its pool.
-    fn close_upstream_only(&mut self, uk: usize) -> usize {
-        let mut up = self.upstreams.remove(uk);
+    /// Closes an upstream connection the pool gave up (its slot is already free).
+    fn drop_upstream(&mut self, uk: usize) {
+        let Some(mut up) = self.upstreams.try_remove(uk) else {
+            return;
+        };
+        if let Some(h) = up.connect_timer.take() {
+            self.timers.cancel(h);
+        }
         let _ = self.poll.registry().deregister(&mut up.stream);
         crate::metrics::sub(&self.metrics.worker(self.index).upstream_connections, 1);
-        let pool = &mut self.pools[up.pool];
-        pool.open -= 1;
-        pool.idle.retain(|&k| k != uk);
-        up.pool
-    }
-
-    /// A connection slot freed up: the first waiting call may open one.
-    fn serve_queue(&mut self, p: usize) {
-        if let Some(next) = self.pools[p].queue.pop_front() {
-            self.dispatch(next, false);
-        }
     }
 
     /// Ends a call: the client's session learns the outcome.
@@ -410,18 +465,15 @@ impl Worker {
         if call.generation != generation {
             return;
         }
-        match call.upstream {
-            // The connection is mid-request: it cannot be reused.
-            Some(uk) => {
-                self.upstreams[uk].call = None;
-                self.close_upstream(uk);
-            }
-            None => {
-                let p = call.pool;
-                self.pools[p].queue.retain(|&k| k != ck);
-            }
+        let (p, conn) = (call.pool, call.upstream);
+        // A connection mid-request cannot be reused.
+        if let Some(up) = conn.and_then(|uk| self.upstreams.get_mut(uk)) {
+            up.call = None;
+            up.state = upstream::State::Closing;
         }
+        self.pools[p].cancel(ck, conn);
         self.finish_call(ck, Outcome::TimedOut);
+        self.run_pool(p);
     }
 
     /// An upstream connect timeout fired.

@@ -5,7 +5,8 @@
 //! A handler sees every [`Request`] and returns a [`Reply`]: status, headers, body,
 //! a delay, chunked or Content-Length, what happens to the connection afterwards
 //! (keep-alive, `Connection: close`, or a silent close), never answering (`hang`),
-//! raw bytes, or closing without a reply. Every request is recorded with its arrival
+//! raw bytes (then close, or in timed pieces on a kept connection), a reply that
+//! never ends, or closing without a reply. Every request is recorded with its arrival
 //! time and the connection it came on; accepted connections, connections open at
 //! once and requests in flight at once are counted. Every wait is bounded, and the
 //! threads end when the [`Backend`] is dropped.
@@ -187,6 +188,15 @@ enum Kind {
     Raw(Vec<u8>),
     /// Close the connection without writing anything.
     CloseWithoutReply,
+    /// Write these pieces verbatim, a few ms apart, and keep serving the connection.
+    RawParts(Vec<Vec<u8>>),
+    /// Write `head`, then `repeat` again and again until the peer goes, the backend
+    /// stops, or `cap` bytes were written; then close.
+    Endless {
+        head: Vec<u8>,
+        repeat: Vec<u8>,
+        cap: usize,
+    },
 }
 
 /// How the backend answers one request.
@@ -259,6 +269,28 @@ impl Reply {
     pub fn raw(bytes: impl Into<Vec<u8>>) -> Reply {
         Reply {
             kind: Kind::Raw(bytes.into()),
+            ..Reply::empty()
+        }
+    }
+
+    /// Writes each of `parts` verbatim, 20 ms apart (so they arrive as separate
+    /// reads), and keeps the connection open for the next request.
+    pub fn raw_parts(parts: Vec<Vec<u8>>) -> Reply {
+        Reply {
+            kind: Kind::RawParts(parts),
+            ..Reply::empty()
+        }
+    }
+
+    /// Writes `head`, then `repeat` until the peer closes, the backend stops or `cap`
+    /// bytes went out (a reply that never ends), then closes.
+    pub fn endless(head: impl Into<Vec<u8>>, repeat: impl Into<Vec<u8>>, cap: usize) -> Reply {
+        Reply {
+            kind: Kind::Endless {
+                head: head.into(),
+                repeat: repeat.into(),
+                cap,
+            },
             ..Reply::empty()
         }
     }
@@ -768,6 +800,36 @@ fn serve(mut stream: TcpStream, conn: usize, st: &State, handler: &Handler) {
                     let _ = stream.flush();
                     let _ = stream.shutdown(Shutdown::Both);
                 }
+                return;
+            }
+            Kind::RawParts(parts) => {
+                let ok = sleep_unless_stopped(st, reply.delay);
+                done(st);
+                if !ok {
+                    return;
+                }
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 && !sleep_unless_stopped(st, Duration::from_millis(20)) {
+                        return;
+                    }
+                    if stream.write_all(part).and_then(|_| stream.flush()).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Kind::Endless { head, repeat, cap } => {
+                done(st);
+                let mut sent = head.len();
+                if stream.write_all(&head).is_ok() {
+                    while sent < cap && !st.stop.load(Ordering::SeqCst) {
+                        if stream.write_all(&repeat).is_err() {
+                            break;
+                        }
+                        sent += repeat.len();
+                    }
+                }
+                let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
             Kind::Normal => {}

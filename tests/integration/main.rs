@@ -24,4 +24,5 @@ mod properties;
 mod routing;
 mod sdk;
 mod shutdown;
+mod upstream_hardening;
 mod workers;

@@ -1,0 +1,269 @@
+//! The decisions of one backend pool, with no sockets (sans-IO): which connection a
+//! call goes on, when to open one, queue or refuse a call, whether a reply leaves the
+//! connection reusable, and whether a failed call is retried once (SPEC §5, §16).
+//!
+//! The worker reports events (a call wants a connection, a reply ended, a connection
+//! failed, a call timed out) and carries out the [`Decision`]s the pool queues for it,
+//! oldest first. Carrying one out may report more events (a connect that fails at
+//! once, a write that fails): their decisions join the same queue, so the worker runs
+//! them in one flat loop however long the wait queue is ([`Pool::claim`]).
+//!
+//! Calls and connections are the worker's slab keys. `pipeline = 1`: a connection
+//! carries one call at a time; a connection with room for more (SPEC §16
+//! `pipeline = N`) would stay on `idle` until it is full.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// What the worker does next for this pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Write `call`'s request on the idle connection `conn`.
+    Send { call: usize, conn: usize },
+    /// Open a new connection for `call` (the slot is already counted). If no socket
+    /// can be made, report [`Pool::open_failed`].
+    Open { call: usize },
+    /// As `Open`, for the one retry a call gets (SPEC §5).
+    Retry { call: usize },
+    /// End `call` with a failure.
+    Fail { call: usize, why: Why },
+    /// Close `conn` (its slot is already freed; its call, if any, has its own decision).
+    Close { conn: usize },
+}
+
+/// Why a call fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// More than `max_queued_requests` calls wait (the gateway's own limit).
+    QueueFull,
+    /// No socket could be opened (the gateway's own failure).
+    NoSocket,
+    /// The backend failed: unreachable, closed, or a malformed reply.
+    Backend,
+}
+
+/// How a reply ended, as far as the connection's reuse is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyEnd {
+    /// The reply allows another request (HTTP/1.1, no `Connection: close`, framed).
+    pub keep_alive: bool,
+    /// Bytes arrived after the reply: the backend and we disagree on framing.
+    pub leftover: bool,
+    /// The whole request was written (a reply that came before its end leaves the
+    /// backend waiting for the rest).
+    pub request_written: bool,
+}
+
+impl ReplyEnd {
+    /// Whether the connection may carry the next call (SPEC §16).
+    pub fn reusable(self) -> bool {
+        self.keep_alive && !self.leftover && self.request_written
+    }
+}
+
+/// What is known about a connection that failed, and the call it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// The call on the connection, if any.
+    pub call: Option<usize>,
+    /// The connection served a call before this one.
+    pub reused: bool,
+    /// Some byte of this call's reply had arrived.
+    pub reply_started: bool,
+    /// The call was already retried once.
+    pub retried: bool,
+}
+
+impl Failure {
+    /// SPEC §5: only a reused connection that closed before any byte of the reply is
+    /// retried, once, on a fresh connection (the backend never saw the request, or
+    /// closed a stale keep-alive connection under it).
+    pub fn retry(self) -> bool {
+        self.reused && !self.reply_started && !self.retried
+    }
+}
+
+/// One pool: the keep-alive connections of one worker to one backend address.
+#[derive(Debug)]
+pub struct Pool {
+    pub addr: SocketAddr,
+    /// Most connections open at once.
+    pub size: usize,
+    /// Most calls waiting for a connection.
+    pub max_queued: usize,
+    /// Idle connections, most recently used last.
+    idle: Vec<usize>,
+    /// Connections open or opening.
+    open: usize,
+    /// Calls waiting for a connection, oldest first.
+    queue: VecDeque<usize>,
+    /// Decisions not carried out yet, oldest first.
+    decisions: VecDeque<Decision>,
+    /// The worker is carrying out decisions (see [`Pool::claim`]).
+    running: bool,
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr, size: usize, max_queued: usize) -> Pool {
+        Pool {
+            addr,
+            size,
+            max_queued,
+            idle: Vec::new(),
+            open: 0,
+            queue: VecDeque::new(),
+            decisions: VecDeque::new(),
+            running: false,
+        }
+    }
+
+    /// Connections open or opening.
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// Calls waiting for a connection.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Idle connections.
+    pub fn idle(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// `call` wants a connection: the most recently used idle one, a new one while
+    /// the pool has room, else a place in the queue, else it fails.
+    pub fn call(&mut self, call: usize) {
+        if let Some(conn) = self.idle.pop() {
+            self.decide(Decision::Send { call, conn });
+        } else if self.open < self.size {
+            self.open += 1;
+            self.decide(Decision::Open { call });
+        } else if self.queue.len() < self.max_queued {
+            self.queue.push_back(call);
+        } else {
+            self.decide(Decision::Fail {
+                call,
+                why: Why::QueueFull,
+            });
+        }
+    }
+
+    /// The socket for an `Open` or `Retry` of `call` could not be made: the call
+    /// fails and its slot goes to the next waiting call.
+    pub fn open_failed(&mut self, call: usize) {
+        self.release_slot();
+        self.decide(Decision::Fail {
+            call,
+            why: Why::NoSocket,
+        });
+        self.serve_queue();
+    }
+
+    /// A decision's call was gone when the worker got to it: its slot (an opened
+    /// one, or the idle connection `conn` it was to use) goes to the next call.
+    pub fn unused(&mut self, conn: Option<usize>) {
+        match conn {
+            Some(conn) => self.free(conn),
+            None => {
+                self.release_slot();
+                self.serve_queue();
+            }
+        }
+    }
+
+    /// The reply on `conn` is complete (and delivered): the connection serves the
+    /// next waiting call or goes idle, unless `end` says it cannot be reused.
+    pub fn reply(&mut self, conn: usize, end: ReplyEnd) {
+        if end.reusable() {
+            self.free(conn);
+        } else {
+            self.lose(conn);
+        }
+    }
+
+    /// `conn` failed (or closed while idle): it is closed; its call is retried once
+    /// on a fresh connection when [`Failure::retry`] says so, else it fails.
+    pub fn failed(&mut self, conn: usize, f: Failure) {
+        self.idle.retain(|&c| c != conn);
+        self.release_slot();
+        self.decide(Decision::Close { conn });
+        if let Some(call) = f.call {
+            if f.retry() {
+                // The slot just freed: the retry goes before the waiting calls.
+                self.open += 1;
+                self.decide(Decision::Retry { call });
+            } else {
+                self.decide(Decision::Fail {
+                    call,
+                    why: Why::Backend,
+                });
+            }
+        }
+        self.serve_queue();
+    }
+
+    /// `call` timed out (the worker ends it): it leaves the queue, or the connection
+    /// `conn` it was on closes (mid-request, it cannot be reused).
+    pub fn cancel(&mut self, call: usize, conn: Option<usize>) {
+        match conn {
+            Some(conn) => self.lose(conn),
+            None => self.queue.retain(|&c| c != call),
+        }
+    }
+
+    /// Whether the caller should now carry out the queued decisions: `false` while
+    /// an outer loop is already doing so (it will pick up the new ones too).
+    pub fn claim(&mut self) -> bool {
+        !std::mem::replace(&mut self.running, true)
+    }
+
+    /// The next decision to carry out; `None` ends the claim.
+    pub fn next_decision(&mut self) -> Option<Decision> {
+        let d = self.decisions.pop_front();
+        if d.is_none() {
+            self.running = false;
+        }
+        d
+    }
+
+    fn decide(&mut self, d: Decision) {
+        self.decisions.push_back(d);
+    }
+
+    /// `conn` can take a call: the oldest waiting one, else it goes idle.
+    fn free(&mut self, conn: usize) {
+        match self.queue.pop_front() {
+            Some(call) => self.decide(Decision::Send { call, conn }),
+            None => self.idle.push(conn),
+        }
+    }
+
+    /// `conn` closes; its slot goes to the oldest waiting call.
+    fn lose(&mut self, conn: usize) {
+        self.idle.retain(|&c| c != conn);
+        self.release_slot();
+        self.decide(Decision::Close { conn });
+        self.serve_queue();
+    }
+
+    /// One connection (or connect attempt) fewer. The worker reports each once.
+    fn release_slot(&mut self) {
+        debug_assert!(self.open > 0, "a slot released twice");
+        self.open = self.open.saturating_sub(1);
+    }
+
+    /// A slot is free: the oldest waiting call opens a connection.
+    fn serve_queue(&mut self) {
+        if self.open < self.size {
+            if let Some(call) = self.queue.pop_front() {
+                self.open += 1;
+                self.decide(Decision::Open { call });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
