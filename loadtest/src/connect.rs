@@ -9,6 +9,8 @@ use crate::stats::{r2, r3, Latency, LatencySummary, Progress, Report};
 use crate::ws::{Fail, Handshake, Step, Target, WsConn};
 use mio::{Events, Interest, Poll};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub struct ConnectOpts {
     pub close: CloseMode,
     pub timeout: Duration,
     pub progress: bool,
+    /// Ends the run early when set (used by `abuse`).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -213,7 +217,8 @@ fn thread_main(
     let mut reported = (0u64, 0u64);
     loop {
         let now = Instant::now();
-        if now >= deadline {
+        let stopped = o.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        if now >= deadline || stopped {
             break;
         }
         poll.poll(

@@ -1,6 +1,7 @@
 //! wsgate-load: the load generator and benchmark tools for wsgate.
 //!
-//! One module per subcommand (`rr`, `connect`, `idle`, `push`, `backend`, `floor`) on
+//! One module per subcommand (`rr`, `connect`, `idle`, `push`, `backend`, `floor`,
+//! `abuse`, which runs `rr` and `connect` next to its own abusers) on
 //! shared pieces: `ws` (client handshake and frame codec), `http` (HTTP/1.1 request and
 //! response framing), `net` (sockets, loopback checks, write buffers), `stats`
 //! (histograms, reports, progress lines) and `cpu` (CPU time and memory from `/proc`
@@ -10,6 +11,7 @@
 //! is bounded by a duration. Buffers are per connection or per thread and reused: after
 //! setup, a message costs no allocation.
 
+pub mod abuse;
 pub mod backend;
 pub mod connect;
 pub mod cpu;

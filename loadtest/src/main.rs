@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::time::Duration;
-use wsgate_load::{backend, connect, floor, idle, net, push, rr, ws};
+use wsgate_load::{abuse, backend, connect, floor, idle, net, push, rr, ws};
 
 #[derive(Parser)]
 #[command(
@@ -160,6 +160,76 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Soak: normal rr traffic next to slow readers, never-reading management clients,
+    /// connection churn and big-number messages; checks the gateway's RSS comes back.
+    /// Exit 1 when normal traffic saw a fault or RSS after the settle > before + slack.
+    Abuse {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+        url: String,
+        /// Normal traffic: connections (closed loop, one message in flight each).
+        #[arg(short = 'c', long, default_value_t = 8)]
+        connections: usize,
+        /// Normal traffic: message size in bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Normal traffic: the route key (no such route: `$default` answers).
+        #[arg(long, default_value = "echo")]
+        action: String,
+        /// Normal traffic: a reply later than this (seconds) is a timeout, a fault.
+        #[arg(long, default_value = "2", value_parser = secs)]
+        timeout: Duration,
+        /// Normal traffic alone before the abuse (seconds).
+        #[arg(long, default_value = "2", value_parser = secs)]
+        warmup: Duration,
+        /// Normal traffic alone after the abuse, before the final RSS reading (seconds).
+        #[arg(long, default_value = "5", value_parser = secs)]
+        settle: Duration,
+        /// The gateway's pid: its VmRSS is read from /proc/PID/status.
+        #[arg(long)]
+        gateway_pid: Option<u32>,
+        /// Allowed RSS growth from before the abuse to after the settle (MiB).
+        #[arg(long, default_value_t = 16)]
+        rss_slack_mb: u64,
+        /// Stop the abuse early when the gateway's RSS passes this (MiB; 0 = never).
+        #[arg(long, default_value_t = 2048)]
+        rss_abort_mb: u64,
+        /// Slow readers: clients sending 1 KB messages flat out, never reading (0 = off).
+        #[arg(long, default_value_t = 2)]
+        slow_readers: usize,
+        /// Slow readers' message size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        slow_bytes: usize,
+        /// Messages per second per slow reader (default flat out).
+        #[arg(long)]
+        slow_rate: Option<f64>,
+        /// Management API (http://IP:PORT): never-reading clients pipelining GET /metrics.
+        #[arg(long)]
+        management: Option<String>,
+        /// Management token: half the clients send it, half a wrong one.
+        #[arg(long)]
+        management_token: Option<String>,
+        /// Never-reading management clients (0 = off; needs --management).
+        #[arg(long, default_value_t = 2)]
+        mgmt_clients: usize,
+        /// Requests per second per management client (default flat out).
+        #[arg(long)]
+        mgmt_rate: Option<f64>,
+        /// Connection churn: handshakes in flight, each connect, upgrade, close (0 = off).
+        #[arg(long, default_value_t = 4)]
+        churn: usize,
+        /// Clients sending {"action":[0,0,…]} messages one after another (0 = off).
+        #[arg(long, default_value_t = 2)]
+        bignum_clients: usize,
+        /// Size of a big-number message in bytes.
+        #[arg(long, default_value_t = 128_000)]
+        bignum_bytes: usize,
+        /// Fragment size of a big-number message in bytes.
+        #[arg(long, default_value_t = 32_768)]
+        bignum_frame: usize,
+        /// `--duration` is how long the abusers run; `--threads` is for normal traffic.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Plain TCP echo pair: this machine's CPU cost of one read + one write per message.
     Floor {
         #[arg(short = 'c', long, default_value_t = 16)]
@@ -238,6 +308,7 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
                 },
                 timeout,
                 progress: !common.quiet,
+                stop: None,
             };
             let r = connect::run(&o)?;
             r.report(&o).print(common.json);
@@ -327,6 +398,62 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
             let r = b.join();
             r.report().print(common.json);
             Ok(())
+        }
+        Cmd::Abuse {
+            url,
+            connections,
+            payload,
+            action,
+            timeout,
+            warmup,
+            settle,
+            gateway_pid,
+            rss_slack_mb,
+            rss_abort_mb,
+            slow_readers,
+            slow_bytes,
+            slow_rate,
+            management,
+            management_token,
+            mgmt_clients,
+            mgmt_rate,
+            churn,
+            bignum_clients,
+            bignum_bytes,
+            bignum_frame,
+            common,
+        } => {
+            let mut o = abuse::AbuseOpts::new(ws::parse_url(&url)?);
+            o.normal.connections = connections;
+            o.normal.threads = common.threads;
+            o.normal.payload = payload;
+            o.normal.action = action;
+            o.normal.timeout = timeout;
+            o.warmup = warmup;
+            o.duration = common.duration;
+            o.settle = settle;
+            o.gateway_pid = gateway_pid;
+            o.rss_slack = rss_slack_mb.saturating_mul(1 << 20);
+            o.rss_abort = (rss_abort_mb > 0).then(|| rss_abort_mb.saturating_mul(1 << 20));
+            o.slow_readers = slow_readers;
+            o.slow_bytes = slow_bytes.max(1);
+            o.slow_rate = slow_rate;
+            o.management = management.as_deref().map(net::parse_addr).transpose()?;
+            o.management_token = management_token;
+            o.mgmt_clients = mgmt_clients;
+            o.mgmt_rate = mgmt_rate;
+            o.churn = churn;
+            o.bignum_clients = bignum_clients;
+            o.bignum_bytes = bignum_bytes;
+            o.bignum_frame = bignum_frame.max(1);
+            o.progress = !common.quiet;
+            let r = abuse::run(&o)?;
+            r.report(&o).print(common.json);
+            let why = r.failures(&o);
+            for w in &why {
+                eprintln!("wsgate-load abuse: FAIL: {w}");
+            }
+            exit_on_faults(why.len() as u64)
         }
         Cmd::Floor {
             connections,

@@ -7,14 +7,67 @@
 //! Open loop (`--rate R`): message j of a thread is due at j/R_thread seconds and goes to
 //! connection j mod n; a connection with no free slot owes it, and its latency is
 //! measured from when it was due (coordinated-omission correction as wrk2 does).
+//!
+//! Phases (`RrOpts::phases`, used by `abuse`): a driver advances a shared phase counter;
+//! replies, faults and latency are then also kept per phase, and sending stops when the
+//! counter reaches the number of phases (or at `duration`, whichever comes first).
 
 use crate::cpu::{self, CpuTimes};
 use crate::net::{self, OutBuf};
 use crate::stats::{r2, r3, Latency, LatencySummary, Progress, Report};
 use crate::ws::{self, Handshake, Msg, Step, Target, WsConn};
 use mio::{Events, Interest, Poll};
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+
+/// An outside clock for a run: the driver moves `current` from 0 up to `count`; the
+/// run keeps replies, faults and latency per phase and stops sending at `count`.
+#[derive(Clone, Debug)]
+pub struct Phases {
+    pub current: Arc<AtomicUsize>,
+    pub count: usize,
+    /// Set by the run once every connection is open and the clock started.
+    pub running: Arc<AtomicBool>,
+}
+
+impl Phases {
+    pub fn new(count: usize) -> Phases {
+        Phases {
+            current: Arc::new(AtomicUsize::new(0)),
+            count: count.max(1),
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+    /// Moves to phase `p` (`count` ends the run).
+    pub fn set(&self, p: usize) {
+        self.current.store(p, Ordering::Relaxed);
+    }
+    fn get(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+}
+
+/// What one phase of a phased run saw (all threads together).
+#[derive(Clone, Debug, Default)]
+pub struct PhaseResult {
+    pub completed: u64,
+    /// Error frames, wrong replies, timeouts, server closes and unanswered messages.
+    pub faults: u64,
+    /// How long the phase lasted (the longest of the threads' views).
+    pub window: Duration,
+    pub latency: LatencySummary,
+}
+
+impl PhaseResult {
+    pub fn msgs_per_s(&self) -> f64 {
+        if self.window.is_zero() {
+            0.0
+        } else {
+            self.completed as f64 / self.window.as_secs_f64()
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct RrOpts {
@@ -35,6 +88,8 @@ pub struct RrOpts {
     /// How long to wait for outstanding replies after the duration.
     pub drain: Duration,
     pub progress: bool,
+    /// Driven by an outside phase counter (see [`Phases`]); None = one plain run.
+    pub phases: Option<Phases>,
 }
 
 impl RrOpts {
@@ -52,6 +107,7 @@ impl RrOpts {
             connect_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(1),
             progress: true,
+            phases: None,
         }
     }
 }
@@ -80,6 +136,8 @@ pub struct RrResult {
     /// CPU of the load generator's threads during the measured window.
     pub loadgen_window_cpu: Duration,
     pub loadgen_cpu: CpuTimes,
+    /// Per phase when the run was driven by [`Phases`] (empty otherwise).
+    pub phases: Vec<PhaseResult>,
 }
 
 impl RrResult {
@@ -290,6 +348,55 @@ struct ThreadOut {
     error_frames: u64,
     mismatched: u64,
     timeouts: u64,
+    phases: Vec<ThreadPhase>,
+}
+
+/// One thread's view of one phase.
+struct ThreadPhase {
+    completed: u64,
+    faults: u64,
+    window: Duration,
+    hist: Latency,
+}
+
+/// A thread's bookkeeping of a phased run: where the current phase started and the
+/// counters then. Closing a phase moves its latency histogram into the list.
+struct PhaseBook {
+    phase: usize,
+    started: Instant,
+    completed0: u64,
+    faults0: u64,
+    done: Vec<ThreadPhase>,
+    total: Latency,
+}
+
+impl PhaseBook {
+    fn new(started: Instant) -> PhaseBook {
+        PhaseBook {
+            phase: 0,
+            started,
+            completed0: 0,
+            faults0: 0,
+            done: Vec::new(),
+            total: Latency::default(),
+        }
+    }
+
+    /// Ends the current phase at `end` with the counters as they are now.
+    fn close(&mut self, c: &mut Ctx, faults_now: u64, end: Instant) {
+        let hist = std::mem::take(&mut c.hist);
+        self.total.add(&hist);
+        self.done.push(ThreadPhase {
+            completed: c.completed - self.completed0,
+            faults: faults_now.saturating_sub(self.faults0),
+            window: end.saturating_duration_since(self.started),
+            hist,
+        });
+        self.completed0 = c.completed;
+        self.faults0 = faults_now;
+        self.started = end;
+        self.phase += 1;
+    }
 }
 
 pub fn run(opts: &RrOpts) -> crate::Result<RrResult> {
@@ -330,8 +437,17 @@ pub fn run(opts: &RrOpts) -> crate::Result<RrResult> {
     let mut hist = Latency::default();
     let mut window = Duration::ZERO;
     let mut wcpu = Duration::ZERO;
+    let n_phases = opts.phases.as_ref().map_or(0, |p| p.count);
+    let mut phase_hists: Vec<Latency> = (0..n_phases).map(|_| Latency::default()).collect();
+    r.phases = vec![PhaseResult::default(); n_phases];
     for o in outs {
         let o = o?;
+        for ((p, h), tp) in r.phases.iter_mut().zip(&mut phase_hists).zip(&o.phases) {
+            p.completed += tp.completed;
+            p.faults += tp.faults;
+            p.window = p.window.max(tp.window);
+            h.add(&tp.hist);
+        }
         r.connections += o.connections;
         r.connect_failures += o.connect_failures;
         r.closed_by_server += o.closed_by_server;
@@ -352,6 +468,9 @@ pub fn run(opts: &RrOpts) -> crate::Result<RrResult> {
         r.completed as f64 / window.as_secs_f64()
     };
     r.latency = hist.summary();
+    for (p, h) in r.phases.iter_mut().zip(&phase_hists) {
+        p.latency = h.summary();
+    }
     r.loadgen_window_cpu = wcpu;
     r.loadgen_cpu = cpu::own().since(&cpu0);
     Ok(r)
@@ -403,6 +522,7 @@ fn thread_body(
         error_frames: 0,
         mismatched: 0,
         timeouts: 0,
+        phases: Vec::new(),
     };
     let mut conns: Vec<Conn> = Vec::with_capacity(n);
     for i in 0..n {
@@ -481,6 +601,10 @@ fn thread_body(
     barrier.wait();
 
     let t0 = Instant::now();
+    if let Some(ph) = &opts.phases {
+        ph.running.store(true, Ordering::Relaxed);
+    }
+    let mut book = PhaseBook::new(t0);
     let cpu0 = cpu::thread();
     let deadline = t0 + opts.duration;
     let mut c = Ctx {
@@ -522,7 +646,17 @@ fn thread_body(
     loop {
         let now = Instant::now();
         let now_ns = (now - t0).as_nanos() as u64;
-        if c.sending && now >= deadline {
+        let mut phase_end = false;
+        if let Some(ph) = &opts.phases {
+            // The last phase stays open through the drain; it is closed after the loop.
+            let p = ph.get();
+            while book.phase < p && book.phase + 1 < ph.count {
+                let f = thread_faults(&c, &out);
+                book.close(&mut c, f, now);
+            }
+            phase_end = p >= ph.count;
+        }
+        if c.sending && (now >= deadline || phase_end) {
             c.sending = false;
             end_ns = now_ns;
             drain_until = now + opts.drain;
@@ -627,6 +761,15 @@ fn thread_body(
     out.cpu = cpu::thread().saturating_sub(cpu0);
     out.window = Duration::from_nanos(end_ns);
     out.unanswered += c.outstanding;
+    if let Some(ph) = &opts.phases {
+        let end = t0 + Duration::from_nanos(end_ns);
+        while book.phase < ph.count {
+            let f = thread_faults(&c, &out);
+            book.close(&mut c, f, end.max(book.started));
+        }
+        c.hist = std::mem::take(&mut book.total);
+        out.phases = book.done;
+    }
     // Close politely; do not wait for the answers.
     for conn in conns.iter_mut().filter(|c| c.alive) {
         conn.ws.start_close(c.rng.next_u64() as u32);
@@ -639,4 +782,9 @@ fn thread_body(
     out.mismatched = c.mismatched;
     out.timeouts = c.timeouts;
     Ok(out)
+}
+
+/// Faults a thread has seen so far (connect failures excepted: they precede the clock).
+fn thread_faults(c: &Ctx, out: &ThreadOut) -> u64 {
+    c.error_frames + c.mismatched + c.timeouts + out.closed_by_server + out.unanswered
 }

@@ -67,7 +67,7 @@ pub fn handshake_request(t: &Target, key: &str, extra_headers: &str) -> Vec<u8> 
 
 /// A prepared handshake: request bytes and the accept value they must produce. One per
 /// thread is enough (the same key on many connections is legal and saves a SHA-1 each).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Handshake {
     pub request: Vec<u8>,
     pub accept: String,
@@ -388,6 +388,12 @@ impl WsConn {
 
     pub fn is_open(&self) -> bool {
         self.state == State::Open
+    }
+
+    /// The socket alone, for a caller that drives it itself from here on (queued output
+    /// and the frame reader are dropped).
+    pub fn into_stream(self) -> mio::net::TcpStream {
+        self.stream
     }
 
     /// Queues a masked frame.

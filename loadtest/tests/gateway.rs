@@ -1,4 +1,6 @@
-//! One short run of each measuring tool against the real wsgate binary: zero faults.
+//! One short run of each measuring tool against the real wsgate binary: zero faults;
+//! and a short `abuse` soak, which must produce its report with every counter moving
+//! (not a passing verdict: that is the gateway's business, not the generator's).
 //!
 //! The binary is built with `cargo build -p wsgate --bin wsgate` (a no-op when fresh; under
 //! `cargo test --workspace` it is already built) in the workspace's target directory.
@@ -8,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use wsgate_load::{backend, connect, push, rr, ws};
+use wsgate_load::{abuse, backend, connect, push, rr, ws};
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -130,6 +132,7 @@ fn real_gateway_mock_routes_have_no_faults() {
         close: connect::CloseMode::Clean,
         timeout: Duration::from_secs(5),
         progress: false,
+        stop: None,
     };
     let r = connect::run(&c).unwrap();
     assert!(r.handshakes > 10, "{r:?}");
@@ -160,4 +163,58 @@ fn real_gateway_aws_proxy_with_the_benchmark_backend_has_no_faults() {
     assert!(r.completed > 100, "{r:?}");
     assert_eq!(r.faults(), 0, "rr over aws_proxy: {r:?}");
     assert!(br.requests >= r.completed, "{br:?}");
+}
+
+#[test]
+fn abuse_soak_runs_every_abuser_and_reports() {
+    let gw = start_gateway(&config("abuse.toml"), "abuse");
+    let mut o = abuse::AbuseOpts::new(ws::parse_url(&format!("ws://{}/", gw.ws)).unwrap());
+    o.normal.connections = 4;
+    o.warmup = Duration::from_millis(500);
+    o.duration = Duration::from_millis(2500);
+    o.settle = Duration::from_millis(500);
+    o.gateway_pid = Some(gw.child.id());
+    o.slow_readers = 1;
+    o.slow_rate = Some(1000.0);
+    o.management = Some(gw.mgmt);
+    o.management_token = Some("wsgate-load-abuse".into());
+    o.mgmt_clients = 2;
+    o.mgmt_rate = Some(200.0);
+    o.churn = 2;
+    o.bignum_clients = 1;
+    o.bignum_bytes = 8_000;
+    o.progress = false;
+    let r = abuse::run(&o).unwrap();
+    let report = r.report(&o).to_json();
+
+    // Normal traffic ran in all three phases' bookkeeping and before the abuse.
+    assert_eq!(r.normal.phases.len(), 3, "{r:?}");
+    assert!(r.normal.phases[0].completed > 0, "{r:?}");
+    assert!(r.normal.completed > 0, "{r:?}");
+    // Every abuser did something.
+    let slow = r.slow.as_ref().unwrap();
+    assert!(slow.connections >= 1 && slow.sent[0] > 100, "{slow:?}");
+    let mgmt = r.mgmt.as_ref().unwrap();
+    assert!(mgmt.sent[0] > 0 && mgmt.sent[1] > 0, "{mgmt:?}");
+    assert!(r.churn.as_ref().unwrap().handshakes > 0, "{r:?}");
+    assert!(r.bignum.as_ref().unwrap().sent > 0, "{r:?}");
+    // RSS was read at every point.
+    let before = r.rss_before.unwrap();
+    assert!(before > 0 && r.rss_peak.unwrap() >= before, "{r:?}");
+    assert!(r.rss_after.is_some() && !r.rss_timeline.is_empty(), "{r:?}");
+    // The report carries the verdict and the per-phase numbers.
+    for k in [
+        "verdict",
+        "during_p99_us",
+        "gateway_rss_after_mib",
+        "slow_msgs_sent",
+    ] {
+        assert!(!report[k].is_null(), "{k} missing: {report}");
+    }
+    assert_eq!(report["mgmt_wrong_token_requests"], mgmt.sent[1]);
+    assert_eq!(
+        report["verdict"] == "pass",
+        r.failures(&o).is_empty(),
+        "{report}"
+    );
 }
