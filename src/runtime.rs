@@ -94,7 +94,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let admins = bind_group(&config, "management.listen", config.management.listen, n)?;
     let listen = clients[0].local_addr()?;
     let management = admins[0].local_addr()?;
-    let epoch = crate::id::random_epoch();
+    let ids = crate::id::Codec::random();
     let shutdown = Arc::new(AtomicBool::new(false));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
 
@@ -114,7 +114,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             metrics: metrics.clone(),
             index: i as u8,
             workers: n,
-            epoch,
+            ids,
             config: config.clone(),
             listener,
             management: admin,

@@ -210,7 +210,7 @@ pub fn parse_next(
     buf: &[u8],
     config: &Config,
     workers: usize,
-    epoch: u32,
+    ids: &id::Codec,
     now_unix: i64,
 ) -> Result<Option<Parsed>, Response> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -272,7 +272,7 @@ pub fn parse_next(
     let close = req.version == Some(0)
         || header("connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
     let hs: Vec<(&str, &[u8])> = req.headers.iter().map(|h| (h.name, h.value)).collect();
-    let decision = decide(method, target, &hs, body, config, workers, epoch, now_unix);
+    let decision = decide(method, target, &hs, body, config, workers, ids, now_unix);
     Ok(Some(Parsed {
         consumed: head_len + length,
         decision,
@@ -288,7 +288,7 @@ fn decide(
     body: &[u8],
     config: &Config,
     workers: usize,
-    epoch: u32,
+    ids: &id::Codec,
     now_unix: i64,
 ) -> Decision {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -343,8 +343,14 @@ fn decide(
         log::warn!("management {method} {path}: refused: {why}");
         return Decision::Respond(Response::error(403, "ForbiddenException", "Forbidden"));
     }
-    let id = match ConnectionId::parse(raw_id.as_bytes()) {
-        Ok(id) => id,
+    // O(1): the id decodes to its owner's worker and slot; one this node did not
+    // issue in this start (another key, epoch or node, a worker it does not have)
+    // names no connection.
+    let id = match ids.decode(raw_id.as_bytes()) {
+        Ok(id) if ids.is_local(&id) && (id.worker as usize) < workers => id,
+        Ok(_) | Err(id::ParseError::NotIssued) => {
+            return Decision::Respond(Response::from_answer(Answer::Gone))
+        }
         Err(id::ParseError::Malformed) => {
             return Decision::Respond(Response::error(
                 400,
@@ -353,9 +359,6 @@ fn decide(
             ))
         }
     };
-    if id.epoch != epoch || id.worker as usize >= workers {
-        return Decision::Respond(Response::from_answer(Answer::Gone));
-    }
     let op = match method {
         "POST" => Op::Post(body.to_vec()),
         "GET" => Op::Get,
@@ -454,8 +457,12 @@ mod tests {
         crate::config::parse(Path::new("t.toml"), &text, &Default::default()).unwrap()
     }
 
+    fn ids() -> id::Codec {
+        id::Codec::new(id::Key::from_secret(b"test"), 0, 7)
+    }
+
     fn decide_raw(raw: &str, c: &Config) -> Decision {
-        parse_next(raw.as_bytes(), c, 2, 7, 0)
+        parse_next(raw.as_bytes(), c, 2, &ids(), 0)
             .unwrap()
             .unwrap()
             .decision
@@ -471,13 +478,7 @@ mod tests {
     #[test]
     fn routes_with_and_without_stage() {
         let c = config("");
-        let id = ConnectionId {
-            worker: 1,
-            slot: 5,
-            generation: 9,
-            epoch: 7,
-        }
-        .encode();
+        let id = ids().connection(1, 5, 9);
         let id = std::str::from_utf8(&id).unwrap();
         for path in [
             format!("/@connections/{id}"),
@@ -502,13 +503,7 @@ mod tests {
             status(decide_raw("GET /@connections/bad HTTP/1.1\r\n\r\n", &c)),
             400
         );
-        let other_epoch = ConnectionId {
-            worker: 1,
-            slot: 5,
-            generation: 9,
-            epoch: 8,
-        }
-        .encode();
+        let other_epoch = id::Codec::new(id::Key::from_secret(b"test"), 0, 8).connection(1, 5, 9);
         let path = format!(
             "GET /@connections/{} HTTP/1.1\r\n\r\n",
             std::str::from_utf8(&other_epoch).unwrap()
@@ -521,7 +516,7 @@ mod tests {
         let c = config("[limits]\nmax_message_bytes = 10");
         let raw = "POST /@connections/AAAAAAAAAAAAAAA= HTTP/1.1\r\nContent-Length: 11\r\n\r\n";
         assert_eq!(
-            parse_next(raw.as_bytes(), &c, 1, 0, 0)
+            parse_next(raw.as_bytes(), &c, 1, &ids(), 0)
                 .err()
                 .unwrap()
                 .status,
@@ -532,10 +527,11 @@ mod tests {
     #[test]
     fn token_auth() {
         let c = config("auth = \"token\"\ntoken = \"s3cret\"");
-        let id = "AQAAAQAAAQAAAAc=";
+        let id = ids().connection(1, 2, 3);
+        let id = std::str::from_utf8(&id).unwrap();
         let ok = format!("GET /@connections/{id} HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n");
         assert!(matches!(
-            parse_next(ok.as_bytes(), &c, 2, 7, 0)
+            parse_next(ok.as_bytes(), &c, 2, &ids(), 0)
                 .unwrap()
                 .unwrap()
                 .decision,
