@@ -1,7 +1,19 @@
 //! Starts the gateway: raises the open-file limit, binds one `SO_REUSEPORT` listener
-//! per worker (the first bind learns the real port when `:0` was asked), starts the
-//! worker threads (optionally pinned), prints the ready line, and stops on SIGTERM or
-//! SIGINT.
+//! per worker after checking that no other process listens on the address, starts
+//! the worker threads (optionally pinned), prints the ready line, and stops on SIGTERM
+//! or SIGINT, or exits non-zero at once when a worker dies.
+//!
+//! # A port another process holds (SPEC §1)
+//!
+//! `SO_REUSEPORT` lets any process of the same user join a listening group, so a
+//! second gateway started on the same address would silently take half the clients.
+//! Before building its group, the gateway binds a probe socket *without*
+//! `SO_REUSEPORT` (with `SO_REUSEADDR`, so `TIME_WAIT` leftovers of a previous run do
+//! not count): it fails with `EADDRINUSE` exactly when someone listens there, and the
+//! gateway exits 1 naming the address. With port 0 the probe also picks the port the
+//! group then binds. The probe is closed just before the group binds, so two gateways
+//! started within those microseconds could still both pass; anything started later
+//! (the case of an operator's mistake) is refused.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -41,27 +53,47 @@ impl From<std::io::Error> for Error {
     }
 }
 
-/// Binds `n` listeners sharing one address through `SO_REUSEPORT`.
+/// Binds `n` listeners sharing one address through `SO_REUSEPORT`, after making
+/// sure no other process listens there (module docs).
 fn bind_group(
     config: &Config,
     key: &str,
     addr: SocketAddr,
     n: usize,
 ) -> Result<Vec<std::net::TcpListener>, Error> {
+    let refuse = |problem: String| {
+        Error::Config(config::Error {
+            file: config.path.clone(),
+            key: key.to_string(),
+            problem,
+        })
+    };
+    let addr = match probe(addr) {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(refuse(format!(
+                "cannot listen on {addr}: address in use: another process already listens there"
+            )))
+        }
+        Err(e) => return Err(refuse(format!("cannot listen on {addr}: {e}"))),
+    };
     let mut out = Vec::with_capacity(n);
-    let mut addr = addr;
     for _ in 0..n {
-        let l = bind_one(addr).map_err(|e| {
-            Error::Config(config::Error {
-                file: config.path.clone(),
-                key: key.to_string(),
-                problem: format!("cannot listen on {addr}: {e}"),
-            })
-        })?;
-        addr = l.local_addr()?;
+        let l = bind_one(addr).map_err(|e| refuse(format!("cannot listen on {addr}: {e}")))?;
         out.push(l);
     }
     Ok(out)
+}
+
+/// Binds `addr` without `SO_REUSEPORT` and closes it again: `AddrInUse` when another
+/// socket listens there. Returns the bound address (the real port for port 0).
+fn probe(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP address"))
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
