@@ -18,7 +18,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use mio::Poll;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -28,12 +28,18 @@ use crate::mailbox::Mailboxes;
 use crate::metrics::Metrics;
 use crate::worker::{self, Setup, Worker};
 
+mod supervise;
+
+use supervise::Event;
+
 /// Why the gateway could not run.
 #[derive(Debug)]
 pub enum Error {
     /// A listener could not be bound: reported like a config error.
     Config(config::Error),
     Io(std::io::Error),
+    /// A worker thread ended on its own: the process exits non-zero.
+    WorkerDied(supervise::Died),
 }
 
 impl std::fmt::Display for Error {
@@ -41,6 +47,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Config(e) => e.fmt(f),
             Error::Io(e) => e.fmt(f),
+            Error::WorkerDied(d) => d.fmt(f),
         }
     }
 }
@@ -139,6 +146,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     }
     let mail = Arc::new(Mailboxes::new(wakers.clone()));
     let metrics = Arc::new(Metrics::new(n, config.routes.len()));
+    let (events, ended) = mpsc::channel();
     let mut threads = Vec::with_capacity(n);
     for (i, ((listener, admin), poll)) in clients.into_iter().zip(admins).zip(polls).enumerate() {
         let setup = Setup {
@@ -155,26 +163,34 @@ pub fn run(config: Config) -> Result<(), Error> {
         };
         let w = Worker::new(setup)?;
         let core = (config.server.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("wsgate-worker-{i}"))
-                .spawn(move || {
-                    if let Some(c) = core {
-                        if !core_affinity::set_for_current(c) {
-                            log::warn!("worker {i}: cannot pin to core {}", c.id);
-                        }
+        threads.push(supervise::spawn(
+            format!("wsgate-worker-{i}"),
+            i,
+            events.clone(),
+            move || {
+                if let Some(c) = core {
+                    if !core_affinity::set_for_current(c) {
+                        log::warn!("worker {i}: cannot pin to core {}", c.id);
                     }
-                    if let Err(e) = w.run() {
-                        log::error!("worker {i} stopped: {e}");
-                    }
-                })?,
-        );
+                }
+                w.run().map_err(|e| e.to_string())
+            },
+        )?);
     }
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])?;
+    std::thread::Builder::new()
+        .name("wsgate-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if events.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -187,13 +203,17 @@ pub fn run(config: Config) -> Result<(), Error> {
         "serving api {} on {listen} (management {management}) with {n} workers",
         config.api.name
     );
-    if let Some(sig) = signals.forever().next() {
-        log::info!("signal {sig}: shutting down");
-    }
+    let died = |d: supervise::Died| {
+        log::error!("{d}: exiting");
+        Error::WorkerDied(d)
+    };
+    let sig = supervise::until_signal(&ended).map_err(died)?;
+    log::info!("signal {sig}: shutting down");
     shutdown.store(true, Ordering::Release);
     for w in &wakers {
         let _ = w.wake();
     }
+    supervise::until_ended(&ended, n).map_err(died)?;
     for t in threads {
         let _ = t.join();
     }

@@ -22,4 +22,5 @@ mod properties;
 mod routing;
 mod sdk;
 mod shutdown;
+mod startup_ids;
 mod workers;
