@@ -250,7 +250,8 @@ impl Generations {
         Generations::starting_at(u64::from_le_bytes(random_bytes()))
     }
 
-    pub fn next(&mut self) -> u64 {
+    /// The next generation to give a new connection.
+    pub fn issue(&mut self) -> u64 {
         let g = self.next;
         self.next = (g + 1) % GENERATIONS;
         g
@@ -408,11 +409,11 @@ mod tests {
     #[test]
     fn generation_does_not_wrap_at_2_pow_24_but_at_2_pow_40() {
         let mut g = Generations::starting_at((1 << 24) - 1);
-        assert_eq!(g.next(), (1 << 24) - 1);
-        assert_eq!(g.next(), 1 << 24);
+        assert_eq!(g.issue(), (1 << 24) - 1);
+        assert_eq!(g.issue(), 1 << 24);
         let mut g = Generations::starting_at(GENERATIONS - 1);
-        assert_eq!(g.next(), GENERATIONS - 1);
-        assert_eq!(g.next(), 0);
+        assert_eq!(g.issue(), GENERATIONS - 1);
+        assert_eq!(g.issue(), 0);
         // Ids of the same slot 2^24 generations apart differ (they collided before).
         let c = codec("s");
         assert_ne!(c.connection(0, 5, 1), c.connection(0, 5, 1 + (1 << 24)));

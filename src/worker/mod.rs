@@ -404,7 +404,7 @@ impl Worker {
         if key >= id::MAX_SLOTS {
             return Err(io::Error::other("slab slot does not fit a connection id"));
         }
-        let generation = self.generations.next();
+        let generation = self.generations.issue();
         let id = self.ids.connection(self.index, key as u32, generation);
         self.poll
             .registry()
