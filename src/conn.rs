@@ -16,7 +16,10 @@ use crate::timer;
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    /// Low 32 bits of `id_generation`: what timer entries carry.
     pub generation: u32,
+    /// The 40-bit generation in the connection id; management lookups compare it.
+    pub id_generation: u64,
     pub session: Session,
     /// Output the socket has not taken yet, in order.
     pub out: Option<Vec<u8>>,
@@ -52,12 +55,13 @@ pub enum Flushed {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, generation: u32, id: id::Text) -> Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, generation: u64, id: id::Text) -> Conn {
         let now = Instant::now();
         Conn {
             stream,
             peer,
-            generation,
+            generation: generation as u32,
+            id_generation: generation,
             session: Session::new(id, peer.ip()),
             out: None,
             wants_write: false,

@@ -10,8 +10,8 @@ use sha1::{Digest, Sha1};
 pub const MAX_URL_BYTES: usize = 4096;
 /// Largest request head we accept.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Most headers in one request.
-const MAX_HEADERS: usize = 128;
+/// Most header lines in one request (a limit of its own, apart from the block's size).
+pub const MAX_HEADERS: usize = 128;
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A valid upgrade request, borrowing the received bytes.
@@ -34,6 +34,7 @@ pub struct Upgrade<'b> {
 pub enum Rejection {
     UriTooLong,
     HeadersTooLarge,
+    TooManyHeaders,
     MethodNotAllowed,
     NotFound,
     NotUpgrade,
@@ -45,7 +46,7 @@ impl Rejection {
     pub fn status(self) -> u16 {
         match self {
             Rejection::UriTooLong => 414,
-            Rejection::HeadersTooLarge => 431,
+            Rejection::HeadersTooLarge | Rejection::TooManyHeaders => 431,
             Rejection::MethodNotAllowed => 405,
             Rejection::NotFound => 404,
             Rejection::NotUpgrade | Rejection::UnsupportedVersion => 426,
@@ -59,6 +60,10 @@ impl Rejection {
             Rejection::HeadersTooLarge => (
                 "Request Header Fields Too Large",
                 "request head larger than 16 KiB",
+            ),
+            Rejection::TooManyHeaders => (
+                "Request Header Fields Too Large",
+                "too many headers: at most 128",
             ),
             Rejection::MethodNotAllowed => {
                 ("Method Not Allowed", "a WebSocket upgrade must be a GET")
@@ -169,16 +174,14 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
         Ok(httparse::Status::Partial) => {
             return Err(Rejection::BadRequest("malformed request head"))
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(Rejection::HeadersTooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Err(Rejection::TooManyHeaders),
         Err(_) => return Err(Rejection::BadRequest("malformed request head")),
     }
     if req.method != Some("GET") {
         return Err(Rejection::MethodNotAllowed);
     }
-    let target = req.path.unwrap_or("");
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
+    let Some((path, query)) = split_target(req.path.unwrap_or("")) else {
+        return Err(Rejection::NotFound);
     };
     if !stage_matches(path, stage) {
         return Err(Rejection::NotFound);
@@ -187,6 +190,7 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
     let mut connection_upgrade = false;
     let (mut key, mut version, mut host, mut user_agent, mut protocols) =
         (None, None, None, None, None);
+    let mut keys = 0;
     for h in req.headers.iter() {
         let v = h.value;
         match h.name.len() {
@@ -196,7 +200,10 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
                 connection_upgrade |= has_token(v, b"upgrade")
             }
             10 if h.name.eq_ignore_ascii_case("user-agent") => user_agent = Some(v),
-            17 if h.name.eq_ignore_ascii_case("sec-websocket-key") => key = Some(v),
+            17 if h.name.eq_ignore_ascii_case("sec-websocket-key") => {
+                keys += 1;
+                key = Some(v)
+            }
             21 if h.name.eq_ignore_ascii_case("sec-websocket-version") => version = Some(v),
             22 if h.name.eq_ignore_ascii_case("sec-websocket-protocol") => protocols = Some(v),
             _ => {}
@@ -207,6 +214,9 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
     }
     if req.version != Some(1) {
         return Err(Rejection::BadRequest("a WebSocket upgrade needs HTTP/1.1"));
+    }
+    if keys > 1 {
+        return Err(Rejection::BadRequest("more than one Sec-WebSocket-Key"));
     }
     let key = key
         .map(trim)
@@ -229,6 +239,31 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
         user_agent,
         protocols,
     }))
+}
+
+/// Splits a request target into its path and query. The origin form (`/prod?x`) is
+/// what clients send; the absolute form (`http://host/prod?x`, RFC 9112 §3.2.2) is
+/// accepted too, its authority ignored (`Host` names the host). `None`: neither.
+fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
+    let origin = if target.starts_with('/') {
+        target
+    } else {
+        let (scheme, rest) = target.split_once("://")?;
+        if !["http", "https", "ws", "wss"]
+            .iter()
+            .any(|s| scheme.eq_ignore_ascii_case(s))
+        {
+            return None;
+        }
+        // The authority runs to the path or the query (ASCII delimiters: a char boundary).
+        &rest[rest.find(['/', '?']).unwrap_or(rest.len())..]
+    };
+    let (path, query) = match origin.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (origin, None),
+    };
+    // An absolute form without a path means "/".
+    Some((if path.is_empty() { "/" } else { path }, query))
 }
 
 fn stage_matches(path: &str, stage: &str) -> bool {
@@ -309,6 +344,40 @@ mod tests {
         short_key_is_400: "dGhlIHNhbXBsZSBub25jZQ==", "dGhl" => Rejection::BadRequest("Sec-WebSocket-Key is not 16 bytes of base64");
         missing_key_is_400: "Sec-WebSocket-Key", "X-Key" => Rejection::BadRequest("missing Sec-WebSocket-Key");
         version_8_is_426: "Version: 13", "Version: 8" => Rejection::UnsupportedVersion;
+        duplicate_key_is_400: "Sec-WebSocket-Version", "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\nSec-WebSocket-Version"
+            => Rejection::BadRequest("more than one Sec-WebSocket-Key");
+        absolute_form_elsewhere_is_404: "/prod", "http://h/dev" => Rejection::NotFound;
+        other_scheme_is_404: "/prod", "ftp://h/prod" => Rejection::NotFound;
+        relative_target_is_404: "/prod", "prod" => Rejection::NotFound;
+    }
+
+    #[test]
+    fn absolute_form_targets_are_split_into_path_and_query() {
+        for (target, path, query) in [
+            ("http://h/prod", "/prod", None),
+            ("HTTP://h:80/prod/?a=1", "/prod/", Some("a=1")),
+            ("wss://h?x", "/", Some("x")),
+            ("https://h", "/", None),
+            ("/prod?", "/prod", Some("")),
+        ] {
+            assert_eq!(split_target(target), Some((path, query)), "{target}");
+        }
+        let r = GOOD.replacen("/prod", "http://example.com/prod?t=1", 1);
+        let u = req(&r).unwrap().unwrap();
+        assert_eq!((u.path, u.query), ("/prod", Some("t=1")));
+    }
+
+    #[test]
+    fn many_small_headers_are_431_too_many_not_too_large() {
+        let extra: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let r = GOOD.replacen("\r\n\r\n", &format!("\r\n{extra}\r\n"), 1);
+        assert!(r.len() < MAX_HEADER_BYTES);
+        assert_eq!(req(&r), Err(Rejection::TooManyHeaders));
+        let mut out = Vec::new();
+        Rejection::TooManyHeaders.write_response(&mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 431 "), "{s}");
+        assert!(s.ends_with("too many headers: at most 128"), "{s}");
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub struct ReplyTo {
 #[derive(Debug)]
 pub struct Request {
     pub slot: u32,
-    pub generation: u32,
+    /// The connection id's 40-bit generation.
+    pub generation: u64,
     pub op: Op,
     pub reply_to: ReplyTo,
 }

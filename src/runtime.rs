@@ -1,12 +1,24 @@
 //! Starts the gateway: raises the open-file limit, binds one `SO_REUSEPORT` listener
-//! per worker (the first bind learns the real port when `:0` was asked), starts the
-//! worker threads (optionally pinned), prints the ready line, and stops on SIGTERM or
-//! SIGINT.
+//! per worker after checking that no other process listens on the address, starts
+//! the worker threads (optionally pinned), prints the ready line, and stops on SIGTERM
+//! or SIGINT, or exits non-zero at once when a worker dies.
+//!
+//! # A port another process holds (SPEC §1)
+//!
+//! `SO_REUSEPORT` lets any process of the same user join a listening group, so a
+//! second gateway started on the same address would silently take half the clients.
+//! Before building its group, the gateway binds a probe socket *without*
+//! `SO_REUSEPORT` (with `SO_REUSEADDR`, so `TIME_WAIT` leftovers of a previous run do
+//! not count): it fails with `EADDRINUSE` exactly when someone listens there, and the
+//! gateway exits 1 naming the address. With port 0 the probe also picks the port the
+//! group then binds. The probe is closed just before the group binds, so two gateways
+//! started within those microseconds could still both pass; anything started later
+//! (the case of an operator's mistake) is refused.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use mio::Poll;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -16,12 +28,18 @@ use crate::mailbox::Mailboxes;
 use crate::metrics::Metrics;
 use crate::worker::{self, Setup, Worker};
 
+mod supervise;
+
+use supervise::Event;
+
 /// Why the gateway could not run.
 #[derive(Debug)]
 pub enum Error {
     /// A listener could not be bound: reported like a config error.
     Config(config::Error),
     Io(std::io::Error),
+    /// A worker thread ended on its own: the process exits non-zero.
+    WorkerDied(supervise::Died),
 }
 
 impl std::fmt::Display for Error {
@@ -29,6 +47,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Config(e) => e.fmt(f),
             Error::Io(e) => e.fmt(f),
+            Error::WorkerDied(d) => d.fmt(f),
         }
     }
 }
@@ -41,27 +60,47 @@ impl From<std::io::Error> for Error {
     }
 }
 
-/// Binds `n` listeners sharing one address through `SO_REUSEPORT`.
+/// Binds `n` listeners sharing one address through `SO_REUSEPORT`, after making
+/// sure no other process listens there (module docs).
 fn bind_group(
     config: &Config,
     key: &str,
     addr: SocketAddr,
     n: usize,
 ) -> Result<Vec<std::net::TcpListener>, Error> {
+    let refuse = |problem: String| {
+        Error::Config(config::Error {
+            file: config.path.clone(),
+            key: key.to_string(),
+            problem,
+        })
+    };
+    let addr = match probe(addr) {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(refuse(format!(
+                "cannot listen on {addr}: address in use: another process already listens there"
+            )))
+        }
+        Err(e) => return Err(refuse(format!("cannot listen on {addr}: {e}"))),
+    };
     let mut out = Vec::with_capacity(n);
-    let mut addr = addr;
     for _ in 0..n {
-        let l = bind_one(addr).map_err(|e| {
-            Error::Config(config::Error {
-                file: config.path.clone(),
-                key: key.to_string(),
-                problem: format!("cannot listen on {addr}: {e}"),
-            })
-        })?;
-        addr = l.local_addr()?;
+        let l = bind_one(addr).map_err(|e| refuse(format!("cannot listen on {addr}: {e}")))?;
         out.push(l);
     }
     Ok(out)
+}
+
+/// Binds `addr` without `SO_REUSEPORT` and closes it again: `AddrInUse` when another
+/// socket listens there. Returns the bound address (the real port for port 0).
+fn probe(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP address"))
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -94,7 +133,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let admins = bind_group(&config, "management.listen", config.management.listen, n)?;
     let listen = clients[0].local_addr()?;
     let management = admins[0].local_addr()?;
-    let epoch = crate::id::random_epoch();
+    let ids = crate::id::Codec::random();
     let shutdown = Arc::new(AtomicBool::new(false));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
 
@@ -107,6 +146,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     }
     let mail = Arc::new(Mailboxes::new(wakers.clone()));
     let metrics = Arc::new(Metrics::new(n, config.routes.len()));
+    let (events, ended) = mpsc::channel();
     let mut threads = Vec::with_capacity(n);
     for (i, ((listener, admin), poll)) in clients.into_iter().zip(admins).zip(polls).enumerate() {
         let setup = Setup {
@@ -114,7 +154,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             metrics: metrics.clone(),
             index: i as u8,
             workers: n,
-            epoch,
+            ids,
             config: config.clone(),
             listener,
             management: admin,
@@ -123,26 +163,34 @@ pub fn run(config: Config) -> Result<(), Error> {
         };
         let w = Worker::new(setup)?;
         let core = (config.server.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("wsgate-worker-{i}"))
-                .spawn(move || {
-                    if let Some(c) = core {
-                        if !core_affinity::set_for_current(c) {
-                            log::warn!("worker {i}: cannot pin to core {}", c.id);
-                        }
+        threads.push(supervise::spawn(
+            format!("wsgate-worker-{i}"),
+            i,
+            events.clone(),
+            move || {
+                if let Some(c) = core {
+                    if !core_affinity::set_for_current(c) {
+                        log::warn!("worker {i}: cannot pin to core {}", c.id);
                     }
-                    if let Err(e) = w.run() {
-                        log::error!("worker {i} stopped: {e}");
-                    }
-                })?,
-        );
+                }
+                w.run().map_err(|e| e.to_string())
+            },
+        )?);
     }
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])?;
+    std::thread::Builder::new()
+        .name("wsgate-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if events.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -155,13 +203,17 @@ pub fn run(config: Config) -> Result<(), Error> {
         "serving api {} on {listen} (management {management}) with {n} workers",
         config.api.name
     );
-    if let Some(sig) = signals.forever().next() {
-        log::info!("signal {sig}: shutting down");
-    }
+    let died = |d: supervise::Died| {
+        log::error!("{d}: exiting");
+        Error::WorkerDied(d)
+    };
+    let sig = supervise::until_signal(&ended).map_err(died)?;
+    log::info!("signal {sig}: shutting down");
     shutdown.store(true, Ordering::Release);
     for w in &wakers {
         let _ = w.wake();
     }
+    supervise::until_ended(&ended, n).map_err(died)?;
     for t in threads {
         let _ = t.join();
     }

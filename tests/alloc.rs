@@ -103,7 +103,7 @@ fn masked(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
 /// each stream (in reads of `chunk` bytes) after `warmup` unmeasured rounds.
 fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
     let cfg = config::parse(Path::new("alloc.toml"), config, &Overrides::default()).unwrap();
-    let mut sx = Scratch::new(Arc::new(cfg), 0, 1, 64);
+    let mut sx = Scratch::new(Arc::new(cfg), 0, wsgate::id::Codec::random(), 64);
     let mut s = Session::new(*b"AAAAAAAAAAAAAAA=", "127.0.0.1".parse().unwrap());
     let mut head = b"GET /prod HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
     s.process(&mut head, &mut sx);

@@ -338,7 +338,7 @@ pub fn parse_next(
     buf: &[u8],
     config: &Config,
     workers: usize,
-    epoch: u32,
+    ids: &id::Codec,
     now_unix: i64,
 ) -> Result<Next, Response> {
     let too_large = || Response::error(431, "BadRequestException", "request head too large");
@@ -398,7 +398,7 @@ pub fn parse_next(
     };
     Ok(Next::Request(Parsed {
         consumed: head_len + length,
-        decision: decide(&r, config, workers, epoch, now_unix),
+        decision: decide(&r, config, workers, ids, now_unix),
         close,
     }))
 }
@@ -442,7 +442,7 @@ pub fn decide(
     req: &Request<'_>,
     config: &Config,
     workers: usize,
-    epoch: u32,
+    ids: &id::Codec,
     now_unix: i64,
 ) -> Decision {
     let method = req.method;
@@ -497,8 +497,14 @@ pub fn decide(
             "use POST, GET or DELETE",
         ));
     }
-    let id = match ConnectionId::parse(raw_id) {
-        Ok(id) => id,
+    // O(1): the id decodes to its owner's worker and slot; one this node did not
+    // issue in this start (another key, epoch or node, a worker it does not have)
+    // names no connection.
+    let id = match ids.decode(raw_id) {
+        Ok(id) if ids.is_local(&id) && (id.worker as usize) < workers => id,
+        Ok(_) | Err(id::ParseError::NotIssued) => {
+            return Decision::Respond(Response::from_answer(Answer::Gone))
+        }
         Err(id::ParseError::Malformed) => {
             return Decision::Respond(Response::error(
                 400,
@@ -507,9 +513,6 @@ pub fn decide(
             ))
         }
     };
-    if id.epoch != epoch || id.worker as usize >= workers {
-        return Decision::Respond(Response::from_answer(Answer::Gone));
-    }
     let op = match method {
         "POST" => Op::Post(req.body.to_vec()),
         "GET" => Op::Get,
@@ -593,8 +596,12 @@ mod tests {
         crate::config::parse(Path::new("t.toml"), &text, &Default::default()).unwrap()
     }
 
+    fn ids() -> id::Codec {
+        id::Codec::new(id::Key::from_secret(b"test"), 0, 7)
+    }
+
     fn decide_raw(raw: &str, c: &Config) -> Decision {
-        match parse_next(raw.as_bytes(), c, 2, 7, 0) {
+        match parse_next(raw.as_bytes(), c, 2, &ids(), 0) {
             Ok(Next::Request(p)) => p.decision,
             _ => panic!("not a complete request: {raw:?}"),
         }
@@ -610,13 +617,7 @@ mod tests {
     #[test]
     fn routes_with_and_without_stage() {
         let c = config("");
-        let id = ConnectionId {
-            worker: 1,
-            slot: 5,
-            generation: 9,
-            epoch: 7,
-        }
-        .encode();
+        let id = ids().connection(1, 5, 9);
         let id = std::str::from_utf8(&id).unwrap();
         for path in [
             format!("/@connections/{id}"),
@@ -641,13 +642,7 @@ mod tests {
             status(decide_raw("GET /@connections/bad HTTP/1.1\r\n\r\n", &c)),
             400
         );
-        let other_epoch = ConnectionId {
-            worker: 1,
-            slot: 5,
-            generation: 9,
-            epoch: 8,
-        }
-        .encode();
+        let other_epoch = id::Codec::new(id::Key::from_secret(b"test"), 0, 8).connection(1, 5, 9);
         let path = format!(
             "GET /@connections/{} HTTP/1.1\r\n\r\n",
             std::str::from_utf8(&other_epoch).unwrap()
@@ -660,7 +655,7 @@ mod tests {
         let c = config("[limits]\nmax_message_bytes = 10");
         let raw = "POST /@connections/AAAAAAAAAAAAAAA= HTTP/1.1\r\nContent-Length: 11\r\n\r\n";
         assert_eq!(
-            parse_next(raw.as_bytes(), &c, 1, 0, 0)
+            parse_next(raw.as_bytes(), &c, 1, &ids(), 0)
                 .err()
                 .unwrap()
                 .status,
@@ -671,7 +666,8 @@ mod tests {
     #[test]
     fn token_auth() {
         let c = config("auth = \"token\"\ntoken = \"s3cret\"");
-        let id = "AQAAAQAAAQAAAAc=";
+        let id = ids().connection(1, 2, 3);
+        let id = std::str::from_utf8(&id).unwrap();
         let ok = format!("GET /@connections/{id} HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n");
         assert!(matches!(decide_raw(&ok, &c), Decision::Connection { .. }));
         for bad in [
@@ -717,7 +713,8 @@ mod tests {
     #[test]
     fn framing_bounds() {
         let c = config("");
-        let next = |raw: &[u8]| parse_next(raw, &c, 1, 0, 0);
+        let ids = ids();
+        let next = |raw: &[u8]| parse_next(raw, &c, 1, &ids, 0);
         assert!(matches!(
             next(b"GET /health HTTP/1.1\r\nHost: x"),
             Ok(Next::NeedHead)
@@ -748,7 +745,8 @@ mod tests {
     #[test]
     fn percent_encoded_paths_are_decoded_once() {
         let c = config("");
-        let id = "AQAAAQAAAQAAAAc";
+        let id = ids().connection(1, 2, 3);
+        let id = std::str::from_utf8(&id[..15]).unwrap();
         for path in [
             format!("/prod/%40connections/{id}%3D"),
             format!("/%40connections/{id}%3d"),

@@ -110,7 +110,7 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    pub fn new(config: Arc<Config>, worker: u8, epoch: u32, pool_keep: usize) -> Scratch {
+    pub fn new(config: Arc<Config>, worker: u8, ids: id::Codec, pool_keep: usize) -> Scratch {
         let routes = config.routes.len();
         let l = &config.limits;
         let limits = message::Limits {
@@ -131,7 +131,7 @@ impl Scratch {
             wbuf: Vec::with_capacity(64 * 1024),
             render: Vec::new(),
             selector: Selector::new(),
-            seq: Sequence::new(worker, epoch),
+            seq: Sequence::new(ids, worker),
             limits,
             outbox: Vec::new(),
             keep_headers,

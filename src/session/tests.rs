@@ -18,7 +18,7 @@ fn scratch(extra: &str) -> Scratch {
          [routes.\"$default\"]\nintegration = \"echo\"\nroute_response = true\n{extra}"
     );
     let cfg = config::parse(Path::new("unit.toml"), &text, &Overrides::default()).unwrap();
-    let mut sx = Scratch::new(Arc::new(cfg), 0, 1, 8);
+    let mut sx = Scratch::new(Arc::new(cfg), 0, crate::id::Codec::random(), 8);
     sx.now_ms = 1_795_508_107_456;
     sx
 }

@@ -153,7 +153,7 @@ impl Worker {
                 c.pending(),
                 &self.shared.config,
                 self.workers,
-                self.epoch,
+                &self.ids,
                 now_unix,
             );
             let parsed = match parsed {
@@ -402,13 +402,13 @@ impl Worker {
     }
 
     /// Performs a management operation on one of this worker's connections.
-    pub(super) fn connection_op(&mut self, slot: u32, generation: u32, op: Op) -> Answer {
+    pub(super) fn connection_op(&mut self, slot: u32, generation: u64, op: Op) -> Answer {
         let key = slot as usize;
         let anchor = self.clock_anchor;
         let Some(conn) = self.conns.get_mut(key) else {
             return Answer::Gone;
         };
-        if conn.generation != generation || conn.session.state() != State::Open {
+        if conn.id_generation != generation || conn.session.state() != State::Open {
             return Answer::Gone;
         }
         match op {

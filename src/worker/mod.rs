@@ -16,7 +16,7 @@ use crate::close;
 use crate::config::Config;
 use crate::conn::{Conn, Flushed};
 use crate::handshake;
-use crate::id::ConnectionId;
+use crate::id;
 use crate::mailbox::Mailboxes;
 use crate::management;
 use crate::metrics::{self, Metrics};
@@ -58,7 +58,8 @@ enum DrainPhase {
 pub struct Setup {
     pub index: u8,
     pub workers: usize,
-    pub epoch: u32,
+    /// Encodes this node's connection ids (SPEC §6).
+    pub ids: id::Codec,
     pub config: Arc<Config>,
     pub listener: std::net::TcpListener,
     pub management: std::net::TcpListener,
@@ -71,14 +72,14 @@ pub struct Setup {
 pub struct Worker {
     index: u8,
     workers: usize,
-    epoch: u32,
+    ids: id::Codec,
     poll: Poll,
     listener: TcpListener,
     management: TcpListener,
     conns: Slab<Conn>,
     admin: Slab<management::Conn>,
     rbuf: Vec<u8>,
-    next_generation: u32,
+    generations: id::Generations,
     shutdown: Arc<AtomicBool>,
     /// Set once shutdown began: when the last connection is gone (or at this instant)
     /// the worker returns.
@@ -148,14 +149,14 @@ impl Worker {
             pool_of,
             index: s.index,
             workers: s.workers,
-            epoch: s.epoch,
+            ids: s.ids,
             poll: s.poll,
             listener,
             management,
             conns: Slab::with_capacity(1024),
             admin: Slab::new(),
             rbuf: vec![0; STASH_BYTES + READ_BYTES],
-            next_generation: 0,
+            generations: id::Generations::random(),
             shutdown: s.shutdown,
             drain_deadline: None,
             drain_phase: DrainPhase::Calls,
@@ -165,7 +166,7 @@ impl Worker {
             nodelay_inherited: None,
             timers: Wheel::new(Instant::now()),
             shared: {
-                let mut sx = Scratch::new(s.config, s.index, s.epoch, POOL_KEEP);
+                let mut sx = Scratch::new(s.config, s.index, s.ids, POOL_KEEP);
                 sx.metrics = metrics.clone();
                 sx
             },
@@ -406,18 +407,11 @@ impl Worker {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if key >= 1 << 24 {
+        if key >= id::MAX_SLOTS {
             return Err(io::Error::other("slab slot does not fit a connection id"));
         }
-        self.next_generation = (self.next_generation + 1) & 0xff_ffff;
-        let generation = self.next_generation;
-        let id = ConnectionId {
-            worker: self.index,
-            slot: key as u32,
-            generation,
-            epoch: self.epoch,
-        }
-        .encode();
+        let generation = self.generations.issue();
+        let id = self.ids.connection(self.index, key as u32, generation);
         self.poll
             .registry()
             .register(&mut stream, token::client(key), Interest::READABLE)?;

@@ -30,7 +30,7 @@ fn a_stalled_reader_gets_429_while_another_client_keeps_receiving() {
     let slow_id = id_of(&mut slow);
     let mut fast = gw.raw();
     let fast_id = id_of(&mut fast);
-    assert_eq!((worker_of(&slow_id), worker_of(&fast_id)), (0, 0));
+    assert_eq!((worker_of(&gw, &slow_id), worker_of(&gw, &fast_id)), (0, 0));
 
     let mut to_slow = Mgmt::connect(gw.management);
     let mut to_fast = Mgmt::connect(gw.management);

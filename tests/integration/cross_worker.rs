@@ -1,7 +1,7 @@
 //! SPEC §6 and §8 with `--workers 2`: a management call that lands on one worker for
 //! a connection owned by the other travels there and back. The worker that accepted
-//! a management connection is not observable, but a connection's owner is (byte 0 of
-//! its id): with clients owned by both workers, every management connection reaches
+//! a management connection is not observable, but a connection's owner is (its
+//! connect log line): with clients owned by both workers, every management connection reaches
 //! the other worker's clients for some of its calls.
 
 use std::thread;
@@ -23,7 +23,7 @@ fn open_clients(gw: &Gateway, n: usize) -> Vec<(Raw, String)> {
         .collect();
     let mut owners = [0usize; 2];
     for (_, id) in &clients {
-        let w = worker_of(id);
+        let w = worker_of(gw, id);
         assert!(w < 2, "id {id} names worker {w} of 2");
         owners[w as usize] += 1;
     }
@@ -98,14 +98,15 @@ fn get_and_delete_work_for_clients_of_both_workers_from_every_connection() {
     // Each client deleted through a different management connection.
     for (i, (mut raw, id)) in clients.into_iter().enumerate() {
         let m = &mut ms[i % SENDERS];
+        let w = worker_of(&gw, &id);
         m.call(
             "DELETE",
-            &format!("/@connections/{id}?code=4{i:03}&reason=w{}", worker_of(&id)),
+            &format!("/@connections/{id}?code=4{i:03}&reason=w{w}"),
             &[],
             b"",
         )
         .expect(204);
-        raw.expect_close_with(4000 + i as u16, &format!("w{}", worker_of(&id)));
+        raw.expect_close_with(4000 + i as u16, &format!("w{w}"));
         for m in ms.iter_mut() {
             m.get(&id).expect_error(410, "GoneException");
         }

@@ -221,6 +221,71 @@ fn key_that_is_not_base64_of_16_bytes_gets_400() {
 }
 
 #[test]
+fn duplicate_key_gets_400() {
+    let gw = gateway();
+    let other = "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==";
+    for keys in [[KEY, other], [KEY, KEY]] {
+        let resp = status(
+            &gw,
+            "GET /prod HTTP/1.1",
+            &[HOST, UPGRADE, CONNECTION, keys[0], keys[1], VERSION],
+        );
+        assert_eq!(resp.status, 400, "{keys:?}: {resp:?}");
+    }
+}
+
+/// The status and body of the answer to `request` (the gateway closes after it).
+fn status_and_body(gw: &Gateway, request: &[u8]) -> (u16, String) {
+    let mut s = gw.tcp();
+    let _ = s.write_all(request);
+    let head = read_response(&mut s);
+    let len: usize = head
+        .header("Content-Length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    std::io::Read::read_exact(&mut s, &mut body).expect("read the body");
+    (head.status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn too_many_headers_get_431_saying_so_not_a_size() {
+    let gw = gateway();
+    let extra: Vec<String> = (0..200).map(|i| format!("X-H{i}: v")).collect();
+    let mut headers = VALID.to_vec();
+    headers.extend(extra.iter().map(String::as_str));
+    let req = request("GET /prod HTTP/1.1", &headers);
+    assert!(req.len() < 4096, "far below the 16 KiB block limit");
+    let (status, body) = status_and_body(&gw, &req);
+    assert_eq!(status, 431, "{body}");
+    assert!(body.contains("too many headers"), "{body:?}");
+    assert!(!body.contains("KiB"), "the block is small: {body:?}");
+}
+
+#[test]
+fn absolute_form_targets_are_routed_by_their_path() {
+    let gw = gateway();
+    for target in [
+        "http://127.0.0.1/prod",
+        "http://example.com:8080/prod/",
+        "HTTPS://example.com/prod?token=abc",
+        "ws://example.com/prod",
+    ] {
+        let resp = status(&gw, &format!("GET {target} HTTP/1.1"), &VALID);
+        assert_eq!(resp.status, 101, "{target}: {resp:?}");
+    }
+    for target in [
+        "http://127.0.0.1/dev",
+        "http://127.0.0.1",
+        "http:/prod",
+        "ftp://example.com/prod",
+    ] {
+        let resp = status(&gw, &format!("GET {target} HTTP/1.1"), &VALID);
+        assert_eq!(resp.status, 404, "{target}: {resp:?}");
+    }
+}
+
+#[test]
 fn version_other_than_13_gets_426_naming_13() {
     let gw = gateway();
     for version in ["Sec-WebSocket-Version: 8", "Sec-WebSocket-Version: 14"] {

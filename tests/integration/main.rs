@@ -24,5 +24,6 @@ mod properties;
 mod routing;
 mod sdk;
 mod shutdown;
+mod startup_ids;
 mod upstream_hardening;
 mod workers;

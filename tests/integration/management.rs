@@ -628,7 +628,7 @@ fn pipelined_requests_are_answered_in_order_across_workers() {
             (r, id)
         })
         .collect();
-    let ws: Vec<u8> = clients.iter().map(|(_, id)| worker_of(id)).collect();
+    let ws: Vec<u8> = clients.iter().map(|(_, id)| worker_of(&gw, id)).collect();
     assert!(
         ws.contains(&0) && ws.contains(&1),
         "both workers own clients: {ws:?}"

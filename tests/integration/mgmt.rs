@@ -45,9 +45,20 @@ pub fn id_of(raw: &mut Raw) -> String {
     id
 }
 
-/// The worker that owns `id` (byte 0 of the decoded id, SPEC §6).
-pub fn worker_of(id: &str) -> u8 {
-    assert_id(id)[0]
+/// The worker that owns `id`. Ids are a keyed permutation (SPEC §6), so the owner is
+/// read from the gateway's `event=connect connectionId=<id> ... worker=<n>` log line.
+pub fn worker_of(gw: &Gateway, id: &str) -> u8 {
+    let needle = format!("event=connect connectionId={id} ");
+    eventually(
+        &format!("the connect log line of {id}"),
+        Duration::from_secs(5),
+        || {
+            let log = gw.stderr();
+            let line = log.lines().find(|l| l.contains(&needle))?;
+            let (_, w) = line.rsplit_once(" worker=")?;
+            Some(w.trim().parse::<u8>().expect("worker number"))
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------

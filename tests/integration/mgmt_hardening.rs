@@ -193,7 +193,10 @@ fn non_ascii_in_a_sigv4_query_or_date_is_refused_and_every_worker_survives() {
     for _ in 0..40 {
         let mut raw = gw.raw();
         let id = id_of(&mut raw);
-        if !clients.iter().any(|(_, i)| worker_of(i) == worker_of(&id)) {
+        if !clients
+            .iter()
+            .any(|(_, i)| worker_of(&gw, i) == worker_of(&gw, &id))
+        {
             clients.push((raw, id));
         }
         if clients.len() == 2 {

@@ -289,7 +289,7 @@ fn no_client_is_closed_before_the_in_flight_integrations_finish() {
     let clients = open_clients(&gw, &backend, 24);
     let owners: Vec<u8> = clients
         .iter()
-        .map(|(_, id)| crate::mgmt::worker_of(id))
+        .map(|(_, id)| crate::mgmt::worker_of(&gw, id))
         .collect();
     assert!(
         owners.contains(&0) && owners.contains(&1),

@@ -1,6 +1,8 @@
-//! SPEC §1 and §6: several workers share the listener, and connection ids carry the
-//! worker (byte 0), slot (1..4), generation (4..7) and a per-process epoch (7..11).
+//! SPEC §1 and §6: several workers share the listener, and connection ids are
+//! distinct, owned by one worker each (its connect log line says which), and refused
+//! by any other process.
 
+use crate::mgmt::{worker_of, Mgmt};
 use crate::support::*;
 
 fn whoami_config() -> String {
@@ -10,18 +12,19 @@ fn whoami_config() -> String {
     c
 }
 
-/// Opens `n` connections at once and returns each one's id (decoded), keeping the
+/// Opens `n` connections at once and returns them with each one's id, keeping the
 /// connections open until all ids are known.
-fn ids_of_open_connections(gw: &Gateway, n: usize) -> Vec<(String, [u8; 11])> {
+fn open_connections(gw: &Gateway, n: usize) -> Vec<(Client, String)> {
     let mut clients: Vec<Client> = (0..n).map(|_| gw.client()).collect();
-    clients
+    let ids: Vec<String> = clients
         .iter_mut()
         .map(|c| {
             let id = c.ask("who am i");
-            let bytes = assert_id(&id);
-            (id, bytes)
+            assert_id(&id);
+            id
         })
-        .collect()
+        .collect();
+    clients.into_iter().zip(ids).collect()
 }
 
 #[test]
@@ -29,11 +32,12 @@ fn two_workers_both_accept_connections() {
     let gw = Gateway::start_with(&whoami_config(), &["--workers", "2"]);
     assert_eq!(gw.workers, 2);
     assert!(gw.ready_line.ends_with("workers=2"), "{:?}", gw.ready_line);
-    let ids = ids_of_open_connections(&gw, 24);
+    let conns = open_connections(&gw, 24);
     let mut seen = [0usize; 2];
-    for (id, bytes) in &ids {
-        assert!(bytes[0] < 2, "id {id} names worker {} of 2", bytes[0]);
-        seen[bytes[0] as usize] += 1;
+    for (_, id) in &conns {
+        let w = worker_of(&gw, id);
+        assert!(w < 2, "id {id} names worker {w} of 2");
+        seen[w as usize] += 1;
     }
     assert!(
         seen[0] > 0 && seen[1] > 0,
@@ -42,33 +46,28 @@ fn two_workers_both_accept_connections() {
 }
 
 #[test]
-fn one_worker_ids_name_worker_0() {
+fn one_worker_serves_every_connection() {
     let gw = Gateway::start_with(&whoami_config(), &["--workers", "1"]);
-    for (id, bytes) in ids_of_open_connections(&gw, 4) {
-        assert_eq!(bytes[0], 0, "id {id}");
+    for (_, id) in open_connections(&gw, 4) {
+        assert_eq!(worker_of(&gw, &id), 0, "id {id}");
     }
 }
 
 #[test]
-fn open_connections_have_distinct_ids_sharing_one_epoch() {
+fn open_connections_have_distinct_ids_that_each_route() {
     let gw = Gateway::start_with(&whoami_config(), &["--workers", "2"]);
-    let ids = ids_of_open_connections(&gw, 16);
-    let mut names: Vec<&String> = ids.iter().map(|(id, _)| id).collect();
+    let conns = open_connections(&gw, 16);
+    let mut names: Vec<&String> = conns.iter().map(|(_, id)| id).collect();
     names.sort();
     names.dedup();
-    assert_eq!(names.len(), ids.len(), "ids repeat among open connections");
-    // (worker, slot) is unique among open connections.
-    let mut slots: Vec<[u8; 4]> = ids.iter().map(|(_, b)| [b[0], b[1], b[2], b[3]]).collect();
-    slots.sort();
-    slots.dedup();
     assert_eq!(
-        slots.len(),
-        ids.len(),
-        "two open connections share a worker slot"
+        names.len(),
+        conns.len(),
+        "ids repeat among open connections"
     );
-    let epoch = &ids[0].1[7..11];
-    for (id, bytes) in &ids {
-        assert_eq!(&bytes[7..11], epoch, "id {id} has another epoch");
+    let mut m = Mgmt::connect(gw.management);
+    for (_, id) in &conns {
+        m.get(id).expect(200);
     }
 }
 
@@ -96,17 +95,17 @@ fn ids_are_never_reused_after_a_close() {
 }
 
 #[test]
-fn a_restarted_gateway_has_a_new_epoch() {
+fn a_restarted_gateway_refuses_the_previous_ids() {
     let a = Gateway::start_with(&whoami_config(), &["--workers", "1"]);
     let b = Gateway::start_with(&whoami_config(), &["--workers", "1"]);
-    let (ia, ba) = ids_of_open_connections(&a, 1).remove(0);
-    let (ib, bb) = ids_of_open_connections(&b, 1).remove(0);
+    let (_ca, ia) = open_connections(&a, 1).remove(0);
+    let (_cb, ib) = open_connections(&b, 1).remove(0);
     assert_ne!(ia, ib);
-    assert_ne!(
-        &ba[7..11],
-        &bb[7..11],
-        "two processes share the epoch: {ia} {ib}"
-    );
+    // Same slot, same worker, a fresh start: the other process's id is gone here.
+    Mgmt::connect(b.management)
+        .get(&ia)
+        .expect_error(410, "GoneException");
+    Mgmt::connect(b.management).get(&ib).expect(200);
 }
 
 #[test]

@@ -27,11 +27,16 @@ fn config() -> &'static Config {
     })
 }
 
+fn ids() -> &'static wsgate::id::Codec {
+    static I: OnceLock<wsgate::id::Codec> = OnceLock::new();
+    I.get_or_init(|| wsgate::id::Codec::new(wsgate::id::Key::from_secret(b"fuzz"), 0, 7))
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut pos = 0;
     let mut out = Vec::new();
     while pos < data.len() {
-        match parse_next(&data[pos..], config(), 2, 7, NOW_UNIX) {
+        match parse_next(&data[pos..], config(), 2, ids(), NOW_UNIX) {
             Ok(Next::Request(p)) => {
                 assert!(p.consumed > 0 && p.consumed <= data.len() - pos);
                 if let Decision::Respond(r) = p.decision {
