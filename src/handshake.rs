@@ -149,6 +149,17 @@ pub fn accept_key(key: &[u8]) -> [u8; 28] {
 /// Checks the bytes received so far. `Ok(None)`: the head is not complete yet.
 /// `stage` is the API stage without slashes ("" serves "/").
 pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Rejection> {
+    parse_resumed(buf, stage, 0)
+}
+
+/// [`parse`] of a head whose first `seen` bytes were already looked at (and held no
+/// complete head): the search for its end resumes there, so a head that arrives a
+/// byte at a time costs linear, not quadratic, work.
+pub fn parse_resumed<'b>(
+    buf: &'b [u8],
+    stage: &str,
+    seen: usize,
+) -> Result<Option<Upgrade<'b>>, Rejection> {
     // 414 is decided by the request line alone, before the rest of the head arrives.
     let line_end = find(buf, b"\r\n");
     let line = &buf[..line_end.unwrap_or(buf.len())];
@@ -156,7 +167,8 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
     if target_len > MAX_URL_BYTES || (line_end.is_none() && buf.len() > MAX_URL_BYTES + 64) {
         return Err(Rejection::UriTooLong);
     }
-    let Some(end) = find(buf, b"\r\n\r\n") else {
+    let from = seen.saturating_sub(3).min(buf.len());
+    let Some(end) = find(&buf[from..], b"\r\n\r\n").map(|e| e + from) else {
         return if buf.len() > MAX_HEADER_BYTES {
             Err(Rejection::HeadersTooLarge)
         } else {

@@ -81,6 +81,8 @@ pub struct Session {
     close_status: Option<Box<(u16, String)>>,
     /// The client left while `$connect` was pending.
     abandoned: bool,
+    /// Bytes of a partial request head already searched for its end.
+    head_seen: u16,
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -171,6 +173,7 @@ impl Session {
             registered: false,
             close_status: None,
             abandoned: false,
+            head_seen: 0,
         }
     }
 
@@ -245,27 +248,32 @@ impl Session {
     pub fn process(&mut self, input: &mut [u8], sx: &mut Scratch) {
         let mut pos = 0;
         match self.state {
-            State::Handshaking => match handshake::parse(input, &sx.config.api.stage) {
-                Ok(None) => {
-                    self.stash(input, &mut sx.pool);
-                    return;
-                }
-                Err(rejection) => {
-                    log::debug!("handshake rejected with {}", rejection.status());
-                    rejection.write_response(&mut sx.wbuf);
-                    self.state = State::Done;
-                    return;
-                }
-                Ok(Some(up)) => {
-                    pos = up.head_len;
-                    if !self.on_upgrade(&up, &input[..up.head_len], sx) {
-                        if self.state == State::Connecting {
-                            self.stash(&input[pos..], &mut sx.pool);
-                        }
+            State::Handshaking => {
+                match handshake::parse_resumed(input, &sx.config.api.stage, self.head_seen as usize)
+                {
+                    Ok(None) => {
+                        // At most a head's worth (16 KiB) is ever stashed here.
+                        self.head_seen = u16::try_from(input.len()).unwrap_or(u16::MAX);
+                        self.stash(input, &mut sx.pool);
                         return;
                     }
+                    Err(rejection) => {
+                        log::debug!("handshake rejected with {}", rejection.status());
+                        rejection.write_response(&mut sx.wbuf);
+                        self.state = State::Done;
+                        return;
+                    }
+                    Ok(Some(up)) => {
+                        pos = up.head_len;
+                        if !self.on_upgrade(&up, &input[..up.head_len], sx) {
+                            if self.state == State::Connecting {
+                                self.stash(&input[pos..], &mut sx.pool);
+                            }
+                            return;
+                        }
+                    }
                 }
-            },
+            }
             State::Connecting => return self.keep_early(input, sx),
             _ => {}
         }
