@@ -79,48 +79,37 @@ impl Rejection {
 
     /// Appends the complete HTTP response (the connection closes after it).
     pub fn write_response(self, out: &mut Vec<u8>) {
-        let (reason, body) = self.text();
-        let extra = match self {
-            Rejection::NotUpgrade => "Upgrade: websocket\r\n",
-            Rejection::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
-            Rejection::MethodNotAllowed => "Allow: GET\r\n",
-            _ => "",
+        let (_, body) = self.text();
+        let extra: Option<(&str, &[u8])> = match self {
+            Rejection::NotUpgrade => Some(("Upgrade", b"websocket")),
+            Rejection::UnsupportedVersion => Some(("Sec-WebSocket-Version", b"13")),
+            Rejection::MethodNotAllowed => Some(("Allow", b"GET")),
+            _ => None,
         };
-        write_status(
-            out,
-            self.status(),
-            reason,
-            extra,
-            "text/plain",
-            body.as_bytes(),
-        );
+        write_status(out, self.status(), extra, "text/plain", body.as_bytes());
     }
 }
 
-/// Appends a whole `Connection: close` HTTP/1.1 response.
+/// Appends a whole `Connection: close` HTTP/1.1 response (through the one writer,
+/// `http1.rs`: standard reason phrase, no length on a bodiless status).
 pub fn write_status(
     out: &mut Vec<u8>,
     status: u16,
-    reason: &str,
-    extra_headers: &str,
+    extra_header: Option<(&str, &[u8])>,
     content_type: &str,
     body: &[u8],
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\nConnection: close\r\n");
-    out.extend_from_slice(extra_headers.as_bytes());
-    if !body.is_empty() {
-        out.extend_from_slice(b"Content-Type: ");
-        out.extend_from_slice(content_type.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    let mut headers: [(&str, &[u8]); 2] = [("", b""); 2];
+    let mut n = 0;
+    if let Some(h) = extra_header {
+        headers[n] = h;
+        n += 1;
     }
-    out.extend_from_slice(b"Content-Length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body);
+    if !body.is_empty() {
+        headers[n] = ("Content-Type", content_type.as_bytes());
+        n += 1;
+    }
+    crate::http1::write_response(out, status, &headers[..n], body, true);
 }
 
 /// Appends the `101 Switching Protocols` response.

@@ -113,14 +113,7 @@ pub fn mock_connect(out: &mut Vec<u8>, config: &Config, route: usize, ids: &Ids<
     };
     let mut body = Vec::with_capacity(template.rendered_len(&cx));
     template.render_into(&cx, &mut body);
-    crate::handshake::write_status(
-        out,
-        *status,
-        reason_phrase(*status),
-        "",
-        "text/plain",
-        &body,
-    );
+    crate::handshake::write_status(out, *status, None, "text/plain", &body);
     false
 }
 

@@ -487,14 +487,7 @@ impl Session {
         } else {
             body
         };
-        handshake::write_status(
-            &mut sx.wbuf,
-            status,
-            reply::reason_phrase(status),
-            "",
-            ct,
-            body,
-        );
+        handshake::write_status(&mut sx.wbuf, status, None, ct, body);
         self.state = State::Done;
         false
     }
