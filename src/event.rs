@@ -261,24 +261,44 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
+    let mut out = Vec::with_capacity(s.len());
+    percent_decode_into(&mut out, s.as_bytes());
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Appends `s` with each `%XX` decoded; a `%` not followed by two hex digits stays.
+fn percent_decode_into(out: &mut Vec<u8>, s: &[u8]) {
+    let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (
-                (b[i + 1] as char).to_digit(16),
-                (b[i + 2] as char).to_digit(16),
-            ) {
+    while let Some(&b) = s.get(i) {
+        if b == b'%' {
+            if let (Some(h), Some(l)) = (hex(s.get(i + 1)), hex(s.get(i + 2))) {
+                // Two hex digits: at most 0xff.
                 out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
         }
-        out.push(b[i]);
+        out.push(b);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The decoded value of the last `name` parameter of `query` in `out` (cleared
+/// first); `None` when the query has no such parameter.
+pub fn query_value(query: &str, name: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let mut last = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.clear();
+        percent_decode_into(out, k.as_bytes());
+        if out.as_slice() == name {
+            last = Some(v);
+        }
+    }
+    out.clear();
+    percent_decode_into(out, last?.as_bytes());
+    Some(())
 }
 
 /// The CONNECT event from the handshake's headers and query.

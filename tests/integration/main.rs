@@ -19,6 +19,7 @@ mod http_pool;
 mod http_routes;
 mod management;
 mod properties;
+mod route_hardening;
 mod routing;
 mod sdk;
 mod shutdown;
