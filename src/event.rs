@@ -31,35 +31,8 @@ pub struct Common<'a> {
     pub now_ms: u64,
 }
 
-/// Writes `s` as a JSON string (quotes included): runs of plain bytes are copied
-/// whole, only `"`, `\\` and control characters are escaped.
-pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    let mut rest = s;
-    while let Some(i) = rest
-        .iter()
-        .position(|&c| c < 0x20 || c == b'"' || c == b'\\')
-    {
-        out.extend_from_slice(&rest[..i]);
-        let c = rest[i];
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(b"0123456789abcdef"[(c >> 4) as usize]);
-                out.push(b"0123456789abcdef"[(c & 15) as usize]);
-            }
-        }
-        rest = &rest[i + 1..];
-    }
-    out.extend_from_slice(rest);
-    out.push(b'"');
-}
+/// Writes `s` as a JSON string, quotes included (the one escaper, [`crate::json`]).
+pub use crate::json::write_str;
 
 fn write_num(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());

@@ -15,6 +15,7 @@ mod fuzz_corpus;
 pub mod handshake;
 pub mod id;
 pub mod integration;
+pub mod json;
 pub mod logger;
 pub mod mailbox;
 pub mod management;
