@@ -209,3 +209,24 @@ fn route_expression_seeds_do_not_panic() {
         Some(b"join".to_vec())
     );
 }
+
+#[test]
+fn route_select_seeds_pass_the_target() {
+    let all = seeds("route_select");
+    assert!(!all.is_empty(), "route_select has seeds");
+    for (name, data) in all {
+        let result = std::panic::catch_unwind(|| crate::route::fuzz_select(&data));
+        assert!(result.is_ok(), "route_select seed {name} failed");
+    }
+}
+
+#[test]
+fn mapping_seeds_pass_the_target() {
+    let all = seeds("mapping");
+    assert!(!all.is_empty(), "mapping has seeds");
+    for (name, data) in all {
+        let result =
+            std::panic::catch_unwind(|| crate::integration::fuzz_http_proxy_request(&data));
+        assert!(result.is_ok(), "mapping seed {name} failed");
+    }
+}

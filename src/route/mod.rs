@@ -302,3 +302,45 @@ fn starts_like_object(message: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Work steps allowed per message byte (plus [`FUZZ_WORK_FIXED`]) in [`fuzz_select`]:
+/// a few linear passes per variable; a quadratic path exceeds it on inputs of a few
+/// hundred numbers.
+#[cfg(any(test, fuzzing))]
+pub const FUZZ_WORK_PER_BYTE: u64 = 32;
+#[cfg(any(test, fuzzing))]
+pub const FUZZ_WORK_FIXED: u64 = 256;
+
+/// The `route_select` fuzz target (and its seed test): the first byte picks one of a
+/// few expressions, the rest is a message. Selection and evaluation must not panic,
+/// must fall back to `$default`, and must stay within a work budget linear in the
+/// message size.
+#[cfg(any(test, fuzzing))]
+pub fn fuzz_select(data: &[u8]) {
+    const EXPRESSIONS: [&str; 4] = [
+        "$request.body.action",
+        "$request.body",
+        "${request.body.a}-${request.body.a[0].b}/$request.body.n",
+        r"\$default",
+    ];
+    let (pick, message) = data.split_first().unwrap_or((&0, &[]));
+    let source = EXPRESSIONS[usize::from(*pick) % EXPRESSIONS.len()];
+    let expr = Expression::parse(source).expect("fixed expressions parse");
+    let table = Table::new(
+        expr.clone(),
+        vec![("join".into(), 1), ("0".into(), 2), ("$default".into(), 3)],
+        Some(0),
+    );
+    let mut selector = Selector::new();
+    work::take();
+    let route = selector.select(&table, message);
+    assert!(matches!(route, Some(0..=2)), "{source}: route {route:?}");
+    let _ = selector.evaluate(&expr, message);
+    let steps = work::take();
+    let len = message.len() as u64;
+    let budget = FUZZ_WORK_PER_BYTE * len + FUZZ_WORK_FIXED;
+    assert!(
+        steps <= budget,
+        "{source} on {len} bytes: {steps} work steps > budget {budget}"
+    );
+}

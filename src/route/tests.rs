@@ -561,3 +561,28 @@ fn big_number_selects_its_route_key() {
         Some(0)
     );
 }
+
+/// Adversarial shapes stay within the fuzz target's work budget.
+#[test]
+fn fuzz_select_budget_holds_on_hostile_shapes() {
+    let mut shapes = vec![
+        array_message("action", "0", 4096),
+        array_message("n", "1e400", 4096),
+        array_message("a", "{\"b\":1,\"b\":2.5}", 4096),
+        array_message("a", "[[[[[1]]]]]", 4096),
+        format!("{}{}", "{\"a\":[".repeat(300), "]}".repeat(300)),
+    ];
+    let mut dup = String::from("{");
+    for i in 0..400 {
+        dup.push_str(&format!("\"k{}\":{i}.5,", i % 7));
+    }
+    dup.push_str("\"n\":1}");
+    shapes.push(dup);
+    for shape in &shapes {
+        for pick in 0u8..4 {
+            let mut data = vec![pick];
+            data.extend_from_slice(shape.as_bytes());
+            super::fuzz_select(&data);
+        }
+    }
+}
