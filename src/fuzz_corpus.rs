@@ -225,8 +225,7 @@ fn mapping_seeds_pass_the_target() {
     let all = seeds("mapping");
     assert!(!all.is_empty(), "mapping has seeds");
     for (name, data) in all {
-        let result =
-            std::panic::catch_unwind(|| crate::integration::fuzz_http_proxy_request(&data));
+        let result = std::panic::catch_unwind(|| crate::mapping::fuzz_http_proxy_request(&data));
         assert!(result.is_ok(), "mapping seed {name} failed");
     }
 }

@@ -256,6 +256,140 @@ pub fn write_header_value(out: &mut Vec<u8>, value: &[u8]) {
     );
 }
 
+/// The `mapping` fuzz target (and its seed test): an `http_proxy` request written for
+/// a fixed set of mappings from arbitrary input, split at NUL bytes into a mode byte,
+/// the handshake query, a handshake header value and the message. The request must
+/// parse as HTTP with exactly the mapped headers that had a value, carry the message
+/// as its body, and cost work linear in the input.
+#[cfg(any(test, fuzzing))]
+pub fn fuzz_http_proxy_request(data: &[u8]) {
+    use crate::config::{Api, Http, Proxy, Uri};
+    use crate::event::Identity;
+    use crate::integration::{write_request, Body, Handshake, Input};
+    const MAPPINGS: [(&str, &str); 8] = [
+        (
+            "integration.request.header.x-ip",
+            "context.identity.sourceIp",
+        ),
+        ("integration.request.header.x-id", "context.connectionId"),
+        (
+            "integration.request.header.x-in",
+            "route.request.header.X-In",
+        ),
+        (
+            "integration.request.header.x-room",
+            "route.request.body.room",
+        ),
+        ("integration.request.header.x-all", "route.request.body.a"),
+        (
+            "integration.request.querystring.q",
+            "route.request.querystring.q",
+        ),
+        ("integration.request.querystring.n", "route.request.body.n"),
+        ("integration.request.querystring.s", "stageVariables.color"),
+    ];
+    let mut parts = data.splitn(4, |&b| b == 0);
+    let mut next = || parts.next().unwrap_or_default();
+    let (mode, query, header, message) = (next(), next(), next(), next());
+    let mode = mode.first().copied().unwrap_or(0) % 3;
+    let query = String::from_utf8_lossy(query);
+    let headers = vec![(
+        "X-In".to_string(),
+        String::from_utf8_lossy(header).into_owned(),
+    )];
+    let http = Http {
+        proxy: Proxy::Http,
+        uri: Uri {
+            addr: ([127, 0, 0, 1], 9).into(),
+            authority: "backend:9".into(),
+            path: "/p".into(),
+        },
+        lambda: false,
+        timeout: std::time::Duration::from_secs(1),
+        connect_timeout: std::time::Duration::from_secs(1),
+        pool_size: 1,
+        max_queued_requests: 1,
+        request_parameters: MAPPINGS
+            .iter()
+            .map(|(t, s)| compile(t, s).expect("fixed mappings compile"))
+            .collect(),
+    };
+    let api = Api {
+        name: "api".into(),
+        route_selection_expression: "$request.body.action".into(),
+        stage: "prod".into(),
+        stage_variables: vec![("color".into(), "blue".into())],
+    };
+    let identity = Identity {
+        source_ip: [192, 0, 2, 1].into(),
+        source_ip_text: "192.0.2.1".into(),
+        user_agent: None,
+        host: "h".into(),
+        connected_at_ms: 0,
+    };
+    let input = Input {
+        api: &api,
+        route_key: if mode == 2 { "$connect" } else { "send" },
+        connection_id: b"CONN",
+        request_id: b"REQ",
+        message_id: b"MSG",
+        identity: &identity,
+        now_ms: 0,
+    };
+    let handshake = Handshake {
+        headers: &headers,
+        query: Some(&query).filter(|_| mode == 2).map(|q| &**q),
+    };
+    let body = match mode {
+        0 => Body::Message {
+            data: message,
+            binary: false,
+        },
+        1 => Body::Message {
+            data: message,
+            binary: true,
+        },
+        _ => Body::Connect(&handshake),
+    };
+    let (mut out, mut scratch, mut selector) = (Vec::new(), Vec::new(), Selector::new());
+    crate::route::take_work_steps();
+    write_request(
+        &mut out,
+        &mut scratch,
+        &mut selector,
+        &http,
+        &input,
+        body,
+        Some(&handshake),
+    );
+    let steps = crate::route::take_work_steps();
+    let budget = 16 * crate::route::FUZZ_WORK_PER_BYTE * data.len() as u64 + 4096;
+    assert!(steps <= budget, "{steps} work steps > budget {budget}");
+
+    let mut parsed = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut parsed);
+    let Ok(httparse::Status::Complete(head)) = req.parse(&out) else {
+        panic!(
+            "not one complete HTTP request: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    };
+    let mapped = req
+        .headers
+        .iter()
+        .filter(|h| h.name.starts_with("x-"))
+        .inspect(|h| assert!(h.value.iter().all(|&b| b >= 0x20 && b != 0x7f), "{h:?}"))
+        .count();
+    assert!(
+        mapped <= 5,
+        "only mapped headers, each once: {:?}",
+        req.headers
+    );
+    assert!(mapped >= 2, "the context headers always have a value");
+    let sent = if mode == 2 { &[][..] } else { message };
+    assert_eq!(out.get(head..), Some(sent), "the body is the message");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +539,17 @@ mod tests {
         let mut out = Vec::new();
         write_header_value(&mut out, b"a\0b\r\nX-Evil: 1\tc\x7fd\x01");
         assert_eq!(out, b"a b  X-Evil: 1 c d ");
+    }
+
+    #[test]
+    fn fuzz_http_proxy_request_holds_on_hostile_values() {
+        for data in [
+            &b"\0a=1&q=%00%0d%0aX-Evil:%201\0v\r\nX-Evil: 1\0{\"room\":\"a\\u0000\\r\\nb\",\"n\":1e400}"[..],
+            b"\x02\0q=1&q=%0D%0A\0\0",
+            b"\x01\0\0\0{\"room\":1}",
+            b"",
+        ] {
+            fuzz_http_proxy_request(data);
+        }
     }
 }
