@@ -165,7 +165,9 @@ pub(super) fn neutralize(json: &mut [u8]) {
         if let Some(token) = json.get_mut(start..end) {
             if is_json_number(token) {
                 token.fill(b' ');
-                token[0] = b'0';
+                if let Some(first) = token.first_mut() {
+                    *first = b'0';
+                }
             }
         }
         pos = end;
