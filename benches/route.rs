@@ -9,7 +9,9 @@
 //! The baselines only handle string values; wsgate also stringifies the other kinds.
 //! Inputs are AWS's §1.3 payload with three expressions, and two ~1 KiB messages with
 //! the key at the end: one of many small fields, one that is mostly a single text string.
-//! `route/lookup/*` compares ways to find the key among N routes.
+//! `route/numbers/*` selects on number arrays of 1 and 128 KiB (work linear in the size)
+//! and on a number beyond `f64`. `route/lookup/*` compares ways to find the key among
+//! N routes.
 //!
 //! Run: `cargo bench --bench route -- --warm-up-time 1 --measurement-time 2`.
 
@@ -276,5 +278,37 @@ fn lookups_of(c: &mut Criterion, name: &str, route_key: fn(usize) -> String) {
     group.finish();
 }
 
-criterion_group!(benches, messages, lookups);
+/// `{"action":[0,0,…]}` of about `bytes` bytes.
+fn number_array(bytes: usize) -> Vec<u8> {
+    let mut m = b"{\"action\":[0".to_vec();
+    while m.len() + 4 <= bytes {
+        m.extend_from_slice(b",0");
+    }
+    m.extend_from_slice(b"]}");
+    m
+}
+
+/// Messages whose key is a number array (stringified with each number's text: linear
+/// since issue 8; it was quadratic) and a message holding a number beyond `f64`
+/// (parsed a second time with its numbers neutralized).
+fn numbers(c: &mut Criterion) {
+    let table = table("$request.body.action");
+    let mut selector = Selector::new();
+    let mut group = c.benchmark_group("route/numbers");
+    for (name, message) in [
+        ("array_1k", number_array(1024)),
+        ("array_128k", number_array(128 * 1024)),
+        ("big_float", br#"{"action":"join","n":1e400}"#.to_vec()),
+    ] {
+        let want = if name == "big_float" { 0 } else { DEFAULT };
+        assert_eq!(selector.select(&table, &message), Some(want), "{name}");
+        group.throughput(Throughput::Bytes(message.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| selector.select(&table, black_box(&message)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, messages, numbers, lookups);
 criterion_main!(benches);

@@ -351,6 +351,9 @@ impl Validator<'_> {
         let mut names = Vec::new();
         let mut integrations = Vec::new();
         for (name, ri) in raw.integrations {
+            if name.is_empty() {
+                return Err(self.err("integrations.\"\"", "an integration name must not be empty"));
+            }
             integrations.push(self.integration(&name, ri, &api.stage_variables)?);
             names.push(name);
         }
@@ -358,6 +361,12 @@ impl Validator<'_> {
         let (mut connect_route, mut disconnect_route, mut default_route) = (None, None, None);
         let mut custom = Vec::new();
         for (key, rr) in raw.routes {
+            if key.is_empty() {
+                return Err(self.err(
+                    "routes.\"\"",
+                    "a route key must not be empty (a message whose expression evaluates to nothing goes to $default)",
+                ));
+            }
             let k = format!("routes.\"{key}\".integration");
             let integration = names
                 .iter()

@@ -32,35 +32,8 @@ pub struct Common<'a> {
     pub now_ms: u64,
 }
 
-/// Writes `s` as a JSON string (quotes included): runs of plain bytes are copied
-/// whole, only `"`, `\\` and control characters are escaped.
-pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    let mut rest = s;
-    while let Some(i) = rest
-        .iter()
-        .position(|&c| c < 0x20 || c == b'"' || c == b'\\')
-    {
-        out.extend_from_slice(&rest[..i]);
-        let c = rest[i];
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(b"0123456789abcdef"[(c >> 4) as usize]);
-                out.push(b"0123456789abcdef"[(c & 15) as usize]);
-            }
-        }
-        rest = &rest[i + 1..];
-    }
-    out.extend_from_slice(rest);
-    out.push(b'"');
-}
+/// Writes `s` as a JSON string, quotes included (the one escaper, [`crate::json`]).
+pub use crate::json::write_str;
 
 fn write_num(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -183,48 +156,42 @@ pub fn write_message(
 }
 
 /// Writes a `{"Name":"last",..}` map and a `{"Name":["a","b"],..}` map of `pairs`,
-/// grouping names case-insensitively under their first spelling.
+/// grouping names case-insensitively under their first spelling, in order of first
+/// appearance. Sorting indices keeps this O(n log n) for a query of thousands of
+/// names, rather than comparing every name with every other.
 fn write_maps(out: &mut Vec<u8>, single: &str, multi: &str, pairs: &[(String, String)]) {
-    let mut names: Vec<&str> = Vec::new();
-    for (n, _) in pairs {
-        if !names.iter().any(|m| m.eq_ignore_ascii_case(n)) {
-            names.push(n);
-        }
-    }
+    let folded = |i: usize| pairs[i].0.bytes().map(|b| b.to_ascii_lowercase());
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by(|&a, &b| folded(a).cmp(folded(b)).then(a.cmp(&b)));
+    // One run of `order` per name: its first index is the first spelling.
+    let mut groups: Vec<&[usize]> = order.chunk_by(|&a, &b| folded(a).eq(folded(b))).collect();
+    groups.sort_by_key(|g| g[0]);
     out.push(b'"');
     out.extend_from_slice(single.as_bytes());
     out.extend_from_slice(b"\":{");
-    for (i, n) in names.iter().enumerate() {
-        let last = pairs
-            .iter()
-            .rev()
-            .find(|(m, _)| m.eq_ignore_ascii_case(n))
-            .map_or("", |(_, v)| v);
+    for (i, group) in groups.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_str(out, n.as_bytes());
+        write_str(out, pairs[group[0]].0.as_bytes());
         out.push(b':');
+        let last = group.last().map_or("", |&j| &pairs[j].1);
         write_str(out, last.as_bytes());
     }
     out.extend_from_slice(b"},\"");
     out.extend_from_slice(multi.as_bytes());
     out.extend_from_slice(b"\":{");
-    for (i, n) in names.iter().enumerate() {
+    for (i, group) in groups.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_str(out, n.as_bytes());
+        write_str(out, pairs[group[0]].0.as_bytes());
         out.extend_from_slice(b":[");
-        for (j, (_, v)) in pairs
-            .iter()
-            .filter(|(m, _)| m.eq_ignore_ascii_case(n))
-            .enumerate()
-        {
+        for (j, &k) in group.iter().enumerate() {
             if j > 0 {
                 out.push(b',');
             }
-            write_str(out, v.as_bytes());
+            write_str(out, pairs[k].1.as_bytes());
         }
         out.push(b']');
     }
@@ -259,6 +226,21 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
             (percent::decode_lossy(k), percent::decode_lossy(v))
         })
         .collect()
+}
+
+/// The decoded value of the last `name` parameter of `query` in `out` (cleared
+/// first); `None` when the query has no such parameter.
+pub fn query_value(query: &str, name: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let mut last = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent::decode(k.as_bytes()).as_ref() == name {
+            last = Some(v);
+        }
+    }
+    out.clear();
+    out.extend_from_slice(&percent::decode(last?.as_bytes()));
+    Some(())
 }
 
 /// The CONNECT event from the handshake's headers and query.
@@ -409,6 +391,33 @@ mod tests {
             serde_json::Value::Null
         );
         assert_eq!(v["requestContext"]["eventType"], "CONNECT");
+    }
+
+    #[test]
+    fn many_query_names_keep_first_spelling_order_and_last_value() {
+        let (api, id) = (api(), ident());
+        let mut query: Vec<String> = (0..3000).map(|i| format!("n{i}={i}")).collect();
+        query.push("N7=last&b=1&B=2".into());
+        let mut out = Vec::new();
+        write_connect(
+            &mut out,
+            &common(&api, &id, "$connect"),
+            &[],
+            Some(&query.join("&")),
+        );
+        let v = json(&out);
+        let single = v["queryStringParameters"].as_object().unwrap();
+        assert_eq!(single.len(), 3001);
+        assert_eq!(v["queryStringParameters"]["n7"], "last");
+        assert_eq!(v["queryStringParameters"]["b"], "2");
+        assert_eq!(
+            v["multiValueQueryStringParameters"]["n7"],
+            serde_json::json!(["7", "last"])
+        );
+        let text = String::from_utf8(out).unwrap();
+        let at = |needle: &str| text.find(needle).unwrap();
+        assert!(at("\"n0\":") < at("\"n1\":") && at("\"n2999\":") < at("\"b\":"));
+        assert!(!text.contains("\"B\":"), "first spelling only");
     }
 
     #[test]

@@ -286,3 +286,23 @@ fn management_seeds_do_not_panic() {
     assert_eq!(run("partial_head"), (vec![], None));
     assert_eq!(run("content_length_conflict"), (vec![], Some(400)));
 }
+
+#[test]
+fn route_select_seeds_pass_the_target() {
+    let all = seeds("route_select");
+    assert!(!all.is_empty(), "route_select has seeds");
+    for (name, data) in all {
+        let result = std::panic::catch_unwind(|| crate::route::fuzz_select(&data));
+        assert!(result.is_ok(), "route_select seed {name} failed");
+    }
+}
+
+#[test]
+fn mapping_seeds_pass_the_target() {
+    let all = seeds("mapping");
+    assert!(!all.is_empty(), "mapping has seeds");
+    for (name, data) in all {
+        let result = std::panic::catch_unwind(|| crate::mapping::fuzz_http_proxy_request(&data));
+        assert!(result.is_ok(), "mapping seed {name} failed");
+    }
+}

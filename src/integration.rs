@@ -4,7 +4,7 @@
 
 use crate::config::{Api, Http, Proxy};
 use crate::event::{self, Common, Identity};
-use crate::mapping::{Source, Target};
+use crate::mapping::{self, Target};
 use crate::route::Selector;
 
 /// Which event a call carries.
@@ -113,90 +113,60 @@ pub fn write_request(
                 Body::Connect(h) => Some(h),
                 _ => handshake,
             };
-            // Mapped headers into `scratch`, mapped query after them.
-            let mut query = Vec::new();
+            let ev = mapping::Event {
+                connection_id: input.connection_id,
+                route_key: input.route_key,
+                request_id: input.request_id,
+                message_id: input.message_id,
+                stage: &input.api.stage,
+                api_id: &input.api.name,
+                domain_name: &input.identity.host,
+                source_ip: &input.identity.source_ip_text,
+                stage_variables: &input.api.stage_variables,
+                headers: handshake.map_or(&[], |h| h.headers),
+                query: handshake.and_then(|h| h.query),
+                body: Some(data).filter(|_| !binary),
+            };
+            // Mapped headers into `scratch`, then the mapped query after them; a
+            // parameter without a value is left out (see `mapping`). `out` (a pooled
+            // buffer, empty until the request is written) holds decoded values
+            // meanwhile, so no mapping allocates once buffers have grown.
+            let mut decoded = std::mem::take(out);
             for m in &http.request_parameters {
-                let value: Vec<u8> = match &m.source {
-                    Source::Static(s) => s.as_bytes().to_vec(),
-                    Source::Context(name) => context_value(name, input).to_vec(),
-                    Source::StageVariable(n) => input
-                        .api
-                        .stage_variables
-                        .iter()
-                        .find(|(k, _)| k == n)
-                        .map_or(Vec::new(), |(_, v)| v.as_bytes().to_vec()),
-                    Source::Header(n) => handshake
-                        .and_then(|h| {
-                            h.headers
-                                .iter()
-                                .rev()
-                                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                        })
-                        .map_or(Vec::new(), |(_, v)| v.as_bytes().to_vec()),
-                    Source::Query(n) => handshake
-                        .and_then(|h| h.query)
-                        .and_then(|q| {
-                            event::query_pairs(q)
-                                .into_iter()
-                                .rev()
-                                .find(|(k, _)| k == n)
-                        })
-                        .map_or(Vec::new(), |(_, v)| v.into_bytes()),
-                    Source::Body(_) => match (&m.body_path, binary) {
-                        (Some(expr), false) => selector
-                            .evaluate(expr, data)
-                            .map_or(Vec::new(), <[u8]>::to_vec),
-                        _ => Vec::new(),
-                    },
+                let Target::Header(name) = &m.target else {
+                    continue;
                 };
-                match &m.target {
-                    Target::Header(name) => {
-                        scratch.extend_from_slice(name.as_bytes());
-                        scratch.extend_from_slice(b": ");
-                        scratch.extend(value.iter().map(|&c| {
-                            if c == b'\r' || c == b'\n' {
-                                b' '
-                            } else {
-                                c
-                            }
-                        }));
-                        scratch.extend_from_slice(b"\r\n");
-                    }
-                    Target::Query(name) => {
-                        if !query.is_empty() {
-                            query.push(b'&');
-                        }
-                        percent_encode(&mut query, name.as_bytes());
-                        query.push(b'=');
-                        percent_encode(&mut query, &value);
-                    }
+                if let Some(value) = m.source.value(&ev, selector, &mut decoded) {
+                    scratch.extend_from_slice(name.as_bytes());
+                    scratch.extend_from_slice(b": ");
+                    mapping::write_header_value(scratch, value);
+                    scratch.extend_from_slice(b"\r\n");
                 }
             }
+            let headers_end = scratch.len();
+            for m in &http.request_parameters {
+                let Target::Query(name) = &m.target else {
+                    continue;
+                };
+                if let Some(value) = m.source.value(&ev, selector, &mut decoded) {
+                    if scratch.len() > headers_end {
+                        scratch.push(b'&');
+                    }
+                    percent_encode(scratch, name.as_bytes());
+                    scratch.push(b'=');
+                    percent_encode(scratch, value);
+                }
+            }
+            decoded.clear();
+            *out = decoded;
+            let (headers, query) = scratch.split_at(headers_end);
             let ct = if binary {
                 "application/octet-stream"
             } else {
                 "application/json"
             };
-            crate::upstream::write_request(out, &http.uri, &query, ct, scratch, data);
+            crate::upstream::write_request(out, &http.uri, query, ct, headers, data);
         }
-    }
-}
-
-fn context_value<'a>(name: &str, i: &'a Input<'a>) -> &'a [u8] {
-    match name {
-        "connectionId" => i.connection_id,
-        "routeKey" => i.route_key.as_bytes(),
-        "requestId" | "extendedRequestId" => i.request_id,
-        "messageId" => i.message_id,
-        "eventType" => match i.route_key {
-            "$connect" => b"CONNECT",
-            "$disconnect" => b"DISCONNECT",
-            _ => b"MESSAGE",
-        },
-        "stage" => i.api.stage.as_bytes(),
-        "apiId" => i.api.name.as_bytes(),
-        "domainName" => i.identity.host.as_bytes(),
-        _ => b"",
     }
 }
 

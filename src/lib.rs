@@ -16,6 +16,7 @@ pub mod handshake;
 pub mod http1;
 pub mod id;
 pub mod integration;
+pub mod json;
 pub mod logger;
 pub mod mailbox;
 pub mod management;

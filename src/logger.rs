@@ -77,21 +77,12 @@ pub fn flush_thread() {
     });
 }
 
-/// Escapes `s` for a JSON string.
+/// Escapes `s` for a JSON string, without quotes (through [`crate::json`]).
 pub fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+    let mut out = Vec::with_capacity(s.len());
+    crate::json::escape_into(&mut out, s.as_bytes());
+    // Escaping only replaces ASCII bytes with ASCII, so UTF-8 stays UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Installs the logger once; later calls are ignored.

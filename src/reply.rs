@@ -3,6 +3,7 @@
 
 use crate::config::{Config, IntegrationKind};
 use crate::frame::{self, OpCode};
+use crate::json;
 use crate::message::Kind;
 use crate::mock::Context;
 
@@ -14,20 +15,24 @@ pub struct Ids<'a> {
 }
 
 /// Appends `{"message": "<text>", "connectionId":"<id>", "requestId":"<id>"}` as one
-/// text frame (note AWS's space after `"message":` and nowhere else).
+/// text frame (note AWS's space after `"message":` and nowhere else); each field goes
+/// through the one JSON escaper.
 pub fn error_frame(out: &mut Vec<u8>, text: &str, connection_id: &[u8], request_id: &[u8]) {
     const A: &[u8] = b"{\"message\": \"";
     const B: &[u8] = b"\", \"connectionId\":\"";
     const C: &[u8] = b"\", \"requestId\":\"";
     const D: &[u8] = b"\"}";
+    let fields = [text.as_bytes(), connection_id, request_id];
     let len =
-        A.len() + text.len() + B.len() + connection_id.len() + C.len() + request_id.len() + D.len();
+        A.len() + B.len() + C.len() + D.len() + fields.map(json::escaped_len).iter().sum::<usize>();
     let mut h = [0u8; 10];
     let hl = frame::encode_header(&mut h, true, OpCode::Text, len);
     out.extend_from_slice(&h[..hl]);
-    for part in [A, text.as_bytes(), B, connection_id, C, request_id, D] {
-        out.extend_from_slice(part);
+    for (literal, field) in [A, B, C].into_iter().zip(fields) {
+        out.extend_from_slice(literal);
+        json::escape_into(out, field);
     }
+    out.extend_from_slice(D);
 }
 
 /// Answers a message routed to `route` whose integration is a mock: its rendered

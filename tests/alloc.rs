@@ -1,5 +1,7 @@
 //! After warm-up, a message through the codec, route selection and a mock route
-//! response allocates nothing: a counting global allocator proves it.
+//! response allocates nothing, and neither does one routed to an `aws_proxy` or
+//! `http_proxy` integration (the backend request written, the reply framed back): a
+//! counting global allocator proves it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
@@ -7,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use wsgate::config::{self, Overrides};
+use wsgate::integration::Outcome;
 use wsgate::mask;
 use wsgate::session::{Scratch, Session, State};
 
@@ -83,6 +86,26 @@ integration = "who"
 route_response = true
 "#;
 
+const HTTP: &str = r#"
+[api]
+name = "alloc"
+stage = "prod"
+stage_variables = { color = "blue" }
+[integrations.aws]
+type = "aws_proxy"
+uri = "http://127.0.0.1:9/ws"
+[integrations.http]
+type = "http_proxy"
+uri = "http://127.0.0.1:9/msg"
+request_parameters = { "integration.request.header.x-conn" = "context.connectionId", "integration.request.header.x-ua" = "route.request.header.User-Agent", "integration.request.querystring.room" = "route.request.body.data.room", "integration.request.header.x-color" = "stageVariables.color", "integration.request.header.x-static" = "'v1'", "integration.request.header.x-ip" = "context.identity.sourceIp" }
+[routes."$default"]
+integration = "aws"
+route_response = true
+[routes.join]
+integration = "http"
+route_response = true
+"#;
+
 fn masked(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
     let key = [9, 8, 7, 6];
     let mut f = vec![(if fin { 0x80 } else { 0 }) | op];
@@ -105,7 +128,7 @@ fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
     let cfg = config::parse(Path::new("alloc.toml"), config, &Overrides::default()).unwrap();
     let mut sx = Scratch::new(Arc::new(cfg), 0, wsgate::id::Codec::random(), 64);
     let mut s = Session::new(*b"AAAAAAAAAAAAAAA=", "127.0.0.1".parse().unwrap());
-    let mut head = b"GET /prod HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
+    let mut head = b"GET /prod HTTP/1.1\r\nHost: x\r\nUser-Agent: alloc/1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
     s.process(&mut head, &mut sx);
     assert_eq!(s.state(), State::Open);
     let mut input = Vec::with_capacity(64 * 1024);
@@ -120,6 +143,19 @@ fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
                 }
                 input.extend_from_slice(piece);
                 s.process(&mut input, sx);
+                // Backend calls: answer each as its backend would, then give its
+                // request buffer back as the worker does.
+                while let Some(out) = sx.outbox.pop() {
+                    let reply = Outcome::Reply {
+                        status: 200,
+                        body: b"{\"ok\":true}",
+                        content_type: None,
+                        protocol: None,
+                    };
+                    assert!(out.request.starts_with(b"POST "));
+                    s.on_message_outcome(out.route, &out.request_id, reply, sx);
+                    sx.pool.give(out.request);
+                }
             }
             assert_eq!(s.state(), State::Open);
             replies += usize::from(!sx.wbuf.is_empty());
@@ -169,4 +205,20 @@ fn steady_state_message_path_allocates_nothing() {
         0,
         "Forbidden frame"
     );
+    let http = vec![
+        masked(true, 1, json),                           // http_proxy with mappings
+        masked(true, 1, br#"{"action":"other","n":1}"#), // aws_proxy event
+        masked(true, 1, &vec![b'y'; 3000]),              // larger aws_proxy event
+    ];
+    assert_eq!(
+        allocations(HTTP, &http[1..], usize::MAX),
+        0,
+        "aws_proxy routes"
+    );
+    assert_eq!(
+        allocations(HTTP, &http[..1], usize::MAX),
+        0,
+        "http_proxy routes"
+    );
+    assert_eq!(allocations(HTTP, &http, 5), 0, "HTTP routes, split reads");
 }

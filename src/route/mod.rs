@@ -16,17 +16,23 @@
 //! hand. Nothing allocates once the buffers have grown to the largest message seen.
 
 mod expression;
+mod numbers;
 mod tape;
+mod work;
 
 use std::collections::hash_map::{self, HashMap};
 use std::fmt;
 
-use simd_json::{Buffers, Node, Tape};
+use simd_json::{Buffers, ErrorType, Node, Tape};
 
 use expression::Path;
 pub use expression::{ExprError, Expression};
+use numbers::Numbers;
 pub use tape::MAX_STRINGIFY_DEPTH;
 use tape::{render, resolve, stringify, Entry, Source};
+/// Route-selection work steps on this thread since the last call (tests and fuzzing).
+#[cfg(any(test, fuzzing))]
+pub use work::take as take_work_steps;
 
 /// Route tables with at most this many custom keys are scanned linearly; larger ones use
 /// a hash map. Measured in `benches/route.rs` (group `route/lookup`): a `HashMap` lookup
@@ -128,6 +134,8 @@ pub struct Selector {
     key: Vec<u8>,
     /// A stack of object entries being stringified (see [`surviving_entries`]).
     entries: Vec<Entry>,
+    /// Where the message's numbers are in its text, indexed once per message.
+    numbers: Numbers,
 }
 
 impl fmt::Debug for Selector {
@@ -174,24 +182,27 @@ impl Selector {
     /// `{k=v, k2=v2}` where a repeated key keeps its first position and its last value.
     /// Containers deeper than [`MAX_STRINGIFY_DEPTH`] are written `[...]` / `{...}`.
     ///
-    /// Numbers are their JSON text as sent (SPEC §4: `1.50` stays `1.50`, `1e3` stays
-    /// `1e3`, `5.0` is not `5`). simd-json's tape keeps only the value, so the text is
-    /// found again in the message: the n-th number node of the tape is the n-th number
-    /// token of the text. Only numbers that are stringified pay for that scan. Integers
-    /// outside `i64`/`u64` are rejected by simd-json, so such a message is not JSON here.
+    /// Numbers are their JSON text as sent, whatever their size (SPEC §4: `1.50` stays
+    /// `1.50`, `1e3` stays `1e3`, `5.0` is not `5`, `1e400` is `1e400`). simd-json's
+    /// tape keeps only the value, so the text is found again in the message, by one
+    /// linear pass on the first number stringified (see `numbers.rs`).
     pub fn evaluate(&mut self, expr: &Expression, message: &[u8]) -> Option<&[u8]> {
-        let Selector { json, key, entries } = self;
+        let Selector {
+            json,
+            key,
+            entries,
+            numbers,
+        } = self;
         key.clear();
+        numbers.reset();
         json.with_object(message, |root| {
-            render(
-                &expr.parts,
-                Source {
-                    tape: root,
-                    text: message,
-                },
-                key,
+            let mut src = Source {
+                tape: root,
+                text: message,
+                numbers,
                 entries,
-            )
+            };
+            render(&expr.parts, &mut src, key);
         })?;
         Some(&self.key)
     }
@@ -199,21 +210,24 @@ impl Selector {
     /// `select` for a one-variable expression: a string value is looked up straight from
     /// the tape, anything else is stringified first.
     fn select_single_var(&mut self, table: &Table, path: &Path, message: &[u8]) -> Option<usize> {
-        let Selector { json, key, entries } = self;
+        let Selector {
+            json,
+            key,
+            entries,
+            numbers,
+        } = self;
+        numbers.reset();
         let found = json.with_object(message, |root| match resolve(root, path) {
             Some([Node::String(s), ..]) => table.route(s.as_bytes()),
             Some(value) => {
                 key.clear();
-                stringify(
-                    value,
-                    Source {
-                        tape: root,
-                        text: message,
-                    },
-                    key,
+                let mut src = Source {
+                    tape: root,
+                    text: message,
+                    numbers,
                     entries,
-                    0,
-                );
+                };
+                stringify(value, &mut src, key, 0);
                 table.route(key)
             }
             None => table.route(b""),
@@ -248,23 +262,40 @@ impl Scratch {
         if !starts_like_object(message) {
             return None; // cheap reject for plain text, empty messages, and non-objects
         }
-        self.input.clear();
-        self.input.extend_from_slice(message);
-        self.input.extend_from_slice(&PADDING);
-        // The tape's allocation is kept; only its lifetime is re-bound to this borrow.
-        let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
-        let parsed = simd_json::fill_tape_padded(
-            &mut self.input,
-            message.len(),
-            &mut self.buffers,
-            &mut tape,
-        );
-        let result = match (parsed, tape.0.first()) {
-            (Ok(()), Some(Node::Object { .. })) => Some(f(&tape.0)),
-            _ => None,
-        };
-        self.tape = tape.reset();
-        result
+        work::add(message.len());
+        let mut f = Some(f);
+        // A number beyond simd-json's range (`1e400`, a 30-digit integer) is still JSON:
+        // on that error, parse again a copy whose numbers are all `0` (their text is read
+        // from `message` anyway). simd-json may have rewritten the first copy.
+        for neutral in [false, true] {
+            self.input.clear();
+            self.input.extend_from_slice(message);
+            if neutral {
+                numbers::neutralize(&mut self.input);
+            }
+            self.input.extend_from_slice(&PADDING);
+            // The tape's allocation is kept; only its lifetime is re-bound to this borrow.
+            let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+            let parsed = simd_json::fill_tape_padded(
+                &mut self.input,
+                message.len(),
+                &mut self.buffers,
+                &mut tape,
+            );
+            if !neutral
+                && matches!(&parsed, Err(e) if matches!(e.error(), ErrorType::InvalidNumber))
+            {
+                self.tape = tape.reset();
+                continue;
+            }
+            let result = match (parsed, tape.0.first(), f.take()) {
+                (Ok(()), Some(Node::Object { .. }), Some(f)) => Some(f(&tape.0)),
+                _ => None,
+            };
+            self.tape = tape.reset();
+            return result;
+        }
+        None
     }
 }
 
@@ -279,3 +310,45 @@ fn starts_like_object(message: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Work steps allowed per message byte (plus [`FUZZ_WORK_FIXED`]) in [`fuzz_select`]:
+/// a few linear passes per variable; a quadratic path exceeds it on inputs of a few
+/// hundred numbers.
+#[cfg(any(test, fuzzing))]
+pub const FUZZ_WORK_PER_BYTE: u64 = 32;
+#[cfg(any(test, fuzzing))]
+pub const FUZZ_WORK_FIXED: u64 = 256;
+
+/// The `route_select` fuzz target (and its seed test): the first byte picks one of a
+/// few expressions, the rest is a message. Selection and evaluation must not panic,
+/// must fall back to `$default`, and must stay within a work budget linear in the
+/// message size.
+#[cfg(any(test, fuzzing))]
+pub fn fuzz_select(data: &[u8]) {
+    const EXPRESSIONS: [&str; 4] = [
+        "$request.body.action",
+        "$request.body",
+        "${request.body.a}-${request.body.a[0].b}/$request.body.n",
+        r"\$default",
+    ];
+    let (pick, message) = data.split_first().unwrap_or((&0, &[]));
+    let source = EXPRESSIONS[usize::from(*pick) % EXPRESSIONS.len()];
+    let expr = Expression::parse(source).expect("fixed expressions parse");
+    let table = Table::new(
+        expr.clone(),
+        vec![("join".into(), 1), ("0".into(), 2), ("$default".into(), 3)],
+        Some(0),
+    );
+    let mut selector = Selector::new();
+    work::take();
+    let route = selector.select(&table, message);
+    assert!(matches!(route, Some(0..=2)), "{source}: route {route:?}");
+    let _ = selector.evaluate(&expr, message);
+    let steps = work::take();
+    let len = message.len() as u64;
+    let budget = FUZZ_WORK_PER_BYTE * len + FUZZ_WORK_FIXED;
+    assert!(
+        steps <= budget,
+        "{source} on {len} bytes: {steps} work steps > budget {budget}"
+    );
+}

@@ -6,24 +6,20 @@ use std::io::Write as _;
 use simd_json::{Node, StaticNode};
 
 use super::expression::{Part, Path, Step};
+use super::numbers::{is_number, Numbers};
 
 /// Containers nested deeper than this are stringified as `[...]` / `{...}` instead of
 /// being walked, so a hostile message cannot overflow the stack.
 pub const MAX_STRINGIFY_DEPTH: usize = 64;
 
 /// Appends the template's result for the message whose tape is `src.tape`.
-pub(super) fn render(
-    parts: &[Part],
-    src: Source<'_, '_>,
-    out: &mut Vec<u8>,
-    entries: &mut Vec<Entry>,
-) {
+pub(super) fn render(parts: &[Part], src: &mut Source<'_, '_>, out: &mut Vec<u8>) {
     for part in parts {
         match part {
             Part::Literal(text) => out.extend_from_slice(text),
             Part::Var(path) => {
                 if let Some(value) = resolve(src.tape, path) {
-                    stringify(value, src, out, entries, 0);
+                    stringify(value, src, out, 0);
                 }
             }
         }
@@ -76,6 +72,7 @@ pub(super) fn member_offsets<'t>(value: &'t [Node<'_>]) -> impl Iterator<Item = 
     };
     let mut next = 1;
     (0..len).map_while(move |_| {
+        super::work::add(1);
         let key = next;
         next = key + 1 + span(value.get(key + 1)?);
         Some(key)
@@ -91,81 +88,40 @@ pub(super) fn elements<'t, 'i>(value: &'t [Node<'i>]) -> impl Iterator<Item = &'
     };
     let mut rest = value.get(1..).unwrap_or_default();
     (0..len).map_while(move |_| {
+        super::work::add(1);
         let element = rest;
         rest = rest.get(span(rest.first()?)..)?;
         Some(element)
     })
 }
 
-/// The parsed message: its whole tape and its original text, so a number can be
-/// written as it was sent (the tape keeps only its value).
-#[derive(Clone, Copy)]
+/// The parsed message and the reused state of one evaluation: its whole tape, its
+/// original text (a number is written as it was sent; the tape keeps only its value),
+/// the index of its numbers' text, and the stack of object entries being stringified.
 pub(super) struct Source<'t, 'i> {
     pub(super) tape: &'t [Node<'i>],
     pub(super) text: &'t [u8],
+    pub(super) numbers: &'t mut Numbers,
+    pub(super) entries: &'t mut Vec<Entry>,
 }
 
 impl Source<'_, '_> {
-    /// The source text of the number whose tape node starts `value`: the n-th number
-    /// node of the tape is the n-th number token of the text, both in document order.
-    fn number_text(&self, value: &[Node<'_>]) -> Option<&[u8]> {
+    /// The source text of the number whose tape node starts `value`.
+    fn number_text(&mut self, value: &[Node<'_>]) -> Option<&[u8]> {
         let index = (value.as_ptr() as usize).checked_sub(self.tape.as_ptr() as usize)?
             / std::mem::size_of::<Node<'_>>();
-        let ordinal = self
-            .tape
-            .get(..index)?
-            .iter()
-            .filter(|n| is_number(n))
-            .count();
-        nth_number_token(self.text, ordinal)
+        self.numbers.text(self.tape, self.text, index)
     }
-}
-
-pub(super) fn is_number(node: &Node<'_>) -> bool {
-    matches!(
-        node,
-        Node::Static(StaticNode::I64(_) | StaticNode::U64(_) | StaticNode::F64(_))
-    )
-}
-
-/// The `n`-th number token of valid JSON text (strings skipped, escapes included).
-pub(super) fn nth_number_token(text: &[u8], n: usize) -> Option<&[u8]> {
-    let (mut i, mut seen) = (0, 0);
-    while i < text.len() {
-        match text[i] {
-            b'"' => {
-                i += 1;
-                while i < text.len() && text[i] != b'"' {
-                    i += if text[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 1;
-            }
-            b'-' | b'0'..=b'9' => {
-                let start = i;
-                while i < text.len()
-                    && matches!(text[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-                {
-                    i += 1;
-                }
-                if seen == n {
-                    return Some(&text[start..i]);
-                }
-                seen += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 /// Appends the stringified value at `value[0]` (see [`Selector::evaluate`]).
 pub(super) fn stringify(
     value: &[Node<'_>],
-    src: Source<'_, '_>,
+    src: &mut Source<'_, '_>,
     out: &mut Vec<u8>,
-    entries: &mut Vec<Entry>,
     depth: usize,
 ) {
+    super::work::add(1);
     match value.first() {
         Some(Node::String(s)) => out.extend_from_slice(s.as_bytes()),
         Some(node) if is_number(node) => match src.number_text(value) {
@@ -187,11 +143,11 @@ pub(super) fn stringify(
                 if i > 0 {
                     out.extend_from_slice(b", ");
                 }
-                stringify(element, src, out, entries, depth + 1);
+                stringify(element, src, out, depth + 1);
             }
             out.push(b']');
         }
-        Some(Node::Object { .. }) => stringify_object(value, src, out, entries, depth),
+        Some(Node::Object { .. }) => stringify_object(value, src, out, depth),
         None => {}
     }
 }
@@ -207,17 +163,16 @@ pub(super) struct Entry {
 /// Appends `{k=v, k2=v2}` for the object at `value[0]`, with repeated keys merged.
 pub(super) fn stringify_object(
     value: &[Node<'_>],
-    src: Source<'_, '_>,
+    src: &mut Source<'_, '_>,
     out: &mut Vec<u8>,
-    entries: &mut Vec<Entry>,
     depth: usize,
 ) {
-    let base = entries.len();
-    surviving_entries(value, entries);
-    let end = entries.len();
+    let base = src.entries.len();
+    surviving_entries(value, src.entries);
+    let end = src.entries.len();
     out.push(b'{');
     for i in base..end {
-        let Entry { first, last } = entries[i];
+        let Entry { first, last } = src.entries[i];
         if i > base {
             out.extend_from_slice(b", ");
         }
@@ -226,10 +181,10 @@ pub(super) fn stringify_object(
         }
         out.push(b'=');
         let member_value = value.get(last + 1..).unwrap_or_default();
-        stringify(member_value, src, out, entries, depth + 1); // pushes above `end`, pops back
+        stringify(member_value, src, out, depth + 1); // pushes above `end`, pops back
     }
     out.push(b'}');
-    entries.truncate(base);
+    src.entries.truncate(base);
 }
 
 /// Pushes one [`Entry`] per distinct key of the object at `value[0]`, in order of first

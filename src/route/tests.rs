@@ -62,6 +62,14 @@ eval! {
     float_small: "$request.body.n", r#"{"n":0.000001}"# => Some("0.000001");
     float_tiny: "$request.body.n", r#"{"n":1.5e-7}"# => Some("1.5e-7");
     float_negative_zero: "$request.body.n", r#"{"n":-0.0}"# => Some("-0.0");
+    integer_beyond_u64_as_sent: "$request.body.n", r#"{"n":123456789012345678901234567890}"# => Some("123456789012345678901234567890");
+    integer_below_i64_as_sent: "$request.body.n", r#"{"n":-123456789012345678901234567890}"# => Some("-123456789012345678901234567890");
+    float_beyond_f64_as_sent: "$request.body.n", r#"{"n":1e400}"# => Some("1e400");
+    float_below_f64_as_sent: "$request.body.n", r#"{"n":-1e-400}"# => Some("-1e-400");
+    big_number_elsewhere_keeps_the_route: "$request.body.action", r#"{"action":"join","n":1e400}"# => Some("join");
+    big_numbers_in_containers_as_sent: "$request.body", r#"{"a":[1e400,2],"b":{"c":-99999999999999999999999}}"# => Some("{a=[1e400, 2], b={c=-99999999999999999999999}}");
+    malformed_number_is_not_json: "$request.body.action", r#"{"action":"join","n":01e400}"# => None;
+    big_number_then_malformed_json_is_not_json: "$request.body.action", r#"{"action":"join","n":1e400,}"# => None;
     number_after_strings_with_digits_and_escapes: "$request.body.n", r#"{"s":"1 \"2\" 3","t":[4.00,"5"],"n":6.50}"# => Some("6.50");
     numbers_inside_arrays_as_sent: "$request.body.a", r#"{"a":[1.0, -2e1, 3]}"# => Some("[1.0, -2e1, 3]");
     numbers_inside_objects_as_sent: "$request.body.o", r#"{"x":0.10,"o":{"k":2.50}}"# => Some("{k=2.50}");
@@ -97,7 +105,7 @@ eval! {
     truncated_object: "$request.body.action", r#"{"action":"join""# => None;
     trailing_garbage: "$request.body.action", r#"{"action":"join"} x"# => None;
     two_objects: "$request.body.action", r#"{"action":"join"}{}"# => None;
-    integer_beyond_u64: "$request.body.n", r#"{"n":18446744073709551616}"# => None;
+    integer_just_beyond_u64: "$request.body.n", r#"{"n":18446744073709551616}"# => Some("18446744073709551616");
     literal_only_on_non_json: "action", "hi" => None;
     literal_only_on_array: r"\$default", "[]" => None;
 }
@@ -459,6 +467,122 @@ mod properties {
             write_float(x, &mut out);
             let text = std::str::from_utf8(&out).unwrap();
             prop_assert_eq!(text.parse::<f64>().unwrap(), x);
+        }
+    }
+}
+
+// ---- work is linear in the message size (issue 8, defect 2) ----------------------
+
+/// `{"k":[e,e,…]}` of about `bytes` bytes, each element `element`.
+fn array_message(key: &str, element: &str, bytes: usize) -> String {
+    let mut m = format!("{{\"{key}\":[{element}");
+    while m.len() + element.len() + 2 < bytes {
+        m.push(',');
+        m.push_str(element);
+    }
+    m.push_str("]}");
+    m
+}
+
+/// Work steps to select a route for `message` (and, with a template, to evaluate it
+/// the way a `route.request.body.*` mapping does).
+fn selection_steps(expr: &str, message: &str) -> u64 {
+    let expr = Expression::parse(expr).expect("expression parses");
+    let table = Table::new(expr.clone(), vec![("join".into(), 1)], Some(0));
+    let mut selector = Selector::new();
+    super::take_work_steps();
+    selector.select(&table, message.as_bytes());
+    selector.evaluate(&expr, message.as_bytes());
+    super::take_work_steps()
+}
+
+/// 128 KiB against 1 KiB must cost at most twice the size ratio in steps (the base
+/// rescanned the tape and text for every number: thousands of times the ratio).
+fn assert_linear(expr: &str, key: &str, element: &str) {
+    let small = array_message(key, element, 1024);
+    let large = array_message(key, element, 128 * 1024);
+    let (s, l) = (selection_steps(expr, &small), selection_steps(expr, &large));
+    let size_ratio = large.len() as f64 / small.len() as f64;
+    let step_ratio = l as f64 / s as f64;
+    assert!(
+        step_ratio <= 2.0 * size_ratio,
+        "{expr} on [{element},…]: {s} steps for {} B, {l} for {} B: ratio {step_ratio:.0} > 2 × {size_ratio:.0}",
+        small.len(),
+        large.len()
+    );
+}
+
+#[test]
+fn number_array_selection_work_is_linear() {
+    assert_linear("$request.body.action", "action", "0");
+}
+
+#[test]
+fn number_array_template_work_is_linear() {
+    assert_linear(
+        "x-${request.body.action}-${request.body.action}",
+        "action",
+        "-1.5e3",
+    );
+}
+
+#[test]
+fn big_number_work_is_linear() {
+    assert_linear("$request.body.action", "action", "1e400");
+}
+
+#[test]
+fn nested_number_work_is_linear() {
+    assert_linear("$request.body", "action", "[1,{\"a\":2.0,\"b\":3,\"a\":4}]");
+}
+
+#[test]
+fn whole_body_numbers_work_is_linear() {
+    assert_linear("$request.body", "n", "123456789");
+}
+
+#[test]
+fn big_number_selects_its_route_key() {
+    let expr = Expression::parse("$request.body.action").unwrap();
+    let key = "123456789012345678901234567890";
+    let table = Table::new(expr, vec![("join".into(), 1), (key.into(), 2)], Some(0));
+    let mut selector = Selector::new();
+    let pick = |s: &mut Selector, m: &str| s.select(&table, m.as_bytes());
+    assert_eq!(
+        pick(&mut selector, r#"{"action":"join","n":1e400}"#),
+        Some(1)
+    );
+    assert_eq!(
+        pick(&mut selector, &format!(r#"{{"action":{key}}}"#)),
+        Some(2)
+    );
+    assert_eq!(
+        pick(&mut selector, r#"{"action":"join","n":1e400"#),
+        Some(0)
+    );
+}
+
+/// Adversarial shapes stay within the fuzz target's work budget.
+#[test]
+fn fuzz_select_budget_holds_on_hostile_shapes() {
+    let mut shapes = vec![
+        array_message("action", "0", 4096),
+        array_message("n", "1e400", 4096),
+        array_message("a", "{\"b\":1,\"b\":2.5}", 4096),
+        array_message("a", "[[[[[1]]]]]", 4096),
+        format!("{}{}", "{\"a\":[".repeat(300), "]}".repeat(300)),
+    ];
+    let mut dup = String::from("{");
+    for i in 0..400 {
+        dup.push_str(&format!("\"k{}\":{i}.5,", i % 7));
+    }
+    dup.push_str("\"n\":1}");
+    shapes.push(dup);
+    for shape in &shapes {
+        for pick in 0u8..4 {
+            let mut data = vec![pick];
+            data.extend_from_slice(shape.as_bytes());
+            super::fuzz_select(&data);
         }
     }
 }
