@@ -10,6 +10,8 @@ pub const PROTOCOL: u16 = 1002;
 pub const UNSUPPORTED: u16 = 1003;
 /// 1005: no code was present (never sent on the wire; reported to `$disconnect`).
 pub const NO_STATUS: u16 = 1005;
+/// A client that does not read while its route responses pile up (wsgate).
+pub const POLICY: u16 = 1008;
 /// 1006: the TCP connection ended without a close frame (never sent on the wire).
 pub const ABNORMAL: u16 = 1006;
 /// 1007: a text message or close reason that is not UTF-8.

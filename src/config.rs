@@ -489,7 +489,7 @@ impl Validator<'_> {
             listen: self.addr(listen_key, &listen)?,
             workers,
             pin_cores: o.pin_cores || raw.pin_cores.unwrap_or(false),
-            handshake_timeout: self.duration(
+            handshake_timeout: self.positive_duration(
                 "server.handshake_timeout",
                 raw.handshake_timeout.as_deref(),
                 "5s",
@@ -605,12 +605,12 @@ impl Validator<'_> {
             max_frame_bytes,
             max_message_bytes,
             allow_binary,
-            idle_timeout: self.duration(
+            idle_timeout: self.positive_duration(
                 "limits.idle_timeout",
                 raw.idle_timeout.as_deref(),
                 "10m",
             )?,
-            max_connection_duration: self.duration(
+            max_connection_duration: self.positive_duration(
                 "limits.max_connection_duration",
                 raw.max_connection_duration.as_deref(),
                 "2h",
@@ -620,7 +620,7 @@ impl Validator<'_> {
                 raw.ping_interval.as_deref(),
                 "0s",
             )?,
-            pong_timeout: self.duration(
+            pong_timeout: self.positive_duration(
                 "limits.pong_timeout",
                 raw.pong_timeout.as_deref(),
                 "10s",
@@ -837,13 +837,37 @@ impl Validator<'_> {
             .ok_or_else(|| self.err(key, format!("\"{text}\" resolves to no address")))
     }
 
+    /// A duration of at most a year (deadlines are instants: an absurd duration
+    /// must not overflow one).
     fn duration(&self, key: &str, text: Option<&str>, default: &str) -> Result<Duration, Error> {
         let text = text.unwrap_or(default);
-        humantime::parse_duration(text).map_err(|e| {
+        let d = humantime::parse_duration(text).map_err(|e| {
             self.err(key, format!("\"{text}\" is not a duration ({e}); write e.g. \"500ms\", \"5s\", \"10m\", \"2h\""))
-        })
+        })?;
+        if d > MAX_DURATION {
+            return Err(self.err(key, format!("\"{text}\" is longer than a year")));
+        }
+        Ok(d)
+    }
+
+    /// A [`duration`](Self::duration) that must not be zero (a zero deadline would
+    /// close every connection at once).
+    fn positive_duration(
+        &self,
+        key: &str,
+        text: Option<&str>,
+        default: &str,
+    ) -> Result<Duration, Error> {
+        let d = self.duration(key, text, default)?;
+        if d.is_zero() {
+            return Err(self.err(key, "must be longer than 0s".to_string()));
+        }
+        Ok(d)
     }
 }
+
+/// The longest duration a config may set.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl Config {
     /// The route table as `--check` prints it.
@@ -936,6 +960,35 @@ route_response = true
         let e = parse_str(&format!("{ECHO}\n[routes.join]\nintegration = \"nope\"\n")).unwrap_err();
         assert_eq!(e.key, "routes.\"join\".integration");
         assert!(e.problem.contains("nope"));
+    }
+
+    #[test]
+    fn durations_are_bounded_and_deadlines_not_zero() {
+        for (line, key, problem) in [
+            (
+                "idle_timeout = \"0s\"",
+                "limits.idle_timeout",
+                "longer than 0s",
+            ),
+            (
+                "max_connection_duration = \"300000000000y\"",
+                "limits.max_connection_duration",
+                "longer than a year",
+            ),
+            (
+                "pong_timeout = \"0ms\"",
+                "limits.pong_timeout",
+                "longer than 0s",
+            ),
+        ] {
+            let e = parse_str(&format!("{ECHO}\n[limits]\n{line}\n")).unwrap_err();
+            assert_eq!(e.key, key);
+            assert!(e.problem.contains(problem), "{line}: {}", e.problem);
+        }
+        let ok = parse_str(&format!(
+            "{ECHO}\n[limits]\nping_interval = \"0s\"\nidle_timeout = \"365d\"\n"
+        ));
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Conn {
     pub counted_open: bool,
     /// Reading stopped while output is backed up (or shutdown drains).
     pub read_paused: bool,
+    /// The peer's FIN was reported: read to EOF once reading goes on.
+    pub read_closed: bool,
 }
 
 /// What a flush achieved.
@@ -74,6 +76,7 @@ impl Conn {
             pong_due: None,
             counted_open: false,
             read_paused: false,
+            read_closed: false,
         }
     }
 

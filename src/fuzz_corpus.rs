@@ -242,7 +242,7 @@ fn management_target(config: &crate::config::Config, data: &[u8]) -> (Vec<String
                 decisions.push(format!("{:?}", p.decision));
                 pos += p.consumed;
             }
-            Ok(Next::NeedHead | Next::NeedBody) => break,
+            Ok(Next::NeedHead | Next::NeedBody { .. }) => break,
             Err(r) => {
                 r.write(&mut out, true);
                 return (decisions, Some(r.status));

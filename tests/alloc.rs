@@ -153,7 +153,7 @@ fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
                         protocol: None,
                     };
                     assert!(out.request.starts_with(b"POST "));
-                    s.on_message_outcome(out.route, &out.request_id, reply, sx);
+                    s.on_message_outcome(out.route, &out.request_id, reply, usize::MAX, sx);
                     sx.pool.give(out.request);
                 }
             }

@@ -62,12 +62,18 @@ pub struct Conn {
     pub eof: bool,
     /// Health check in progress: answers still expected.
     pub health_pending: usize,
+    /// Bytes of the pending input searched for a head's end (see `incomplete`).
+    scanned: usize,
+    /// Length of the pending request once its head is parsed (0: not known yet).
+    need: usize,
     /// When the first byte of a request head that is still incomplete arrived.
     head_since: Option<Instant>,
     /// When bytes last moved, either way.
     last_progress: Instant,
     /// A head (idle) timer for this connection is in the worker's wheel.
     pub head_timer: Option<crate::timer::Handle>,
+    /// The deadline of a `/health` check waiting for the other workers.
+    pub health_timer: Option<crate::timer::Handle>,
     pub idle_timer: Option<crate::timer::Handle>,
 }
 
@@ -83,9 +89,12 @@ impl Conn {
             close_after: false,
             eof: false,
             health_pending: 0,
+            scanned: 0,
+            need: 0,
             head_since: None,
             last_progress: now,
             head_timer: None,
+            health_timer: None,
             idle_timer: None,
         }
     }
@@ -98,11 +107,15 @@ impl Conn {
     /// Marks `n` more bytes as consumed (the offset moves; nothing is copied).
     pub fn consume(&mut self, n: usize) {
         self.consumed = (self.consumed + n).min(self.input.len());
+        self.scanned = 0;
+        self.need = 0;
     }
 
     /// Drops what is not parsed yet (after an error the stream cannot be trusted).
     pub fn discard_input(&mut self) {
         self.consumed = self.input.len();
+        self.scanned = 0;
+        self.need = 0;
         self.compact();
     }
 
@@ -175,6 +188,34 @@ impl Conn {
         } else if self.head_since.is_none() {
             self.head_since = Some(now);
         }
+    }
+
+    /// Whether the next request cannot be complete yet, so parsing it again would
+    /// be wasted work: its head's end was searched for up to what is here (the
+    /// search resumes where it stopped), or its head said how long it is. A request
+    /// that trickles in a byte at a time then costs linear, not quadratic, work.
+    pub fn incomplete(&mut self) -> bool {
+        let pending = &self.input[self.consumed..];
+        if self.need > 0 {
+            return pending.len() < self.need;
+        }
+        let from = self.scanned.saturating_sub(3).min(pending.len());
+        if pending[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            return false;
+        }
+        self.scanned = pending.len();
+        // Too long a head still goes to the parser, which answers 431.
+        pending.len() <= MAX_HEAD_BYTES
+    }
+
+    /// Whether the pending request still lacks its head (not its body).
+    pub fn awaiting_head(&self) -> bool {
+        self.need == 0
+    }
+
+    /// The request now pending is `total` bytes long (its body is arriving).
+    pub fn need(&mut self, total: usize) {
+        self.need = total;
     }
 
     /// When an incomplete request head times out, if one is awaited.
@@ -327,8 +368,10 @@ pub struct Parsed {
 pub enum Next {
     /// An incomplete request head (the header timeout runs).
     NeedHead,
-    /// A complete head whose body is still arriving.
-    NeedBody,
+    /// A complete head whose body is still arriving: the request is `total` bytes.
+    NeedBody {
+        total: usize,
+    },
     Request(Parsed),
 }
 
@@ -383,7 +426,9 @@ pub fn parse_next(
     }
     // `length` is at most `max_message_bytes`: no overflow.
     let Some(body) = buf.get(head_len..head_len + length) else {
-        return Ok(Next::NeedBody);
+        return Ok(Next::NeedBody {
+            total: head_len + length,
+        });
     };
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("/");
@@ -721,7 +766,7 @@ mod tests {
         ));
         assert!(matches!(
             next(b"POST /@connections/AAAAAAAAAAAAAAA= HTTP/1.1\r\nContent-Length: 3\r\n\r\nab"),
-            Ok(Next::NeedBody)
+            Ok(Next::NeedBody { .. })
         ));
         // More than 16 KiB of head, complete or not: 431.
         let mut long = b"GET /health HTTP/1.1\r\nX-Pad: ".to_vec();
@@ -836,5 +881,29 @@ mod tests {
         assert!(!c.paused());
         c.out.resize(MAX_UNSENT_BYTES, b'x');
         assert!(c.paused());
+    }
+
+    #[test]
+    fn a_trickled_request_is_searched_once_and_its_body_awaited_by_length() {
+        let (mut c, _peer) = conn_pair(Instant::now());
+        let head = b"POST /@connections/x HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        for (i, &b) in head.iter().enumerate() {
+            c.input.push(b);
+            let whole = i + 1 == head.len();
+            assert_eq!(c.incomplete(), !whole, "after {} bytes", i + 1);
+            // Each byte is searched once: the search resumes 3 bytes back.
+            assert!(whole || c.scanned == i + 1);
+        }
+        c.need(head.len() + 5);
+        assert!(!c.awaiting_head());
+        c.input.extend_from_slice(b"hell");
+        assert!(c.incomplete(), "a body byte is missing");
+        c.input.push(b'o');
+        assert!(!c.incomplete());
+        c.consume(head.len() + 5);
+        assert!(c.awaiting_head());
+        // An oversized head goes to the parser (431), not on waiting.
+        c.input.resize(c.input.len() + MAX_HEAD_BYTES + 1, b'a');
+        assert!(!c.incomplete());
     }
 }

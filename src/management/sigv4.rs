@@ -89,6 +89,17 @@ pub fn verify(
         return Err(format!("unknown access key {}", a.access_key_id).into());
     }
     let signed: Vec<&str> = a.signed_headers.split(';').collect();
+    // AWS's canonical form: lower case, sorted, so each name once. A repeated name
+    // would repeat its values in the canonical request (a 16 KiB head could make it
+    // megabytes to hash before the signature is even compared).
+    if signed.len() > req.headers.len()
+        || signed
+            .iter()
+            .any(|n| n.bytes().any(|c| c.is_ascii_uppercase()))
+        || signed.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err("SignedHeaders is not a sorted list of distinct lower-case names".into());
+    }
     for required in ["host", "x-amz-date"] {
         if !signed.iter().any(|n| n.eq_ignore_ascii_case(required)) {
             return Err(format!("{required} is not among the signed headers").into());
@@ -317,6 +328,36 @@ mod tests {
     }
 
     #[test]
+    fn signed_headers_must_be_sorted_distinct_lower_case_names() {
+        let now = parse_amz_date(b"20150830T123600Z").unwrap();
+        let big = vec![b'v'; 8000];
+        for list in [
+            "host;x-amz-date;a;a".to_string(),
+            format!("a;{}host;x-amz-date", "a;".repeat(4000)),
+            "x-amz-date;host".to_string(),
+            "Host;x-amz-date".to_string(),
+        ] {
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders={list}, Signature=00"
+            );
+            let headers: [(&str, &[u8]); 4] = [
+                ("Host", b"example.amazonaws.com"),
+                ("X-Amz-Date", b"20150830T123600Z"),
+                ("A", &big),
+                ("Authorization", auth.as_bytes()),
+            ];
+            let req = Request {
+                method: "GET",
+                target: "/",
+                headers: &headers,
+                body: b"",
+            };
+            let e = verify(&req, "AKIDEXAMPLE", VANILLA_SECRET, now).unwrap_err();
+            assert!(e.contains("SignedHeaders"), "{list:.40}: {e}");
+        }
+    }
+
+    #[test]
     fn a_content_hash_header_must_match_the_body() {
         // SHA-256 of the empty body: the signature still verifies.
         let empty = b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -335,7 +376,7 @@ mod tests {
 
     #[test]
     fn host_and_date_must_be_signed() {
-        for signed in ["host", "x-amz-date", "x-amz-date;other"] {
+        for signed in ["host", "x-amz-date", "other;x-amz-date"] {
             let auth = format!(
                 "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders={signed}, Signature=00"
             );

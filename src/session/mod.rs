@@ -213,6 +213,11 @@ impl Session {
         self.abandoned = true;
     }
 
+    /// Whether the upgrade was accepted (and `$disconnect` is still owed).
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
     /// Whether the client left while `$connect` was pending.
     pub fn is_abandoned(&self) -> bool {
         self.abandoned
@@ -492,12 +497,16 @@ impl Session {
         false
     }
 
-    /// A message route's integration answered (SPEC §5's result rules).
+    /// A message route's integration answered (SPEC §5's result rules). `room`: how
+    /// many more bytes the connection's queue may take; a reply that does not fit
+    /// closes the connection with 1008 (its client does not read, and the reply may
+    /// not be dropped silently).
     pub fn on_message_outcome(
         &mut self,
         route: usize,
         request_id: &[u8],
         outcome: Outcome<'_>,
+        room: usize,
         sx: &mut Scratch,
     ) {
         self.inflight = self.inflight.saturating_sub(1);
@@ -519,6 +528,16 @@ impl Session {
                 } else {
                     return error(sx, "Internal server error");
                 };
+                let frames = body.len().div_ceil(sx.limits.max_frame_bytes.max(1)).max(1);
+                if body.len() + frames * 10 > room {
+                    log::info!(
+                        "connectionId={} closed: a {}-byte route response does not fit its unread output",
+                        String::from_utf8_lossy(&self.id),
+                        body.len()
+                    );
+                    metrics::add(&sx.metrics.worker(sx.worker).client_errors, 1);
+                    return self.start_close(close::POLICY, "Outbound buffer full", sx);
+                }
                 frame::write_message(&mut sx.wbuf, op, body, sx.limits.max_frame_bytes);
                 sx.metrics.worker(sx.worker).message_out(body.len());
                 sx.active = true;

@@ -149,6 +149,11 @@ impl Worker {
                 c.note_head(false, self.now);
                 return Stop::Incomplete;
             }
+            if c.incomplete() {
+                let head = c.awaiting_head();
+                c.note_head(head, self.now);
+                return Stop::Incomplete;
+            }
             let parsed = management::parse_next(
                 c.pending(),
                 &self.shared.config,
@@ -161,8 +166,9 @@ impl Worker {
                     c.note_head(true, self.now);
                     return Stop::Incomplete;
                 }
-                Ok(Next::NeedBody) => {
+                Ok(Next::NeedBody { total }) => {
                     c.note_head(false, self.now);
+                    c.need(total);
                     return Stop::Incomplete;
                 }
                 Ok(Next::Request(p)) => p,
@@ -267,12 +273,12 @@ impl Worker {
             self.respond(key, &health(200, self.workers));
         } else {
             c.waiting = true;
-            self.timers.arm(
+            c.health_timer = Some(self.timers.arm(
                 self.now + std::time::Duration::from_secs(1),
                 key,
                 generation,
                 TimerKind::Health,
-            );
+            ));
         }
     }
 
@@ -286,7 +292,10 @@ impl Worker {
     fn drop_admin(&mut self, key: usize) {
         if let Some(mut c) = self.admin.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut c.stream);
-            for h in [c.head_timer, c.idle_timer].into_iter().flatten() {
+            for h in [c.head_timer, c.idle_timer, c.health_timer]
+                .into_iter()
+                .flatten()
+            {
                 self.timers.cancel(h);
             }
         }
@@ -352,6 +361,7 @@ impl Worker {
         if c.generation != generation || c.health_pending == 0 {
             return;
         }
+        c.health_timer = None;
         c.health_pending = 0;
         c.waiting = false;
         self.respond(key, &health(503, self.workers));
@@ -390,6 +400,11 @@ impl Worker {
                     c.health_pending -= 1;
                     if c.health_pending == 0 {
                         c.waiting = false;
+                        // Answered in time: this check's deadline must not answer a
+                        // later check on the same connection.
+                        if let Some(h) = c.health_timer.take() {
+                            self.timers.cancel(h);
+                        }
                         self.respond(to.admin_key, &health(200, self.workers));
                     }
                 }

@@ -412,9 +412,23 @@ impl Worker {
                 self.shared.config.routes[route].key
             ),
         }
-        let Some((key, generation)) = client else {
-            return;
-        };
+        if let Some(client) = client {
+            self.deliver(client, kind, route, &request_id, outcome);
+        }
+        // Whatever became of the client, a call fewer may end a shutdown's drain.
+        self.drain_progress();
+    }
+
+    /// Hands a call's outcome to its client's session, if the client is still there.
+    fn deliver(
+        &mut self,
+        (key, generation): (usize, u32),
+        kind: CallKind,
+        route: usize,
+        request_id: &[u8],
+        outcome: Outcome<'_>,
+    ) {
+        let limit = self.shared.config.limits.max_pending_outbound_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -436,18 +450,21 @@ impl Worker {
                     // Reading stopped at the early-input bound; bytes that waited
                     // meanwhile raise no new event.
                     self.finish_output(key);
-                    self.resume_reading(key);
-                    return self.drain_progress();
+                    return self.resume_reading(key);
                 }
             }
             CallKind::Message => {
+                // Replies of calls already in flight when reading paused may take
+                // the queue past the limit, up to twice it; beyond, the client that
+                // does not read is closed (1008) rather than buffered without bound.
+                let queued = conn.pending_out() + self.shared.wbuf.len();
+                let room = (2 * limit).saturating_sub(queued);
                 conn.session
-                    .on_message_outcome(route, &request_id, outcome, &mut self.shared);
+                    .on_message_outcome(route, request_id, outcome, room, &mut self.shared);
             }
             CallKind::Disconnect => {}
         }
         self.finish_output(key);
-        self.drain_progress();
     }
 
     /// Whether a `$connect` or message call is still waiting for its backend.

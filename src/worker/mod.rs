@@ -37,6 +37,8 @@ const POOL_KEEP: usize = 1024;
 /// Replies assembled in one read loop are handed to the connection once they reach
 /// this size, so the outbound limit sees them before the next read.
 const FLUSH_BYTES: usize = 64 * 1024;
+/// Times one readable event may resume a paused client before others get a turn.
+const RESUMES_PER_EVENT: usize = 16;
 
 mod admin;
 mod calls;
@@ -424,7 +426,7 @@ impl Worker {
     /// Reads until the socket is drained (a short read means it was), processing
     /// every complete frame in place, then writes all replies in one go.
     /// `read_closed`: the event says the peer's FIN is already here, so the socket is
-    /// read to EOF even after a short read.
+    /// read to EOF even after a short read (remembered while reading is paused).
     ///
     /// Reading stops (and resumes from `on_writable` or the `$connect` answer) while
     /// what is queued for the client, counting the replies this turn is still
@@ -432,25 +434,60 @@ impl Worker {
     /// pending with `MAX_EARLY_BYTES` already held: input is bounded by not reading
     /// it, never by dropping a session that is owed its `$disconnect`.
     fn on_readable(&mut self, key: usize, read_closed: bool) {
+        match self.conns.get_mut(key) {
+            Some(conn) => conn.read_closed |= read_closed,
+            None => return,
+        }
+        for _ in 0..RESUMES_PER_EVENT {
+            if self.read_available(key) {
+                // EOF or reset: send what can still be sent, then let go.
+                if let Some(conn) = self.conns.get_mut(key) {
+                    let _ = conn.send(&self.shared.wbuf, &mut self.shared.pool);
+                }
+                self.shared.wbuf.clear();
+                self.shared.active = false;
+                return self.close(key);
+            }
+            self.finish_output(key);
+            // A pause whose output then left at once gets no writable event: go on
+            // reading here.
+            let paused = self.conns.get(key).is_some_and(|c| c.read_paused);
+            if !(paused && self.may_read(key)) {
+                return;
+            }
+            self.conns[key].read_paused = false;
+        }
+        // Other sockets get their turn; re-registering reports what is still
+        // readable at the next wait (edge-triggered).
+        if let Some(conn) = self.conns.get_mut(key) {
+            let interest = if conn.wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token::client(key), interest);
+        }
+    }
+
+    /// One round of reads for `key` until the socket is drained, reading is paused,
+    /// or the peer is gone (`true`).
+    fn read_available(&mut self, key: usize) -> bool {
         let mut rbuf = std::mem::take(&mut self.rbuf);
         let mut gone = false;
-        let limit = self.shared.config.limits.max_pending_outbound_bytes;
         while let Some(conn) = self.conns.get_mut(key) {
-            let paused = match conn.session.state() {
-                State::Done => break,
-                State::Open => {
-                    self.drain_deadline.is_some()
-                        || conn.pending_out() + self.shared.wbuf.len() >= limit
-                }
-                State::Connecting => conn.session.early_bytes() >= session::MAX_EARLY_BYTES,
-                State::Handshaking | State::Closing => false,
-            };
-            if paused {
-                // Shutting down: no new messages. Or the client does not read its
-                // replies: stop reading its requests until it catches up.
-                conn.read_paused = true;
+            if conn.session.state() == State::Done {
                 break;
             }
+            if !self.may_read(key) {
+                // Shutting down: no new messages. Or the client does not read its
+                // replies: stop reading its requests until it catches up.
+                self.conns[key].read_paused = true;
+                break;
+            }
+            let conn = &mut self.conns[key];
             let read = match conn.stream.read(&mut rbuf[STASH_BYTES..]) {
                 Ok(0) => {
                     gone = true;
@@ -479,6 +516,7 @@ impl Worker {
                 conn.session
                     .process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
             }
+            let read_closed = conn.read_closed;
             if was == State::Handshaking && conn.session.state() != was {
                 self.sync_timer(key);
             }
@@ -488,7 +526,7 @@ impl Worker {
             }
             if self.shared.wbuf.len() >= FLUSH_BYTES {
                 // Replies leave (or join the connection's queue, where the limit
-                // above sees them) before the next read adds more.
+                // sees them) before the next read adds more.
                 self.finish_output(key);
             }
             if read < READ_BYTES && !read_closed {
@@ -496,35 +534,31 @@ impl Worker {
             }
         }
         self.rbuf = rbuf;
-        if gone {
-            // EOF or reset: send what can still be sent, then let go.
-            if let Some(conn) = self.conns.get_mut(key) {
-                let _ = conn.send(&self.shared.wbuf, &mut self.shared.pool);
+        gone
+    }
+
+    /// Whether the client's input may be read now (see `on_readable`).
+    fn may_read(&self, key: usize) -> bool {
+        let Some(conn) = self.conns.get(key) else {
+            return false;
+        };
+        let limit = self.shared.config.limits.max_pending_outbound_bytes;
+        match conn.session.state() {
+            State::Open => {
+                self.drain_deadline.is_none() && conn.pending_out() + self.shared.wbuf.len() < limit
             }
-            self.shared.wbuf.clear();
-            self.close(key);
-            return;
+            State::Connecting => conn.session.early_bytes() < session::MAX_EARLY_BYTES,
+            State::Handshaking | State::Closing => true,
+            State::Done => false,
         }
-        self.finish_output(key);
     }
 
     /// Reads again from a client whose reading was paused, if it may be read now
     /// (edge-triggered: bytes that waited meanwhile raise no new event).
     pub(super) fn resume_reading(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if !conn.read_paused || self.drain_deadline.is_some() {
-            return;
-        }
-        let limit = self.shared.config.limits.max_pending_outbound_bytes;
-        let ok = match conn.session.state() {
-            State::Open => conn.pending_out() < limit,
-            State::Connecting => false,
-            _ => true,
-        };
-        if ok {
-            conn.read_paused = false;
+        let paused = self.conns.get(key).is_some_and(|c| c.read_paused);
+        if paused && self.may_read(key) {
+            self.conns[key].read_paused = false;
             self.on_readable(key, false);
         }
     }
@@ -557,6 +591,7 @@ impl Worker {
     fn finish_output(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             self.shared.wbuf.clear();
+            self.shared.active = false;
             return;
         };
         if std::mem::take(&mut self.shared.active) {
@@ -600,12 +635,15 @@ impl Worker {
 
     fn close(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
-            if conn.session.state() == State::Connecting && !conn.session.is_abandoned() {
+            if conn.session.state() == State::Connecting {
                 // `$connect` is still deciding; if it says yes, `$disconnect` (1006)
-                // is owed, so the session waits for the answer without its client.
-                conn.session.abandon();
-                let _ = self.poll.registry().deregister(&mut conn.stream);
-                let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+                // is owed, so the session waits for the answer without its client
+                // (`end()` at shutdown's last step, or the answer, lets it go).
+                if !conn.session.is_abandoned() {
+                    conn.session.abandon();
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                    let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+                }
                 return;
             }
         }

@@ -51,9 +51,14 @@ impl Worker {
         };
         let state = conn.session.state();
         if state != conn.timed_state {
+            let was = conn.timed_state;
             conn.timed_state = state;
             conn.phase_since = self.now;
-            if state == State::Open {
+            // Upgraded, also when the same read already closed it again.
+            if matches!(was, State::Handshaking | State::Connecting)
+                && state != State::Connecting
+                && conn.session.is_registered()
+            {
                 self.on_open(key);
             }
         }

@@ -21,6 +21,7 @@ mod limits;
 mod management;
 mod mgmt_hardening;
 mod properties;
+mod review;
 mod route_hardening;
 mod routing;
 mod sdk;

@@ -114,12 +114,13 @@ fn run_sdk(
     let python = sdk_python();
     let url = format!("http://{}/prod", gw.management);
     let since = since_ms.to_string();
+    // `--id=ID`: an id may start with `-`, which argparse would take for an option.
+    let id_arg = format!("--id={id}");
     let args = [
         "tests/sdk/management_sdk.py",
         "--url",
         &url,
-        "--id",
-        id,
+        &id_arg,
         "--mode",
         mode,
         "--message",

@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 pos += p.consumed;
             }
-            Ok(Next::NeedHead | Next::NeedBody) => break,
+            Ok(Next::NeedHead | Next::NeedBody { .. }) => break,
             Err(r) => {
                 r.write(&mut out, true);
                 break;
