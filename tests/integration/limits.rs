@@ -12,16 +12,6 @@ use crate::backend::*;
 use crate::mgmt::*;
 use crate::support::*;
 
-/// The process's resident memory in KiB (`VmRSS` of /proc/PID/status).
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
-}
-
 /// `n` masked 1 KiB text messages, back to back.
 fn kib_messages(n: usize) -> Vec<u8> {
     let one = masked(true, OP_TEXT, &[b'x'; 1024]);
@@ -33,7 +23,7 @@ fn a_client_that_never_reads_cannot_queue_past_the_outbound_limit() {
     // Defect 7: on 8d536df a client sending 1 KB echoes flat out without reading got
     // 143 MB queued against a 1 MiB limit, and the worker kept the peak afterwards.
     let gw = Gateway::start_with(&echo_config(""), &["--workers", "1"]);
-    let start_rss = rss_kib(gw.pid());
+    let start_rss = gw.rss_kib();
     let mut slow = gw.raw();
     slow.stream
         .set_write_timeout(Some(Duration::from_secs(2)))
@@ -49,10 +39,10 @@ fn a_client_that_never_reads_cannot_queue_past_the_outbound_limit() {
             Err(e) => panic!("write failed after {sent} bytes: {e}"),
         }
         if sent % (8 << 20) < batch.len() {
-            peak = peak.max(rss_kib(gw.pid()));
+            peak = peak.max(gw.rss_kib());
         }
     }
-    peak = peak.max(rss_kib(gw.pid()));
+    peak = peak.max(gw.rss_kib());
     // The limit (1 MiB) plus socket buffers on both sides; far below what one
     // unbounded loop turn queued before.
     assert!(
@@ -71,7 +61,7 @@ fn a_client_that_never_reads_cannot_queue_past_the_outbound_limit() {
     // When the slow one goes, what it held is given back.
     drop(slow);
     let after = eventually("RSS back near the start", Duration::from_secs(10), || {
-        let r = rss_kib(gw.pid());
+        let r = gw.rss_kib();
         (r < start_rss + 16 * 1024).then_some(r)
     });
     assert!(after < start_rss + 16 * 1024);
@@ -106,17 +96,8 @@ fn closed_connections_leave_no_timer_entries() {
 fn a_client_that_sends_a_lot_during_connect_keeps_its_messages_and_disconnect() {
     // Defect 9: more than 1 MiB sent while `$connect` was pending dropped the session,
     // so the 2xx that came later owed a `$disconnect` nobody sent.
-    let backend = Backend::start(|r| match r.event_type() {
-        Some("CONNECT") => Reply::empty().delay_ms(1500),
-        _ => Reply::empty(),
-    });
-    let mut c = api_config("$request.body.action", None, "");
-    c.push_str(&aws_integration("backend", &backend.url("/ws"), ""));
-    c.push_str(&mock_integration("echo", "$input.body"));
-    c.push_str(&one_way_route("$connect", "backend"));
-    c.push_str(&one_way_route("$disconnect", "backend"));
-    c.push_str(&route("$default", "echo"));
-    let gw = Gateway::start(&c);
+    let backend = slow_connect_backend(1500);
+    let gw = Gateway::start(&slow_connect_echo_config(&backend));
 
     const N: usize = 2048; // 2 MiB of messages
     let mut stream = tcp(gw.listen);
@@ -148,6 +129,25 @@ fn a_client_that_sends_a_lot_during_connect_keeps_its_messages_and_disconnect() 
     let _ = raw.stream.shutdown(Shutdown::Both);
 }
 
+/// A backend that answers `$connect` after `ms` and everything else at once.
+pub fn slow_connect_backend(ms: u64) -> Backend {
+    Backend::start(move |r| match r.event_type() {
+        Some("CONNECT") => Reply::empty().delay_ms(ms),
+        _ => Reply::empty(),
+    })
+}
+
+/// `$connect` and `$disconnect` on `backend` (`aws_proxy`), `$default` a mock echo.
+pub fn slow_connect_echo_config(backend: &Backend) -> String {
+    let mut c = api_config("$request.body.action", None, "");
+    c.push_str(&aws_integration("backend", &backend.url("/ws"), ""));
+    c.push_str(&mock_integration("echo", "$input.body"));
+    c.push_str(&one_way_route("$connect", "backend"));
+    c.push_str(&one_way_route("$disconnect", "backend"));
+    c.push_str(&route("$default", "echo"));
+    c
+}
+
 fn last_active(m: &mut Mgmt, id: &str) -> (u64, u64) {
     let r = m.get(id);
     r.expect(200);
@@ -161,10 +161,7 @@ fn last_active(m: &mut Mgmt, id: &str) -> (u64, u64) {
 #[test]
 fn last_active_at_counts_from_the_open_not_from_the_connect_request() {
     // Defect 12: `lastActiveAt` was early by the `$connect` latency.
-    let backend = Backend::start(|r| match r.event_type() {
-        Some("CONNECT") => Reply::empty().delay_ms(1200),
-        _ => Reply::empty(),
-    });
+    let backend = slow_connect_backend(1200);
     let mut c = api_config("$request.body.action", None, "");
     c.push_str(&aws_integration("backend", &backend.url("/ws"), ""));
     c.push_str(&one_way_route("$connect", "backend"));

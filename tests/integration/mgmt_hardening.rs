@@ -270,16 +270,6 @@ fn sigv4_refuses_a_swapped_body_and_unsigned_host_or_date() {
 // ---------------------------------------------------------------------------
 // Defect 5: bounds.
 
-/// The gateway's resident memory in KiB (`VmRSS` of `/proc/<pid>/status`).
-fn rss_kib(gw: &Gateway) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
-
 /// Writes `request` over and over on `s` (which is never read) until `total` bytes are
 /// sent or the gateway stops reading (no progress for a second). Returns bytes sent.
 fn flood(s: &mut TcpStream, request: &[u8], total: usize) -> usize {
@@ -325,7 +315,7 @@ fn pipelined_metrics_to_a_caller_that_never_reads_keep_memory_bounded() {
     let mut s = tcp(gw.management);
     let sent = flood(&mut s, &padded_get("/metrics", "", 1000), 50 << 20);
     thread::sleep(Duration::from_millis(300));
-    let rss = rss_kib(&gw);
+    let rss = gw.rss_kib();
     assert!(
         rss < 64 * 1024,
         "VmRSS {rss} KiB after {sent} bytes of pipelined GET /metrics never read"
@@ -363,7 +353,7 @@ fn a_wrong_token_flood_is_refused_with_bounded_memory_and_rate_limited_logs() {
         b.read_reply().expect_error(403, "ForbiddenException");
     }
     writer.join().unwrap();
-    let rss = rss_kib(&gw);
+    let rss = gw.rss_kib();
     assert!(rss < 64 * 1024, "VmRSS {rss} KiB after a wrong-token flood");
     // At most one refusal line per second per worker (plus slack).
     let secs = started.elapsed().as_secs() + 2;

@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::backend::*;
+use crate::limits::{slow_connect_backend, slow_connect_echo_config};
 use crate::mgmt::*;
 use crate::support::*;
 
@@ -49,17 +50,8 @@ fn route_responses_that_pile_up_past_twice_the_limit_close_with_1008() {
 
 #[test]
 fn a_fin_that_arrives_while_reading_is_paused_still_ends_the_connection() {
-    let backend = Backend::start(|r| match r.event_type() {
-        Some("CONNECT") => Reply::empty().delay_ms(1000),
-        _ => Reply::empty(),
-    });
-    let mut c = api_config("$request.body.action", None, "");
-    c.push_str(&aws_integration("backend", &backend.url("/ws"), ""));
-    c.push_str(&mock_integration("echo", "$input.body"));
-    c.push_str(&one_way_route("$connect", "backend"));
-    c.push_str(&one_way_route("$disconnect", "backend"));
-    c.push_str(&route("$default", "echo"));
-    let gw = Gateway::start(&c);
+    let backend = slow_connect_backend(1000);
+    let gw = Gateway::start(&slow_connect_echo_config(&backend));
     let mut stream = tcp(gw.listen);
     stream
         .write_all(&upgrade_bytes("/prod", &ws_headers("127.0.0.1")))
@@ -90,10 +82,7 @@ fn a_fin_that_arrives_while_reading_is_paused_still_ends_the_connection() {
 
 #[test]
 fn shutdown_keeps_disconnect_for_a_client_that_left_during_connect_and_does_not_stall() {
-    let backend = Backend::start(|r| match r.event_type() {
-        Some("CONNECT") => Reply::empty().delay_ms(1500),
-        _ => Reply::empty(),
-    });
+    let backend = slow_connect_backend(1500);
     let mut c = header_config("", "").replace(
         "handshake_timeout = \"1s\"\n",
         "handshake_timeout = \"1s\"\ndrain_timeout = \"30s\"\n",

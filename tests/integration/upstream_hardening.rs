@@ -107,16 +107,6 @@ fn content_length_with_transfer_encoding_or_a_sign_is_a_malformed_reply() {
     assert_eq!(conns.len(), 4, "{reqs:?}");
 }
 
-/// The resident set size of `pid` in KiB.
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
-}
-
 /// A backend whose reply to "a" never ends: `0\r\n` then trailer lines forever, or
 /// (to "chunks") chunks forever; everything else gets "B's reply".
 fn endless_backend() -> Backend {
@@ -136,7 +126,7 @@ fn endless_chunked_trailers_fail_the_call_with_bounded_memory_while_others_are_s
     let gw = gateway(&backend, "pool_size = 2\ntimeout = \"29s\"");
     let mut a = gw.raw();
     let mut b = gw.raw();
-    let start_kib = vm_rss_kib(gw.pid());
+    let start_kib = gw.rss_kib();
     for m in ["a", "chunks"] {
         endless_reply_fails(&gw, &backend, &mut a, &mut b, m, start_kib);
     }
@@ -168,7 +158,7 @@ fn endless_reply_fails(
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     loop {
-        let rss = vm_rss_kib(gw.pid());
+        let rss = gw.rss_kib();
         peak = peak.max(rss);
         assert!(
             rss <= limit_kib,
