@@ -37,6 +37,19 @@ pub fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     )
 }
 
+/// Unix seconds of a UTC date and time (fields in range; the inverse of [`civil`],
+/// Howard Hinnant's days-from-civil).
+pub fn unix_from_civil(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + hh * 3600 + mm * 60 + ss
+}
+
 fn two(out: &mut Vec<u8>, n: u32) {
     out.push(b'0' + (n / 10 % 10) as u8);
     out.push(b'0' + (n % 10) as u8);
@@ -83,6 +96,15 @@ pub fn write_iso8601(out: &mut Vec<u8>, ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_round_trips() {
+        for secs in [0u64, 951_782_400, 1_795_508_107, 4_102_444_800, 86_399] {
+            let (y, m, d, hh, mm, ss) = civil(secs);
+            let back = unix_from_civil(y, m.into(), d.into(), hh.into(), mm.into(), ss.into());
+            assert_eq!(back, secs as i64, "{secs}");
+        }
+    }
 
     #[test]
     fn formats_known_instants() {
