@@ -140,6 +140,7 @@ struct RawIntegration {
     request_parameters: Option<BTreeMap<String, String>>,
     status: Option<u16>,
     response_template: Option<String>,
+    tls_ca: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +273,9 @@ pub struct Http {
     /// `aws_proxy` (the event JSON) or `http_proxy` (the raw message).
     pub proxy: Proxy,
     pub uri: Uri,
+    /// For an `https://` URI: the server name and trust anchors (`tls_ca`, or the
+    /// system's roots).
+    pub tls: Option<crate::upstream::tls::Target>,
     /// `response = "lambda"`: the reply body is a Lambda proxy result.
     pub lambda: bool,
     pub timeout: Duration,
@@ -289,7 +293,7 @@ pub enum Proxy {
     Http,
 }
 
-/// An `http://` backend address.
+/// An `http://` or `https://` backend address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uri {
     pub addr: SocketAddr,
@@ -327,11 +331,17 @@ pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, E
         key: String::new(),
         problem: e.to_string().trim_end().replace('\n', "\n  "),
     })?;
-    Validator { file: path }.config(raw, overrides)
+    Validator {
+        file: path,
+        tls: Default::default(),
+    }
+    .config(raw, overrides)
 }
 
 struct Validator<'a> {
     file: &'a Path,
+    /// TLS client configs, one per trust anchor set (the system's roots load once).
+    tls: std::cell::RefCell<crate::upstream::tls::ClientConfigs>,
 }
 
 impl Validator<'_> {
@@ -638,10 +648,16 @@ impl Validator<'_> {
         })
     }
 
-    /// Parses an `http://host[:port][/path]` URI after substituting
+    /// Parses an `http[s]://host[:port][/path]` URI after substituting
     /// `${stageVariables.NAME}`, and resolves the host now (a clear error at startup
-    /// beats a failure on the first message).
-    fn uri(&self, key: &str, text: &str, vars: &[(String, String)]) -> Result<Uri, Error> {
+    /// beats a failure on the first message). For `https://`, also the host as
+    /// written (the TLS server name).
+    fn uri(
+        &self,
+        key: &str,
+        text: &str,
+        vars: &[(String, String)],
+    ) -> Result<(Uri, Option<String>), Error> {
         let mut s = String::new();
         let mut rest = text;
         while let Some(i) = rest.find("${stageVariables.") {
@@ -661,11 +677,12 @@ impl Validator<'_> {
             rest = &after[end + 1..];
         }
         s.push_str(rest);
-        if s.starts_with("https://") {
-            return Err(self.err(key, format!("\"{s}\": https:// backends need TLS, which this build does not have yet; use http://")));
-        }
-        let Some(after) = s.strip_prefix("http://") else {
-            return Err(self.err(key, format!("\"{s}\" is not an http:// URI")));
+        let (after, https) = if let Some(after) = s.strip_prefix("https://") {
+            (after, true)
+        } else if let Some(after) = s.strip_prefix("http://") {
+            (after, false)
+        } else {
+            return Err(self.err(key, format!("\"{s}\" is not an http:// or https:// URI")));
         };
         let (authority, path) = match after.find(['/', '?']) {
             Some(i) => (&after[..i], &after[i..]),
@@ -679,25 +696,25 @@ impl Validator<'_> {
         if authority.is_empty() || authority.contains('@') {
             return Err(self.err(key, format!("\"{s}\" has no usable host")));
         }
-        let with_port = if authority
+        let port = authority
             .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-            && !authority.ends_with(']')
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
+            .filter(|(_, p)| p.parse::<u16>().is_ok() && !authority.ends_with(']'));
+        let host = port.map_or(authority, |(h, _)| h);
+        let with_port = match port {
+            Some(_) => authority.to_string(),
+            None => format!("{authority}:{}", if https { 443 } else { 80 }),
         };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| self.err(key, format!("cannot resolve \"{authority}\": {e}")))?
             .next()
             .ok_or_else(|| self.err(key, format!("\"{authority}\" resolves to no address")))?;
-        Ok(Uri {
+        let uri = Uri {
             addr,
             authority: authority.to_string(),
             path,
-        })
+        };
+        Ok((uri, https.then(|| host.to_string())))
     }
 
     fn integration(
@@ -717,6 +734,7 @@ impl Validator<'_> {
                     ("pool_size", raw.pool_size.is_some()),
                     ("max_queued_requests", raw.max_queued_requests.is_some()),
                     ("request_parameters", raw.request_parameters.is_some()),
+                    ("tls_ca", raw.tls_ca.is_some()),
                 ] {
                     if set {
                         return Err(self.err(key(field), "not used by a mock integration"));
@@ -753,7 +771,8 @@ impl Validator<'_> {
                 let uri = raw.uri.as_deref().ok_or_else(|| {
                     self.err(key("uri"), "missing (e.g. \"http://127.0.0.1:3000/ws\")")
                 })?;
-                let uri = self.uri(&key("uri"), uri, stage_variables)?;
+                let (uri, tls_host) = self.uri(&key("uri"), uri, stage_variables)?;
+                let tls = self.tls_target(&key, tls_host.as_deref(), raw.tls_ca.as_deref())?;
                 let lambda = match raw.response.as_deref().unwrap_or("http") {
                     "http" => false,
                     "lambda" if proxy == Proxy::Aws => true,
@@ -801,6 +820,7 @@ impl Validator<'_> {
                 IntegrationKind::Http(Http {
                     proxy,
                     uri,
+                    tls,
                     lambda,
                     timeout,
                     connect_timeout: self.duration(
@@ -828,6 +848,39 @@ impl Validator<'_> {
             name: name.to_string(),
             kind,
         })
+    }
+
+    /// The TLS side of an HTTP integration: for an `https://` URI (`host` set), its
+    /// server name and trust anchors, `tls_ca` or else the system's roots; `tls_ca`
+    /// on an `http://` URI is an error (it would silently do nothing).
+    fn tls_target(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        host: Option<&str>,
+        ca: Option<&str>,
+    ) -> Result<Option<crate::upstream::tls::Target>, Error> {
+        let Some(host) = host else {
+            return match ca {
+                Some(_) => Err(self.err(key("tls_ca"), "applies to https:// URIs only")),
+                None => Ok(None),
+            };
+        };
+        let server_name =
+            crate::upstream::tls::server_name(host).map_err(|p| self.err(key("uri"), p))?;
+        let mut configs = self.tls.borrow_mut();
+        let config = match ca {
+            Some("") => return Err(self.err(key("tls_ca"), "must name a PEM file")),
+            Some(ca) => configs
+                .with_ca(Path::new(ca))
+                .map_err(|p| self.err(key("tls_ca"), p))?,
+            None => configs.system().map_err(|p| self.err(key("uri"), p))?,
+        };
+        let target = crate::upstream::tls::Target {
+            server_name,
+            ca: ca.map(PathBuf::from),
+            config,
+        };
+        Ok(Some(target))
     }
 
     fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, Error> {

@@ -304,6 +304,7 @@ pub fn fuzz_http_proxy_request(data: &[u8]) {
             authority: "backend:9".into(),
             path: "/p".into(),
         },
+        tls: None,
         lambda: false,
         timeout: std::time::Duration::from_secs(1),
         connect_timeout: std::time::Duration::from_secs(1),

@@ -2,9 +2,15 @@
 //! request at a time per connection, driven by the worker's own event loop (no thread
 //! per request, no blocking call). The worker owns the sockets and the calls; this
 //! module holds their state and the pure pieces (request writing, reply parsing).
+//!
+//! An `https://` backend's connection carries a rustls `ClientConnection` (sans-IO):
+//! its handshake runs while the connection is still `Connecting` (the connect timeout
+//! covers it), then requests are encrypted through it and replies decrypted into the
+//! same `inbuf` and parser as plain ones, so every reply limit counts decrypted bytes.
 
 pub mod pool;
 pub mod response;
+pub mod tls;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -39,6 +45,10 @@ pub enum State {
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
+    /// The TLS session of an `https://` backend (boxed: plain connections stay small).
+    pub tls: Option<Box<rustls::ClientConnection>>,
+    /// The TCP connect completed (a TLS handshake may still be running).
+    connected: bool,
     pub pool: usize,
     pub state: State,
     /// The call being served (call slab key).
@@ -58,10 +68,22 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn connect(addr: SocketAddr, pool: usize, generation: u32) -> io::Result<Conn> {
+    /// Starts a non-blocking connect to `addr`, through TLS when `tls` is set.
+    pub fn connect(
+        addr: SocketAddr,
+        pool: usize,
+        generation: u32,
+        tls: Option<&tls::Connector>,
+    ) -> io::Result<Conn> {
+        let tls = match tls {
+            Some(c) => Some(Box::new(c.connect().map_err(io::Error::other)?)),
+            None => None,
+        };
         let stream = TcpStream::connect(addr)?;
         Ok(Conn {
             stream,
+            tls,
+            connected: false,
             pool,
             state: State::Connecting,
             call: None,
@@ -74,23 +96,35 @@ impl Conn {
         })
     }
 
-    /// After a writable event while connecting: whether the connect succeeded.
+    /// After an event while connecting: whether the connection is ready for a
+    /// request (TCP connected and, for TLS, the handshake done). A TLS failure (an
+    /// untrusted certificate, a handshake error) is an error naming rustls's reason.
     pub fn finish_connect(&mut self) -> io::Result<bool> {
-        if let Some(e) = self.stream.take_error()? {
-            return Err(e);
-        }
-        match self.stream.peer_addr() {
-            Ok(_) => {
-                let _ = self.stream.set_nodelay(true);
-                Ok(true)
+        if !self.connected {
+            if let Some(e) = self.stream.take_error()? {
+                return Err(e);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) => Err(e),
+            match self.stream.peer_addr() {
+                Ok(_) => {
+                    let _ = self.stream.set_nodelay(true);
+                    self.connected = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        match &mut self.tls {
+            None => Ok(true),
+            Some(tls) => handshake(tls, &mut self.stream),
         }
     }
 
-    /// Writes what is left of `request`; `true` when all of it is written.
+    /// Writes what is left of `request`; `true` when all of it is written (for TLS:
+    /// encrypted and handed to the socket).
     pub fn write_request(&mut self, request: &[u8]) -> io::Result<bool> {
+        if let Some(tls) = &mut self.tls {
+            return write_tls_request(tls, &mut self.stream, request, &mut self.written);
+        }
         while self.written < request.len() {
             match self.stream.write(&request[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -115,6 +149,9 @@ impl Conn {
         cap: usize,
     ) -> io::Result<bool> {
         debug_assert!(!scratch.is_empty(), "an empty scratch would read as EOF");
+        if let Some(tls) = &mut self.tls {
+            return read_tls_available(tls, &mut self.stream, &mut self.inbuf, scratch, cap);
+        }
         while self.inbuf.len() < cap {
             match self.stream.read(scratch) {
                 Ok(0) => return Ok(true),
@@ -132,6 +169,23 @@ impl Conn {
         Ok(false)
     }
 
+    /// Whether all `len` bytes of the call's request went out (none still waits in
+    /// the TLS session's buffer).
+    pub fn request_sent(&self, len: usize) -> bool {
+        self.written == len && self.tls.as_ref().is_none_or(|t| !t.wants_write())
+    }
+
+    /// Tells a TLS backend the connection ends (close_notify), if one non-blocking
+    /// write can; the socket closes right after either way.
+    pub fn close_notify(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            if !tls.is_handshaking() {
+                tls.send_close_notify();
+                let _ = tls.write_tls(&mut self.stream);
+            }
+        }
+    }
+
     /// Ready for the next request on the same connection. A buffer a large reply
     /// grew is given back, so idle connections hold little memory.
     pub fn reset(&mut self) {
@@ -145,6 +199,124 @@ impl Conn {
         self.reused = true;
         self.state = State::Idle;
     }
+}
+
+/// A rustls error as an I/O error (its text names the reason, e.g. an unknown
+/// issuer), after trying once to send the alert rustls queued for the backend.
+fn tls_failure(
+    tls: &mut rustls::ClientConnection,
+    stream: &mut TcpStream,
+    e: rustls::Error,
+) -> io::Error {
+    let _ = tls.write_tls(stream);
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+}
+
+/// Writes what the TLS session has queued; `true` when nothing is left.
+fn flush_tls(tls: &mut rustls::ClientConnection, stream: &mut TcpStream) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Drives a TLS handshake as far as the socket allows; `true` once it is done.
+/// Each turn either returns or consumes bytes the backend sent, and rustls bounds
+/// handshake messages, so a backend cannot keep the loop going for free.
+fn handshake(tls: &mut rustls::ClientConnection, stream: &mut TcpStream) -> io::Result<bool> {
+    loop {
+        flush_tls(tls, stream)?;
+        if !tls.is_handshaking() {
+            // Bytes still queued (the client's Finished) go out before the request.
+            return Ok(true);
+        }
+        if !tls.wants_read() {
+            return Ok(false);
+        }
+        match tls.read_tls(stream) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "TLS: the backend closed the connection during the handshake",
+                ))
+            }
+            Ok(_) => {
+                if let Err(e) = tls.process_new_packets() {
+                    return Err(tls_failure(tls, stream, e));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// [`Conn::write_request`] through TLS: encrypts what rustls's buffer takes, sends
+/// it, and again, so at most one buffer of ciphertext is held however big the
+/// request. `written` counts plaintext bytes handed to rustls.
+fn write_tls_request(
+    tls: &mut rustls::ClientConnection,
+    stream: &mut TcpStream,
+    request: &[u8],
+    written: &mut usize,
+) -> io::Result<bool> {
+    loop {
+        if !flush_tls(tls, stream)? {
+            return Ok(false);
+        }
+        if *written >= request.len() {
+            return Ok(true);
+        }
+        let n = tls.writer().write(&request[*written..])?;
+        if n == 0 && !tls.wants_write() {
+            // Not expected after a full flush; an error beats a stalled call.
+            return Err(io::Error::other("TLS: the session took no request bytes"));
+        }
+        *written += n;
+    }
+}
+
+/// [`Conn::read_available`] through TLS: decrypted bytes go to `inbuf` until `cap`
+/// of them are there; `true` at EOF (close_notify, or the socket closing without
+/// it: the reply's own framing then decides whether it is whole).
+fn read_tls_available(
+    tls: &mut rustls::ClientConnection,
+    stream: &mut TcpStream,
+    inbuf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    cap: usize,
+) -> io::Result<bool> {
+    while inbuf.len() < cap {
+        // Plaintext rustls already holds first: it never buffers more than one read.
+        match tls.reader().read(scratch) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                inbuf.extend_from_slice(&scratch[..n]);
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(true),
+            Err(e) => return Err(e),
+        }
+        match tls.read_tls(stream) {
+            // EOF: rustls notes it, and the reader reports it after the plaintext.
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if let Err(e) = tls.process_new_packets() {
+            return Err(tls_failure(tls, stream, e));
+        }
+    }
+    Ok(false)
 }
 
 /// Appends a `POST` request with `body` to `out`. `extra_headers` are complete

@@ -83,10 +83,13 @@ impl Failure {
     }
 }
 
-/// One pool: the keep-alive connections of one worker to one backend address.
+/// One pool: the keep-alive connections of one worker to one backend address (and,
+/// for `https://`, one server name and trust anchor set).
 #[derive(Debug)]
 pub struct Pool {
     pub addr: SocketAddr,
+    /// The worker's TLS client for an `https://` backend.
+    pub tls: Option<super::tls::Connector>,
     /// Most connections open at once.
     pub size: usize,
     /// Most calls waiting for a connection.
@@ -107,6 +110,7 @@ impl Pool {
     pub fn new(addr: SocketAddr, size: usize, max_queued: usize) -> Pool {
         Pool {
             addr,
+            tls: None,
             size,
             max_queued,
             idle: Vec::new(),
@@ -114,6 +118,14 @@ impl Pool {
             queue: VecDeque::new(),
             decisions: VecDeque::new(),
             running: false,
+        }
+    }
+
+    /// The backend, for log lines: its address, and its TLS server name.
+    pub fn name(&self) -> String {
+        match &self.tls {
+            Some(tls) => format!("{} (https, {tls})", self.addr),
+            None => self.addr.to_string(),
         }
     }
 

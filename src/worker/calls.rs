@@ -136,7 +136,8 @@ impl Worker {
         let entry = self.upstreams.vacant_entry();
         let uk = entry.key();
         let addr = self.pools[p].addr;
-        let opened = upstream::Conn::connect(addr, p, generation).and_then(|mut c| {
+        let tls = self.pools[p].tls.as_ref();
+        let opened = upstream::Conn::connect(addr, p, generation, tls).and_then(|mut c| {
             let interest = Interest::READABLE | Interest::WRITABLE;
             self.poll
                 .registry()
@@ -158,7 +159,8 @@ impl Worker {
                 self.calls[ck].upstream = Some(uk);
             }
             Err(e) => {
-                log::warn!("worker {}: cannot connect to {addr}: {e}", self.index);
+                let backend = self.pools[p].name();
+                log::warn!("worker {}: cannot connect to {backend}: {e}", self.index);
                 self.pools[p].open_failed(ck);
             }
         }
@@ -204,7 +206,9 @@ impl Worker {
         match up.state {
             upstream::State::Closing => return,
             upstream::State::Connecting => {
+                // Readable: the backend's side of a TLS handshake.
                 if !(ev.is_writable()
+                    || ev.is_readable()
                     || ev.is_error()
                     || ev.is_read_closed()
                     || ev.is_write_closed())
@@ -226,7 +230,11 @@ impl Worker {
                     Ok(true) => return self.upstream_failed(uk),
                     Ok(false) => return,
                     Err(e) => {
-                        log::warn!("worker {}: backend connect failed: {e}", self.index);
+                        let backend = self.pools[up.pool].name();
+                        log::warn!(
+                            "worker {}: backend {backend}: connect failed: {e}",
+                            self.index
+                        );
                         return self.upstream_failed(uk);
                     }
                 }
@@ -282,7 +290,7 @@ impl Worker {
         let end = ReplyEnd {
             keep_alive: resp.keep_alive,
             leftover: resp.end < buf.len(),
-            request_written: up.written == self.calls[ck].request.len(),
+            request_written: up.request_sent(self.calls[ck].request.len()),
         };
         if end.leftover {
             log::warn!(
@@ -370,6 +378,7 @@ impl Worker {
         if let Some(h) = up.connect_timer.take() {
             self.timers.cancel(h);
         }
+        up.close_notify();
         let _ = self.poll.registry().deregister(&mut up.stream);
         crate::metrics::sub(&self.metrics.worker(self.index).upstream_connections, 1);
     }
@@ -502,7 +511,7 @@ impl Worker {
             log::warn!(
                 "worker {}: connect to {} timed out",
                 self.index,
-                self.pools[up.pool].addr
+                self.pools[up.pool].name()
             );
             self.upstream_failed(uk);
         }

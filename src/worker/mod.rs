@@ -103,7 +103,8 @@ pub struct Worker {
     /// Backend calls in flight.
     calls: Slab<calls::Call>,
     call_generation: u32,
-    /// Connections to backends, and their pools (one per backend address).
+    /// Connections to backends, and their pools (one per backend address and TLS
+    /// identity, see `build_pools`).
     upstreams: Slab<upstream::Conn>,
     upstream_generation: u32,
     pools: Vec<upstream::Pool>,
@@ -685,10 +686,12 @@ fn wall_ms((at, wall): (Instant, Duration), t: Instant) -> u64 {
     w.as_millis() as u64
 }
 
-/// One pool per distinct backend address, sized by the largest `pool_size` and
-/// `max_queued_requests` among the integrations that share it.
+/// One pool per distinct backend (address, and for `https://` server name and trust
+/// anchors: a plain and a TLS pool never share connections), sized by the largest
+/// `pool_size` and `max_queued_requests` among the integrations that share it.
 fn build_pools(config: &Config) -> (Vec<upstream::Pool>, Vec<Duration>, Vec<Option<usize>>) {
     let mut pools: Vec<upstream::Pool> = Vec::new();
+    let mut targets: Vec<Option<&upstream::tls::Target>> = Vec::new();
     let mut timeouts: Vec<Duration> = Vec::new();
     let mut pool_of = Vec::with_capacity(config.integrations.len());
     for i in &config.integrations {
@@ -696,7 +699,16 @@ fn build_pools(config: &Config) -> (Vec<upstream::Pool>, Vec<Duration>, Vec<Opti
             pool_of.push(None);
             continue;
         };
-        let p = match pools.iter().position(|p| p.addr == h.uri.addr) {
+        let same_tls = |t: &Option<&upstream::tls::Target>| match (t, &h.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same(b),
+            _ => false,
+        };
+        let shared = pools
+            .iter()
+            .zip(&targets)
+            .position(|(p, t)| p.addr == h.uri.addr && same_tls(t));
+        let p = match shared {
             Some(p) => {
                 pools[p].size = pools[p].size.max(h.pool_size);
                 pools[p].max_queued = pools[p].max_queued.max(h.max_queued_requests);
@@ -704,11 +716,12 @@ fn build_pools(config: &Config) -> (Vec<upstream::Pool>, Vec<Duration>, Vec<Opti
                 p
             }
             None => {
-                pools.push(upstream::Pool::new(
-                    h.uri.addr,
-                    h.pool_size,
-                    h.max_queued_requests,
-                ));
+                let mut pool =
+                    upstream::Pool::new(h.uri.addr, h.pool_size, h.max_queued_requests);
+                // This worker's own TLS client (and session cache) for the pool.
+                pool.tls = h.tls.as_ref().map(upstream::tls::Target::connector);
+                pools.push(pool);
+                targets.push(h.tls.as_ref());
                 timeouts.push(h.connect_timeout);
                 pools.len() - 1
             }
