@@ -934,12 +934,13 @@ impl Config {
             let kind = match &i.kind {
                 IntegrationKind::Mock { status, .. } => format!("mock status={status}"),
                 IntegrationKind::Http(h) => format!(
-                    "{} POST http://{}{} via {}",
+                    "{} POST {}://{}{} via {}",
                     if h.proxy == Proxy::Aws {
                         "aws_proxy"
                     } else {
                         "http_proxy"
                     },
+                    if h.tls.is_some() { "https" } else { "http" },
                     h.uri.authority,
                     h.uri.path,
                     h.uri.addr
@@ -1083,5 +1084,38 @@ route_response = true
         let c = parse(Path::new("t.toml"), ECHO, &o).unwrap();
         assert_eq!(c.server.workers, 3);
         assert_eq!(c.server.listen.port(), 0);
+    }
+
+    #[test]
+    fn https_uris_default_to_port_443_and_carry_their_tls_target() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let dir = std::env::temp_dir().join(format!("wsgate-cfg-https-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, ca.pem()).unwrap();
+        let text = format!(
+            "{ECHO}\n[integrations.up]\ntype = \"aws_proxy\"\nuri = \"https://127.0.0.1/ws\"\ntls_ca = {:?}\n\
+             [integrations.plain]\ntype = \"aws_proxy\"\nuri = \"http://127.0.0.1/ws\"\n\
+             [routes.a]\nintegration = \"up\"\n[routes.b]\nintegration = \"plain\"\n",
+            path.display().to_string()
+        );
+        let c = parse_str(&text).unwrap();
+        let http = |name: &str| match &c.integrations.iter().find(|i| i.name == name).unwrap().kind
+        {
+            IntegrationKind::Http(h) => h,
+            _ => unreachable!(),
+        };
+        let up = http("up");
+        assert_eq!(up.uri.addr.port(), 443);
+        assert_eq!(up.uri.authority, "127.0.0.1", "the Host header as written");
+        let tls = up.tls.as_ref().expect("an https URI has a TLS target");
+        assert_eq!(tls.ca.as_deref(), Some(path.as_path()));
+        assert_eq!(http("plain").uri.addr.port(), 80);
+        assert!(http("plain").tls.is_none());
+        assert!(c.describe_routes().contains("POST https://127.0.0.1/ws"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

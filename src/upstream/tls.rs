@@ -158,7 +158,8 @@ impl ClientConfigs {
         if let Some((_, c)) = self.by_ca.iter().find(|(p, _)| p == path) {
             return Ok(c.clone());
         }
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let roots = roots_from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
         let c = client_config(roots)?;
         self.by_ca.push((path.to_path_buf(), c.clone()));
@@ -202,7 +203,10 @@ mod tests {
     fn pem_without_certificates_is_refused() {
         assert!(roots_from_pem(b"").is_err());
         assert!(roots_from_pem(b"hello").is_err());
-        assert!(roots_from_pem(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").is_err());
+        assert!(
+            roots_from_pem(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n")
+                .is_err()
+        );
     }
 
     #[test]

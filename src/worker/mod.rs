@@ -716,8 +716,7 @@ fn build_pools(config: &Config) -> (Vec<upstream::Pool>, Vec<Duration>, Vec<Opti
                 p
             }
             None => {
-                let mut pool =
-                    upstream::Pool::new(h.uri.addr, h.pool_size, h.max_queued_requests);
+                let mut pool = upstream::Pool::new(h.uri.addr, h.pool_size, h.max_queued_requests);
                 // This worker's own TLS client (and session cache) for the pool.
                 pool.tls = h.tls.as_ref().map(upstream::tls::Target::connector);
                 pools.push(pool);

@@ -257,14 +257,6 @@ fn management_auth_none_on_a_public_address_is_an_error() {
 }
 
 #[test]
-fn https_backend_is_an_error_before_tls_exists() {
-    let cfg = echo()
-        + "[integrations.secure]\ntype = \"http_proxy\"\nuri = \"https://127.0.0.1:1/ws\"\n\n"
-        + &route("secure", "secure");
-    assert_config_error(&run_to_exit(&cfg, &[]), &["uri"]);
-}
-
-#[test]
 fn unknown_integration_type_is_an_error() {
     let cfg = echo() + "[integrations.odd]\ntype = \"carrier_pigeon\"\n\n" + &route("odd", "odd");
     assert_config_error(&run_to_exit(&cfg, &[]), &["type"]);

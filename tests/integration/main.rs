@@ -17,6 +17,7 @@ mod http_disconnect;
 mod http_events;
 mod http_pool;
 mod http_routes;
+mod https_backend;
 mod limits;
 mod management;
 mod mgmt_hardening;
