@@ -13,19 +13,18 @@ use crate::support::*;
 const CLIENTS: usize = 20;
 const SENDERS: usize = 8;
 
+/// At least `n` clients, and more (up to 64 extra) until both workers own some: the
+/// kernel's SO_REUSEPORT hash puts 8 connections on one worker once in 128 runs.
 fn open_clients(gw: &Gateway, n: usize) -> Vec<(Raw, String)> {
-    let clients: Vec<(Raw, String)> = (0..n)
-        .map(|_| {
-            let mut r = gw.raw();
-            let id = id_of(&mut r);
-            (r, id)
-        })
-        .collect();
+    let mut clients = Vec::new();
     let mut owners = [0usize; 2];
-    for (_, id) in &clients {
-        let w = worker_of(gw, id);
+    while clients.len() < n || (owners[0] == 0 || owners[1] == 0) && clients.len() < n + 64 {
+        let mut r = gw.raw();
+        let id = id_of(&mut r);
+        let w = worker_of(gw, &id);
         assert!(w < 2, "id {id} names worker {w} of 2");
         owners[w as usize] += 1;
+        clients.push((r, id));
     }
     assert!(
         owners[0] > 0 && owners[1] > 0,
