@@ -286,7 +286,10 @@ mod tests {
         assert!(!w.message(1, Some(&mut conn), 0), "the stage is empty now");
         // The refused messages took nothing from the connection's bucket.
         assert_eq!(passed(&mut conn, &w.per_connection, 0, 10, 0), 2);
-        assert!(!w.message(7, None, 0), "an unknown route still needs the stage's token");
+        assert!(
+            !w.message(7, None, 0),
+            "an unknown route still needs the stage's token"
+        );
     }
 
     #[test]
@@ -300,7 +303,15 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!((0..40).filter(|_| w.connect(0)).count(), 5, "half the burst");
-        assert_eq!((0..40).filter(|_| w.connect(2 * S)).count(), 5, "half the rate, capped");
+        assert_eq!(
+            (0..40).filter(|_| w.connect(0)).count(),
+            5,
+            "half the burst"
+        );
+        assert_eq!(
+            (0..40).filter(|_| w.connect(2 * S)).count(),
+            5,
+            "half the rate, capped"
+        );
     }
 }
