@@ -1008,8 +1008,16 @@ impl Config {
                     h.uri.addr
                 ),
             };
+            let throttling = if r.throttling.is_limited() {
+                format!(
+                    " throttling rate={} burst={}",
+                    r.throttling.rate, r.throttling.burst
+                )
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "route {:<16} -> {} ({kind}){}\n",
+                "route {:<16} -> {} ({kind}){}{throttling}\n",
                 r.key,
                 i.name,
                 if r.route_response {
@@ -1166,6 +1174,11 @@ route_response = true
         assert_eq!(t.per_connection, Limit::new(2.5, 4.0));
         let send = c.routes.iter().find(|r| r.key == "send").unwrap();
         assert_eq!(send.throttling, Limit::new(100.0, 50.0));
+        let table = c.describe_routes();
+        assert!(
+            table.contains("(mock status=200) throttling rate=100 burst=50\n"),
+            "{table}"
+        );
         let default = c.routes.iter().find(|r| r.key == "$default").unwrap();
         assert_eq!(default.throttling, Limit::UNLIMITED);
     }
