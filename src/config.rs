@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::mock::Template;
 use crate::route::{Expression, Table};
+use crate::throttle::{self, Limit};
 
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,7 @@ struct RawConfig {
     integrations: BTreeMap<String, RawIntegration>,
     #[serde(default)]
     routes: BTreeMap<String, RawRoute>,
+    throttling: Option<RawThrottling>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +151,26 @@ struct RawRoute {
     integration: String,
     #[serde(default)]
     route_response: bool,
+    throttling: Option<RawLimit>,
+}
+
+/// `[throttling]` (SPEC §10.3); every key defaults to 0 = unlimited.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawThrottling {
+    connect_rate: Option<f64>,
+    connect_burst: Option<f64>,
+    rate: Option<f64>,
+    burst: Option<f64>,
+    per_connection: Option<RawLimit>,
+}
+
+/// `{ rate, burst }` of a route or of `per_connection`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    rate: Option<f64>,
+    burst: Option<f64>,
 }
 
 // ---------------------------------------------------------------------------
@@ -170,6 +192,19 @@ pub struct Config {
     pub default_route: Option<usize>,
     /// Message routes (custom keys and `$default`) compiled for selection.
     pub table: Table,
+    pub throttling: Throttling,
+}
+
+/// Throttling limits (SPEC §10.3), for the whole process; workers divide them.
+/// Every limit defaults to unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Throttling {
+    /// New connections (upgrade requests) per second.
+    pub connect: Limit,
+    /// Messages per second, all routes together (the stage's default).
+    pub stage: Limit,
+    /// Messages per second of one connection (not divided among workers).
+    pub per_connection: Limit,
 }
 
 #[derive(Debug)]
@@ -248,7 +283,7 @@ impl Default for Limits {
             ping_interval: Duration::ZERO,
             pong_timeout: Duration::from_secs(10),
             max_pending_outbound_bytes: 1024 * 1024,
-            max_inflight_per_connection: 64,
+            max_inflight_per_connection: 1024,
         }
     }
 }
@@ -308,6 +343,8 @@ pub struct Route {
     pub key: String,
     pub integration: usize,
     pub route_response: bool,
+    /// The route's own message limit (unlimited when it sets none).
+    pub throttling: Limit,
 }
 
 /// Largest frame or message a configuration may allow (the 64-bit length field is
@@ -358,6 +395,7 @@ impl Validator<'_> {
         let server = self.server(raw.server, o)?;
         let management = self.management(raw.management, o)?;
         let limits = self.limits(raw.limits)?;
+        let throttling = self.throttling(raw.throttling.unwrap_or_default())?;
         let mut names = Vec::new();
         let mut integrations = Vec::new();
         for (name, ri) in raw.integrations {
@@ -391,6 +429,10 @@ impl Validator<'_> {
                     )
                 })?;
             let id = routes.len();
+            let route_throttling = match rr.throttling {
+                Some(t) => self.route_throttling(&key, t, &throttling)?,
+                None => Limit::UNLIMITED,
+            };
             match key.as_str() {
                 "$connect" => connect_route = Some(id),
                 "$disconnect" => disconnect_route = Some(id),
@@ -405,6 +447,7 @@ impl Validator<'_> {
                 key,
                 integration,
                 route_response: rr.route_response,
+                throttling: route_throttling,
             });
         }
         let expression = Expression::parse(&api.route_selection_expression)
@@ -422,7 +465,80 @@ impl Validator<'_> {
             disconnect_route,
             default_route,
             table,
+            throttling,
         })
+    }
+
+    /// `[throttling]`: each key a number of at least 0 (0 = unlimited).
+    fn throttling(&self, raw: RawThrottling) -> Result<Throttling, Error> {
+        let pc = raw.per_connection.unwrap_or_default();
+        Ok(Throttling {
+            connect: self.limit(
+                ("throttling.connect_rate", raw.connect_rate),
+                ("throttling.connect_burst", raw.connect_burst),
+            )?,
+            stage: self.limit(
+                ("throttling.rate", raw.rate),
+                ("throttling.burst", raw.burst),
+            )?,
+            per_connection: self.limit(
+                ("throttling.per_connection.rate", pc.rate),
+                ("throttling.per_connection.burst", pc.burst),
+            )?,
+        })
+    }
+
+    /// A route's `throttling = { rate, burst }`: it may only lower the stage's, as
+    /// in AWS; `$connect` and `$disconnect` are limited by `connect_rate` instead.
+    fn route_throttling(
+        &self,
+        route: &str,
+        raw: RawLimit,
+        stage: &Throttling,
+    ) -> Result<Limit, Error> {
+        let key = |field: &str| format!("routes.\"{route}\".throttling{field}");
+        if route == "$connect" || route == "$disconnect" {
+            return Err(self.err(
+                key(""),
+                "only message routes are throttled per route; connections are limited by throttling.connect_rate and connect_burst",
+            ));
+        }
+        let l = self.limit((&key(".rate"), raw.rate), (&key(".burst"), raw.burst))?;
+        let s = stage.stage;
+        if s.is_limited() && l.rate > s.rate {
+            return Err(self.err(
+                key(".rate"),
+                format!(
+                    "{} is above the stage's throttling.rate {}: a route may only lower it",
+                    l.rate, s.rate
+                ),
+            ));
+        }
+        if s.is_limited() && l.burst > s.burst {
+            return Err(self.err(
+                key(".burst"),
+                format!(
+                    "{} is above the stage's throttling.burst {}: a route may only lower it",
+                    l.burst, s.burst
+                ),
+            ));
+        }
+        Ok(l)
+    }
+
+    /// A rate and a burst, each a number in 0..=[`throttle::MAX_VALUE`] (absent: 0).
+    fn limit(&self, rate: (&str, Option<f64>), burst: (&str, Option<f64>)) -> Result<Limit, Error> {
+        let check = |(key, v): (&str, Option<f64>)| -> Result<f64, Error> {
+            let v = v.unwrap_or(0.0);
+            if !(0.0..=throttle::MAX_VALUE).contains(&v) {
+                return Err(self.err(
+                    key,
+                    format!("{v} is outside 0..{} (0 = unlimited)", throttle::MAX_VALUE),
+                ));
+            }
+            Ok(v)
+        };
+        Ok(Limit::new(check(rate)?, check(burst)?))
     }
 
     fn api(&self, raw: RawApi) -> Result<Api, Error> {
@@ -946,8 +1062,16 @@ impl Config {
                     h.uri.addr
                 ),
             };
+            let throttling = if r.throttling.is_limited() {
+                format!(
+                    " throttling rate={} burst={}",
+                    r.throttling.rate, r.throttling.burst
+                )
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "route {:<16} -> {} ({kind}){}\n",
+                "route {:<16} -> {} ({kind}){}{throttling}\n",
                 r.key,
                 i.name,
                 if r.route_response {
@@ -986,6 +1110,7 @@ route_response = true
         let c = parse_str(ECHO).unwrap();
         assert_eq!(c.limits.max_frame_bytes, 32768);
         assert_eq!(c.limits.max_message_bytes, 131072);
+        assert_eq!(c.limits.max_inflight_per_connection, 1024);
         assert!(!c.limits.allow_binary);
         assert_eq!(c.server.handshake_timeout, Duration::from_secs(5));
         assert_eq!(c.default_route, Some(0));
@@ -1117,5 +1242,74 @@ route_response = true
         assert!(http("plain").tls.is_none());
         assert!(c.describe_routes().contains("POST https://127.0.0.1/ws"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn throttling_defaults_to_unlimited_and_reads_every_key() {
+        let c = parse_str(ECHO).unwrap();
+        assert_eq!(c.throttling, Throttling::default());
+        assert!(!c.throttling.connect.is_limited());
+        let c = parse_str(&format!(
+            "{ECHO}\n[routes.send]\nintegration = \"echo\"\nthrottling = {{ rate = 100, burst = 50 }}\n\
+             [throttling]\nconnect_rate = 500\nconnect_burst = 1000\nrate = 10000\nburst = 5000\n\
+             per_connection = {{ rate = 2.5, burst = 4 }}\n"
+        ))
+        .unwrap();
+        let t = c.throttling;
+        assert_eq!(t.connect, Limit::new(500.0, 1000.0));
+        assert_eq!(t.stage, Limit::new(10000.0, 5000.0));
+        assert_eq!(t.per_connection, Limit::new(2.5, 4.0));
+        let send = c.routes.iter().find(|r| r.key == "send").unwrap();
+        assert_eq!(send.throttling, Limit::new(100.0, 50.0));
+        let table = c.describe_routes();
+        assert!(
+            table.contains("(mock status=200) throttling rate=100 burst=50\n"),
+            "{table}"
+        );
+        let default = c.routes.iter().find(|r| r.key == "$default").unwrap();
+        assert_eq!(default.throttling, Limit::UNLIMITED);
+    }
+
+    #[test]
+    fn a_route_may_only_lower_the_stage_throttling() {
+        let route = |limit: &str| {
+            format!("{ECHO}\n[routes.send]\nintegration = \"echo\"\nthrottling = {{ {limit} }}\n")
+        };
+        let stage = "[throttling]\nrate = 100\nburst = 50\n";
+        let e = parse_str(&format!("{}{stage}", route("rate = 200, burst = 10"))).unwrap_err();
+        assert_eq!(e.key, "routes.\"send\".throttling.rate");
+        assert!(e.problem.contains("only lower"), "{}", e.problem);
+        let e = parse_str(&format!("{}{stage}", route("rate = 10, burst = 51"))).unwrap_err();
+        assert_eq!(e.key, "routes.\"send\".throttling.burst");
+        assert!(parse_str(&format!("{}{stage}", route("rate = 100, burst = 50"))).is_ok());
+        // An unlimited stage lets a route set any limit.
+        assert!(parse_str(&route("rate = 1000000, burst = 9")).is_ok());
+        let e = parse_str(&route("rate = -1")).unwrap_err();
+        assert_eq!(e.key, "routes.\"send\".throttling.rate");
+        let e = parse_str(&route("rates = 1")).unwrap_err();
+        assert!(e.to_string().contains("rates"), "{e}");
+    }
+
+    #[test]
+    fn throttling_values_are_checked() {
+        for (line, key) in [
+            ("connect_rate = -5", "throttling.connect_rate"),
+            ("burst = nan", "throttling.burst"),
+            ("rate = inf", "throttling.rate"),
+            (
+                "per_connection = { rate = 1e12 }",
+                "throttling.per_connection.rate",
+            ),
+        ] {
+            let e = parse_str(&format!("{ECHO}\n[throttling]\n{line}\n")).unwrap_err();
+            assert_eq!(e.key, key, "{line}");
+        }
+        let e = parse_str(&format!(
+            "{ECHO}\n[routes.\"$connect\"]\nintegration = \"echo\"\nthrottling = {{ rate = 1 }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "routes.\"$connect\".throttling");
+        let e = parse_str(&format!("{ECHO}\n[throttling]\nmessages = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("messages"), "{e}");
     }
 }

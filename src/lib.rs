@@ -30,6 +30,7 @@ pub mod reply;
 pub mod route;
 pub mod runtime;
 pub mod session;
+pub mod throttle;
 pub mod time;
 pub mod timer;
 pub mod token;

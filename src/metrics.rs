@@ -17,6 +17,8 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 #[derive(Debug, Default)]
 pub struct RouteCounters {
     pub messages_in: AtomicU64,
+    /// Messages refused by a throttling bucket (SPEC §10.3).
+    pub throttled: AtomicU64,
     pub integration_errors: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_sum_us: AtomicU64,
@@ -39,6 +41,8 @@ pub struct Counters {
     pub timer_entries: AtomicU64,
     /// Management requests refused for failed auth (403).
     pub management_refused: AtomicU64,
+    /// Upgrade requests refused (429) over the connect bucket (SPEC §10.3).
+    pub connects_throttled: AtomicU64,
     routes: Box<[RouteCounters]>,
 }
 
@@ -74,6 +78,13 @@ impl Counters {
         add(&self.bytes_in, bytes as u64);
         if let Some(r) = route.and_then(|r| self.routes.get(r)) {
             add(&r.messages_in, 1);
+        }
+    }
+
+    /// One message of `route` was refused by a throttling bucket.
+    pub fn throttled(&self, route: usize) {
+        if let Some(r) = self.routes.get(route) {
+            add(&r.throttled, 1);
         }
     }
 
@@ -139,7 +150,7 @@ impl Metrics {
         let head = |s: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let simple: [Simple; 7] = [
+        let simple: [Simple; 8] = [
             (
                 "wsgate_connect_total",
                 "Connections accepted (AWS ConnectCount).",
@@ -181,6 +192,12 @@ impl Metrics {
                 "Management API requests refused for failed auth (403).",
                 "counter",
                 |c| &c.management_refused,
+            ),
+            (
+                "wsgate_connects_throttled_total",
+                "Upgrade requests refused with 429 over throttling.connect_rate (AWS ClientError).",
+                "counter",
+                |c| &c.connects_throttled,
             ),
         ];
         for (name, help, kind, f) in simple {
@@ -233,6 +250,16 @@ impl Metrics {
                 label(route),
                 self.route_sum(route, |r| &r.messages_in)
             );
+        }
+        head(
+            &mut s,
+            "wsgate_throttled_total",
+            "Messages refused with Too Many Requests by a throttling bucket (stage, route or connection).",
+            "counter",
+        );
+        for route in 0..config.routes.len() {
+            let v = self.route_sum(route, |r| &r.throttled);
+            let _ = writeln!(s, "wsgate_throttled_total{{{}}} {v}", label(route));
         }
         head(
             &mut s,

@@ -1,7 +1,8 @@
 //! After warm-up, a message through the codec, route selection and a mock route
 //! response allocates nothing, and neither does one routed to an `aws_proxy` or
-//! `http_proxy` integration (the backend request written, the reply framed back): a
-//! counting global allocator proves it.
+//! `http_proxy` integration (the backend request written, the reply framed back),
+//! nor one that throttling buckets pass or refuse: a counting global allocator
+//! proves it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
@@ -205,6 +206,21 @@ fn steady_state_message_path_allocates_nothing() {
         0,
         "Forbidden frame"
     );
+    // Throttling: buckets that pass everything, and ones that refuse all but the
+    // first message (the clock does not move here).
+    for (throttling, what) in [
+        (
+            "rate = 1e9\nburst = 1e9\nper_connection = { rate = 1e9, burst = 1e9 }",
+            "passing buckets",
+        ),
+        (
+            "rate = 1\nburst = 1\nper_connection = { rate = 1, burst = 1 }",
+            "Too Many Requests",
+        ),
+    ] {
+        let config = format!("{CONFIG}\n[throttling]\n{throttling}\n");
+        assert_eq!(allocations(&config, &streams, usize::MAX), 0, "{what}");
+    }
     let http = vec![
         masked(true, 1, json),                           // http_proxy with mappings
         masked(true, 1, br#"{"action":"other","n":1}"#), // aws_proxy event

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::buf::Pool;
 use crate::close;
@@ -20,6 +21,7 @@ use crate::message::{self, Event, Kind, Payload, Reader};
 use crate::metrics::{self, Metrics};
 use crate::reply;
 use crate::route::Selector;
+use crate::throttle::{self, Bucket};
 use crate::time;
 
 /// Where a connection is in its life.
@@ -40,6 +42,8 @@ pub enum State {
 /// Bytes a client may send while its `$connect` is pending before the worker stops
 /// reading it (until the answer comes).
 pub const MAX_EARLY_BYTES: usize = 1024 * 1024;
+/// The body of the `429` that refuses an upgrade over the connect bucket.
+const TOO_MANY_REQUESTS: &[u8] = b"{\"message\":\"Too Many Requests\"}";
 /// Scratch buffers grown past this by one big message are shrunk back after it.
 const SCRATCH_KEEP_BYTES: usize = 256 * 1024;
 
@@ -83,6 +87,12 @@ pub struct Session {
     abandoned: bool,
     /// Bytes of a partial request head already searched for its end.
     head_seen: u16,
+    /// `inbuf` holds frames not processed because `max_inflight_per_connection`
+    /// calls were in flight: the worker reads no more until they are (SPEC §10.3).
+    held: bool,
+    /// This connection's message bucket, only when `throttling.per_connection` is set
+    /// (made at its first message).
+    bucket: Option<Box<Bucket>>,
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -109,6 +119,13 @@ pub struct Scratch {
     /// A data frame went either way or a control frame came from the client since
     /// the worker last looked (it moves `lastActiveAt` and the idle deadline, SPEC §8).
     pub active: bool,
+    /// Monotonic time of the current loop turn, µs since this scratch was made: the
+    /// worker sets it (see [`Scratch::tick`]), token buckets refill from it.
+    pub mono_us: u64,
+    clock_base: Instant,
+    /// This worker's share of the throttling buckets; `None` when nothing is
+    /// throttled (SPEC §10.3).
+    pub throttle: Option<Box<throttle::Buckets>>,
 }
 
 impl Scratch {
@@ -127,7 +144,19 @@ impl Scratch {
                 .any(|m| matches!(m.source, Source::Header(_))),
             IntegrationKind::Mock { .. } => false,
         });
+        let t = &config.throttling;
+        let throttle = throttle::Buckets::new(
+            t.connect,
+            t.stage,
+            config.routes.iter().map(|r| r.throttling),
+            t.per_connection,
+            config.server.workers,
+            0,
+        );
         Scratch {
+            throttle,
+            mono_us: 0,
+            clock_base: Instant::now(),
             config,
             pool: Pool::new(pool_keep),
             wbuf: Vec::with_capacity(64 * 1024),
@@ -142,6 +171,11 @@ impl Scratch {
             active: false,
             now_ms: time::now_ms(),
         }
+    }
+
+    /// Sets the monotonic time of this loop turn (`now`: the worker's one clock read).
+    pub fn tick(&mut self, now: Instant) {
+        self.mono_us = now.saturating_duration_since(self.clock_base).as_micros() as u64;
     }
 
     /// Gives back what one big message made the per-worker buffers grow to, so a peak
@@ -174,6 +208,8 @@ impl Session {
             close_status: None,
             abandoned: false,
             head_seen: 0,
+            held: false,
+            bucket: None,
         }
     }
 
@@ -291,13 +327,27 @@ impl Session {
         self.stash(input, &mut sx.pool);
     }
 
+    /// Backend calls of this connection not answered yet.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// Whether frames wait, unprocessed, for in-flight calls to finish (see
+    /// [`Session::resume`]); the worker must not read more until they are processed.
+    pub fn is_holding(&self) -> bool {
+        self.held
+    }
+
     /// Bytes held while `$connect` is pending.
     pub fn early_bytes(&self) -> usize {
         self.inbuf.as_ref().map_or(0, Vec::len)
     }
 
-    /// Resumes processing of what arrived while `$connect` was pending.
+    /// Resumes processing of what arrived while `$connect` was pending, or of the
+    /// frames held back while `max_inflight_per_connection` calls were in flight
+    /// (they may be held again, from where the limit is reached anew).
     pub fn resume(&mut self, sx: &mut Scratch) {
+        self.held = false;
         if let Some(mut early) = self.inbuf.take() {
             self.frames(&mut early, 0, sx);
             sx.pool.give(early);
@@ -306,6 +356,15 @@ impl Session {
 
     fn frames(&mut self, input: &mut [u8], mut pos: usize, sx: &mut Scratch) {
         while pos < input.len() && matches!(self.state, State::Open | State::Closing) {
+            if self.state == State::Open
+                && self.inflight >= sx.config.limits.max_inflight_per_connection
+            {
+                // TCP backpressure, not dropped messages: the rest waits here, and
+                // the worker reads no more, until a call finishes (SPEC §10.3).
+                self.stash(&input[pos..], &mut sx.pool);
+                self.held = true;
+                return;
+            }
             let res = self
                 .reader
                 .read(&mut input[pos..], &mut self.asm, &mut sx.pool, &sx.limits);
@@ -355,6 +414,23 @@ impl Session {
             connected_at_ms: sx.now_ms,
         };
         self.identity = Some(Box::new(identity));
+        if let Some(t) = sx.throttle.as_deref_mut() {
+            if !t.connect(sx.mono_us) {
+                // Over the connect bucket: refused before `$connect` runs (SPEC §10.3).
+                let counters = sx.metrics.worker(sx.worker);
+                metrics::add(&counters.client_errors, 1);
+                metrics::add(&counters.connects_throttled, 1);
+                handshake::write_status(
+                    &mut sx.wbuf,
+                    429,
+                    None,
+                    "application/json",
+                    TOO_MANY_REQUESTS,
+                );
+                self.state = State::Done;
+                return false;
+            }
+        }
         if sx.keep_headers {
             // `route.request.header.*` mappings read them on every later event, whatever
             // integration `$connect` has (or none).
@@ -698,6 +774,18 @@ impl Session {
             reply::error_frame(&mut sx.wbuf, "Forbidden", &self.id, &request_id);
             return;
         };
+        if let Some(t) = sx.throttle.as_deref_mut() {
+            if t.per_connection.is_limited() && self.bucket.is_none() {
+                self.bucket = Some(Box::new(Bucket::full(&t.per_connection, sx.mono_us)));
+            }
+            if !t.message(route, self.bucket.as_deref_mut(), sx.mono_us) {
+                // Over a bucket: not integrated; the connection stays open (SPEC §10.3).
+                metrics::add(&counters.client_errors, 1);
+                counters.throttled(route);
+                reply::error_frame(&mut sx.wbuf, "Too Many Requests", &self.id, &request_id);
+                return;
+            }
+        }
         let message_id = sx.seq.next_id();
         match &config.integrations[config.routes[route].integration].kind {
             IntegrationKind::Mock { .. } => {
@@ -720,10 +808,6 @@ impl Session {
                 }
             }
             IntegrationKind::Http(_) => {
-                if self.inflight >= config.limits.max_inflight_per_connection {
-                    reply::error_frame(&mut sx.wbuf, "Too Many Requests", &self.id, &request_id);
-                    return;
-                }
                 let data = Body::Message {
                     data: body,
                     binary: kind == Kind::Binary,

@@ -210,3 +210,148 @@ fn events_carry_the_time_the_worker_passed_in() {
     );
     assert!(body.contains("\"connectedAt\":1000000000123"), "{body}");
 }
+
+const ONE_WORKER: &str = "[server]\nworkers = 1\n";
+
+#[test]
+fn over_the_connect_bucket_the_upgrade_gets_429_before_connect_runs() {
+    let mut sx = scratch(&format!(
+        "{HTTP_CONNECT}{ONE_WORKER}[throttling]\nconnect_rate = 1\nconnect_burst = 2\n"
+    ));
+    for _ in 0..2 {
+        let mut s = session();
+        assert!(feed(&mut s, &mut sx, HEAD).is_empty());
+        assert_eq!(s.state(), State::Connecting);
+        assert_eq!(sx.outbox.pop().unwrap().kind, CallKind::Connect);
+    }
+    let mut s = session();
+    let out = feed(&mut s, &mut sx, HEAD);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: application/json\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\r\n\r\n{\"message\":\"Too Many Requests\"}"),
+        "{text}"
+    );
+    assert_eq!(s.state(), State::Done);
+    assert!(sx.outbox.is_empty(), "no $connect call");
+    assert!(!s.is_registered(), "no $disconnect owed");
+    // A second later the bucket has a token again.
+    sx.mono_us += 1_000_000;
+    let mut s = session();
+    feed(&mut s, &mut sx, HEAD);
+    assert_eq!(s.state(), State::Connecting);
+}
+
+fn echo_frame(s: &mut Session, sx: &mut Scratch, text: &str) -> String {
+    let out = feed(s, sx, &masked(true, 1, text.as_bytes()));
+    assert!(out.len() > 2 && out[0] == 0x81, "{out:?}");
+    String::from_utf8_lossy(&out[2..]).into_owned()
+}
+
+#[test]
+fn a_message_over_its_route_bucket_gets_too_many_requests_and_the_connection_stays() {
+    let mut sx = scratch(&format!(
+        "[routes.limited]\nintegration = \"echo\"\nroute_response = true\n\
+         throttling = {{ rate = 1, burst = 2 }}\n{ONE_WORKER}"
+    ));
+    let mut s = session();
+    open(&mut s, &mut sx);
+    let limited = r#"{"action":"limited"}"#;
+    assert_eq!(echo_frame(&mut s, &mut sx, limited), limited);
+    assert_eq!(echo_frame(&mut s, &mut sx, limited), limited);
+    let refused = echo_frame(&mut s, &mut sx, limited);
+    assert!(
+        refused.starts_with(
+            "{\"message\": \"Too Many Requests\", \"connectionId\":\"AAAAAAAAAAAAAAA=\""
+        ),
+        "{refused}"
+    );
+    assert_eq!(s.state(), State::Open);
+    assert_eq!(
+        echo_frame(&mut s, &mut sx, "other"),
+        "other",
+        "$default is not limited"
+    );
+    sx.mono_us += 1_000_000;
+    assert_eq!(echo_frame(&mut s, &mut sx, limited), limited);
+    let text = String::from_utf8(sx.metrics.render(&sx.config)).unwrap();
+    assert!(
+        text.contains("wsgate_throttled_total{api=\"unit\",route=\"limited\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wsgate_client_errors_total{api=\"unit\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn per_connection_buckets_are_per_connection() {
+    let mut sx = scratch(&format!(
+        "{ONE_WORKER}[throttling]\nper_connection = {{ rate = 1, burst = 1 }}\n"
+    ));
+    let (mut a, mut b) = (session(), session());
+    open(&mut a, &mut sx);
+    open(&mut b, &mut sx);
+    assert_eq!(echo_frame(&mut a, &mut sx, "a1"), "a1");
+    assert!(echo_frame(&mut a, &mut sx, "a2").contains("Too Many Requests"));
+    assert_eq!(
+        echo_frame(&mut b, &mut sx, "b1"),
+        "b1",
+        "b has its own bucket"
+    );
+    assert!(sx.throttle.is_some());
+    // Without throttling nothing is kept at all.
+    let sx = scratch("");
+    assert!(sx.throttle.is_none());
+}
+
+#[test]
+fn at_the_inflight_limit_frames_are_held_not_refused() {
+    let mut sx = scratch(&format!(
+        "{HTTP_CONNECT}[routes.call]\nintegration = \"be\"\n\
+         [limits]\nmax_inflight_per_connection = 2\n"
+    ));
+    let mut s = session();
+    feed(&mut s, &mut sx, HEAD);
+    sx.outbox.clear();
+    let ok = || Outcome::Reply {
+        status: 200,
+        body: b"",
+        content_type: None,
+        protocol: None,
+    };
+    assert!(s.on_connect_outcome(ok(), &mut sx));
+    sx.wbuf.clear();
+    let call = masked(true, 1, br#"{"action":"call"}"#);
+    let five: Vec<u8> = call.repeat(5);
+    // The last frame arrives split: its head is held with the rest.
+    assert!(feed(&mut s, &mut sx, &five[..five.len() - 3]).is_empty());
+    assert_eq!((sx.outbox.len(), s.inflight()), (2, 2));
+    assert!(s.is_holding());
+    let mut calls = std::mem::take(&mut sx.outbox);
+    let mut answered = 0;
+    let mut tail_sent = false;
+    while let Some(c) = calls.pop() {
+        s.on_message_outcome(c.route, &c.request_id, ok(), 1 << 20, &mut sx);
+        answered += 1;
+        if s.is_holding() {
+            s.resume(&mut sx);
+        } else if !tail_sent {
+            tail_sent = true;
+            feed(&mut s, &mut sx, &five[five.len() - 3..]);
+        }
+        calls.append(&mut sx.outbox);
+        assert!(s.inflight() <= 2);
+    }
+    assert_eq!(answered, 5, "every message made its call");
+    assert!(sx.wbuf.is_empty(), "no Too Many Requests");
+    assert!(!s.is_holding());
+}

@@ -470,6 +470,10 @@ impl Worker {
                 let room = (2 * limit).saturating_sub(queued);
                 conn.session
                     .on_message_outcome(route, request_id, outcome, room, &mut self.shared);
+                if conn.read_paused || conn.session.is_holding() {
+                    // A call fewer in flight: reading may go on (at the turn's end).
+                    self.resumes.push(key);
+                }
             }
             CallKind::Disconnect => {}
         }

@@ -117,6 +117,9 @@ pub struct Worker {
     admin_refusals: management::RefusalLog,
     mail: Arc<Mailboxes>,
     metrics: Arc<Metrics>,
+    /// Clients whose reading may go on now that a call of theirs finished; resumed at
+    /// the end of the loop turn (a call can finish while a client is being read).
+    resumes: Vec<usize>,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -145,6 +148,7 @@ impl Worker {
             admin_refusals: management::RefusalLog::default(),
             mail: s.mail,
             metrics: metrics.clone(),
+            resumes: Vec::new(),
             upstreams: Slab::new(),
             upstream_generation: 0,
             pools,
@@ -213,6 +217,7 @@ impl Worker {
             let res = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
             self.shared.now_ms = self.wall_ms_now();
+            self.shared.tick(self.now);
             if let Err(e) = res {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -250,6 +255,9 @@ impl Worker {
                 for e in expired.drain(..) {
                     self.on_timer(e);
                 }
+            }
+            while let Some(key) = self.resumes.pop() {
+                self.resume_reading(key);
             }
             self.shared.trim();
             let entries = &self.metrics.worker(self.index).timer_entries;
@@ -484,11 +492,19 @@ impl Worker {
             }
             if !self.may_read(key) {
                 // Shutting down: no new messages. Or the client does not read its
-                // replies: stop reading its requests until it catches up.
+                // replies, or has `max_inflight_per_connection` calls in flight: stop
+                // reading its requests until it catches up.
                 self.conns[key].read_paused = true;
                 break;
             }
             let conn = &mut self.conns[key];
+            if conn.session.is_holding() {
+                // Frames held at the in-flight limit go first, before any new read
+                // (they may be held again).
+                conn.session.resume(&mut self.shared);
+                self.after_process(key);
+                continue;
+            }
             let read = match conn.stream.read(&mut rbuf[STASH_BYTES..]) {
                 Ok(0) => {
                     gone = true;
@@ -518,24 +534,30 @@ impl Worker {
                     .process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
             }
             let read_closed = conn.read_closed;
+            let holding = conn.session.is_holding();
             if was == State::Handshaking && conn.session.state() != was {
                 self.sync_timer(key);
             }
-            if !self.shared.outbox.is_empty() {
-                let generation = self.conns[key].generation;
-                self.start_calls(Some((key, generation)));
-            }
-            if self.shared.wbuf.len() >= FLUSH_BYTES {
-                // Replies leave (or join the connection's queue, where the limit
-                // sees them) before the next read adds more.
-                self.finish_output(key);
-            }
-            if read < READ_BYTES && !read_closed {
+            self.after_process(key);
+            if read < READ_BYTES && !read_closed && !holding {
                 break;
             }
         }
         self.rbuf = rbuf;
         gone
+    }
+
+    /// Starts the calls and sends the replies that processing `key`'s input made.
+    fn after_process(&mut self, key: usize) {
+        if !self.shared.outbox.is_empty() {
+            let generation = self.conns[key].generation;
+            self.start_calls(Some((key, generation)));
+        }
+        if self.shared.wbuf.len() >= FLUSH_BYTES {
+            // Replies leave (or join the connection's queue, where the limit
+            // sees them) before the next read adds more.
+            self.finish_output(key);
+        }
     }
 
     /// Whether the client's input may be read now (see `on_readable`).
@@ -546,7 +568,10 @@ impl Worker {
         let limit = self.shared.config.limits.max_pending_outbound_bytes;
         match conn.session.state() {
             State::Open => {
-                self.drain_deadline.is_none() && conn.pending_out() + self.shared.wbuf.len() < limit
+                self.drain_deadline.is_none()
+                    && conn.pending_out() + self.shared.wbuf.len() < limit
+                    && conn.session.inflight()
+                        < self.shared.config.limits.max_inflight_per_connection
             }
             State::Connecting => conn.session.early_bytes() < session::MAX_EARLY_BYTES,
             State::Handshaking | State::Closing => true,
@@ -555,9 +580,13 @@ impl Worker {
     }
 
     /// Reads again from a client whose reading was paused, if it may be read now
-    /// (edge-triggered: bytes that waited meanwhile raise no new event).
+    /// (edge-triggered: bytes that waited meanwhile raise no new event); frames held
+    /// at the in-flight limit are processed first, even if no new byte comes.
     pub(super) fn resume_reading(&mut self, key: usize) {
-        let paused = self.conns.get(key).is_some_and(|c| c.read_paused);
+        let paused = self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.read_paused || c.session.is_holding());
         if paused && self.may_read(key) {
             self.conns[key].read_paused = false;
             self.on_readable(key, false);

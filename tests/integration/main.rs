@@ -28,5 +28,6 @@ mod routing;
 mod sdk;
 mod shutdown;
 mod startup_ids;
+mod throttling;
 mod upstream_hardening;
 mod workers;
