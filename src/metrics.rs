@@ -39,6 +39,8 @@ pub struct Counters {
     pub timer_entries: AtomicU64,
     /// Management requests refused for failed auth (403).
     pub management_refused: AtomicU64,
+    /// Access-log lines dropped: the destination did not take them in time.
+    pub access_log_dropped: AtomicU64,
     routes: Box<[RouteCounters]>,
 }
 
@@ -139,7 +141,7 @@ impl Metrics {
         let head = |s: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let simple: [Simple; 7] = [
+        let simple: [Simple; 8] = [
             (
                 "wsgate_connect_total",
                 "Connections accepted (AWS ConnectCount).",
@@ -181,6 +183,12 @@ impl Metrics {
                 "Management API requests refused for failed auth (403).",
                 "counter",
                 |c| &c.management_refused,
+            ),
+            (
+                "wsgate_access_log_dropped_total",
+                "Access-log lines dropped because the destination was full, slow or failing.",
+                "counter",
+                |c| &c.access_log_dropped,
             ),
         ];
         for (name, help, kind, f) in simple {
