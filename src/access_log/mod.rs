@@ -221,13 +221,18 @@ impl Format {
             Var::RequestTime => time::write_request_time(out, r.requested_ms),
             Var::RequestTimeEpoch => num(out, Some(r.requested_ms)),
             Var::SourceIp => text(out, id.map(|i| i.source_ip_text.as_bytes())),
-            Var::UserAgent => text(out, id.and_then(|i| i.user_agent.as_deref()).map(str::as_bytes)),
+            Var::UserAgent => text(
+                out,
+                id.and_then(|i| i.user_agent.as_deref()).map(str::as_bytes),
+            ),
             Var::Status => num(out, Some(u64::from(r.status))),
             Var::ErrorMessage => text(out, r.error.map(|e| e.message.as_bytes())),
             Var::ErrorResponseType => text(out, r.error.map(|e| e.response_type.as_bytes())),
             Var::IntegrationStatus => num(out, integration.and_then(|i| i.status).map(u64::from)),
             Var::IntegrationLatency => num(out, integration.map(|i| i.latency_ms)),
-            Var::IntegrationError => text(out, integration.and_then(|i| i.error).map(str::as_bytes)),
+            Var::IntegrationError => {
+                text(out, integration.and_then(|i| i.error).map(str::as_bytes))
+            }
             Var::DisconnectStatusCode => num(out, r.disconnect.map(|(c, _)| u64::from(c))),
             Var::DisconnectReason => text(out, r.disconnect.map(|(_, t)| t.as_bytes())),
             Var::Authorizer | Var::Unsupported => out.push(b'-'),
@@ -258,7 +263,12 @@ fn write_text(out: &mut Vec<u8>, json: bool, v: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for &c in v {
         if c < 0x20 || c == 0x7f {
-            out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 15)],
+            ]);
         } else {
             out.push(c);
         }

@@ -21,7 +21,9 @@ fn identity(ua: Option<&str>) -> Identity {
 
 fn render(format: &str, r: &Record<'_>) -> String {
     let mut out = Vec::new();
-    Format::compile(format).unwrap().render(&mut out, &config(), r);
+    Format::compile(format)
+        .unwrap()
+        .render(&mut out, &config(), r);
     String::from_utf8(out).unwrap()
 }
 
@@ -37,7 +39,9 @@ fn unknown_variables_and_multi_line_formats_are_refused_by_name() {
 
 #[test]
 fn json_shape_is_decided_by_the_first_character() {
-    assert!(Format::compile("  {\"a\":\"$context.status\"}").unwrap().is_json());
+    assert!(Format::compile("  {\"a\":\"$context.status\"}")
+        .unwrap()
+        .is_json());
     assert!(!Format::compile("$context.status {}").unwrap().is_json());
 }
 

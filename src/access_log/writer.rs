@@ -265,7 +265,11 @@ mod tests {
 
     #[test]
     fn pipe_chunks_are_whole_lines_within_pipe_buf() {
-        let line = [b'a'; 99].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+        let line = [b'a'; 99]
+            .iter()
+            .copied()
+            .chain([b'\n'])
+            .collect::<Vec<u8>>();
         let buf: Vec<u8> = line.iter().copied().cycle().take(100 * 100).collect();
         assert_eq!(whole_lines(&buf, PIPE_BUF), 4000);
         assert_eq!(whole_lines(&buf[..300], PIPE_BUF), 300);

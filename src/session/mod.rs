@@ -236,7 +236,8 @@ impl Session {
         call: &access_log::Call<'_>,
         sx: &mut Scratch,
     ) {
-        let accepted = matches!(outcome, Outcome::Reply { status, .. } if (200..300).contains(status));
+        let accepted =
+            matches!(outcome, Outcome::Reply { status, .. } if (200..300).contains(status));
         self.registered = accepted;
         self.state = State::Done;
         let (status, error) = match outcome {
@@ -245,7 +246,13 @@ impl Session {
             Outcome::Failed => (502, Some(access_log::INTEGRATION_FAILURE)),
             Outcome::TimedOut => (504, Some(access_log::INTEGRATION_TIMEOUT)),
         };
-        self.log_connect(sx, call, status, error, Integration::of(outcome, call.latency_ms));
+        self.log_connect(
+            sx,
+            call,
+            status,
+            error,
+            Integration::of(outcome, call.latency_ms),
+        );
     }
 
     /// Ends the session at once (shutdown's last step): nothing more is read or
@@ -817,7 +824,10 @@ impl Session {
             let e = access_log::FORBIDDEN;
             reply::error_frame(&mut sx.wbuf, e.message, &self.id, &request_id);
             if sx.access_log.is_some() {
-                self.access(sx, message_record(&request_id, None, None, sx.now_ms, 403, Some(e)));
+                self.access(
+                    sx,
+                    message_record(&request_id, None, None, sx.now_ms, 403, Some(e)),
+                );
             }
             return;
         };
@@ -847,7 +857,14 @@ impl Session {
                         true => (500, Some(access_log::SERVER_ERROR)),
                         false => (200, None),
                     };
-                    let r = message_record(&request_id, Some(route), Some(&message_id), sx.now_ms, status, error);
+                    let r = message_record(
+                        &request_id,
+                        Some(route),
+                        Some(&message_id),
+                        sx.now_ms,
+                        status,
+                        error,
+                    );
                     self.access(sx, r);
                 }
             }
@@ -856,7 +873,14 @@ impl Session {
                     let e = access_log::THROTTLED;
                     reply::error_frame(&mut sx.wbuf, e.message, &self.id, &request_id);
                     if sx.access_log.is_some() {
-                        let r = message_record(&request_id, Some(route), Some(&message_id), sx.now_ms, 429, Some(e));
+                        let r = message_record(
+                            &request_id,
+                            Some(route),
+                            Some(&message_id),
+                            sx.now_ms,
+                            429,
+                            Some(e),
+                        );
                         self.access(sx, r);
                     }
                     return;
