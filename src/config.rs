@@ -69,6 +69,14 @@ struct RawConfig {
     #[serde(default)]
     routes: BTreeMap<String, RawRoute>,
     throttling: Option<RawThrottling>,
+    access_log: Option<RawAccessLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccessLog {
+    path: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +200,8 @@ pub struct Config {
     pub default_route: Option<usize>,
     /// Message routes (custom keys and `$default`) compiled for selection.
     pub table: Table,
+    /// `[access_log]` (SPEC §10.4); `None`: no access log.
+    pub access_log: Option<crate::access_log::writer::Settings>,
     pub throttling: Throttling,
 }
 
@@ -453,6 +463,7 @@ impl Validator<'_> {
         let expression = Expression::parse(&api.route_selection_expression)
             .map_err(|e| self.err("api.route_selection_expression", e.message))?;
         let table = Table::new(expression, custom, default_route);
+        let access_log = raw.access_log.map(|a| self.access_log(a)).transpose()?;
         Ok(Config {
             path: self.file.to_path_buf(),
             api,
@@ -466,6 +477,24 @@ impl Validator<'_> {
             default_route,
             table,
             throttling,
+            access_log,
+        })
+    }
+
+    /// `[access_log]`: `path` (`-` = stdout, the default) and `format` (compiled
+    /// now, so an unknown variable is a startup error).
+    fn access_log(&self, raw: RawAccessLog) -> Result<crate::access_log::writer::Settings, Error> {
+        use crate::access_log::{writer::Destination, Format, DEFAULT_FORMAT};
+        let path = match raw.path.as_deref().unwrap_or("-") {
+            "" => return Err(self.err("access_log.path", "must be \"-\" (stdout) or a file")),
+            "-" => Destination::Stdout,
+            p => Destination::File(PathBuf::from(p)),
+        };
+        let format = Format::compile(raw.format.as_deref().unwrap_or(DEFAULT_FORMAT))
+            .map_err(|e| self.err("access_log.format", e.0))?;
+        Ok(crate::access_log::writer::Settings {
+            path,
+            format: std::sync::Arc::new(format),
         })
     }
 

@@ -23,6 +23,8 @@ pub struct Outgoing {
     /// The whole HTTP request (head and body), in a pooled buffer.
     pub request: Vec<u8>,
     pub request_id: crate::id::Text,
+    /// A message's id (`None` for `$connect` / `$disconnect`), for its access-log line.
+    pub message_id: Option<crate::id::Text>,
 }
 
 /// How a call ended.

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod access_log;
 pub mod buf;
 pub mod close;
 pub mod config;

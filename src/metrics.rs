@@ -43,6 +43,8 @@ pub struct Counters {
     pub management_refused: AtomicU64,
     /// Upgrade requests refused (429) over the connect bucket (SPEC §10.3).
     pub connects_throttled: AtomicU64,
+    /// Access-log lines dropped: the destination did not take them in time.
+    pub access_log_dropped: AtomicU64,
     routes: Box<[RouteCounters]>,
 }
 
@@ -150,7 +152,7 @@ impl Metrics {
         let head = |s: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let simple: [Simple; 8] = [
+        let simple: [Simple; 9] = [
             (
                 "wsgate_connect_total",
                 "Connections accepted (AWS ConnectCount).",
@@ -198,6 +200,12 @@ impl Metrics {
                 "Upgrade requests refused with 429 over throttling.connect_rate (AWS ClientError).",
                 "counter",
                 |c| &c.connects_throttled,
+            ),
+            (
+                "wsgate_access_log_dropped_total",
+                "Access-log lines dropped because the destination was full, slow or failing.",
+                "counter",
+                |c| &c.access_log_dropped,
             ),
         ];
         for (name, help, kind, f) in simple {

@@ -17,7 +17,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use mio::Poll;
@@ -146,6 +146,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     }
     let mail = Arc::new(Mailboxes::new(wakers.clone()));
     let metrics = Arc::new(Metrics::new(n, config.routes.len()));
+    let hangups = Arc::new(AtomicU64::new(0));
     let (events, ended) = mpsc::channel();
     let mut threads = Vec::with_capacity(n);
     for (i, ((listener, admin), poll)) in clients.into_iter().zip(admins).zip(polls).enumerate() {
@@ -160,6 +161,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             management: admin,
             poll,
             shutdown: shutdown.clone(),
+            hangups: hangups.clone(),
         };
         let w = Worker::new(setup)?;
         let core = (config.server.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
@@ -191,6 +193,7 @@ pub fn run(config: Config) -> Result<(), Error> {
                 }
             }
         })?;
+    watch_hangups(hangups, wakers.clone())?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -217,5 +220,24 @@ pub fn run(config: Config) -> Result<(), Error> {
     for t in threads {
         let _ = t.join();
     }
+    Ok(())
+}
+
+/// SIGHUP: counts it and wakes every worker, which then reopens its access log
+/// (log rotation, SPEC §10.4). Registered before the ready line, so a SIGHUP never
+/// takes the default action (ending the process).
+fn watch_hangups(hangups: Arc<AtomicU64>, wakers: Vec<Arc<mio::Waker>>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("wsgate-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                log::info!("SIGHUP: reopening the access log");
+                hangups.fetch_add(1, Ordering::AcqRel);
+                for w in &wakers {
+                    let _ = w.wake();
+                }
+            }
+        })?;
     Ok(())
 }

@@ -128,6 +128,9 @@ fn masked(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
 fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
     let cfg = config::parse(Path::new("alloc.toml"), config, &Overrides::default()).unwrap();
     let mut sx = Scratch::new(Arc::new(cfg), 0, wsgate::id::Codec::random(), 64);
+    if let Some(settings) = &sx.config.access_log {
+        sx.access_log = Some(wsgate::access_log::Writer::open(settings).unwrap());
+    }
     let mut s = Session::new(*b"AAAAAAAAAAAAAAA=", "127.0.0.1".parse().unwrap());
     let mut head = b"GET /prod HTTP/1.1\r\nHost: x\r\nUser-Agent: alloc/1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
     s.process(&mut head, &mut sx);
@@ -154,13 +157,23 @@ fn allocations(config: &str, streams: &[Vec<u8>], chunk: usize) -> usize {
                         protocol: None,
                     };
                     assert!(out.request.starts_with(b"POST "));
-                    s.on_message_outcome(out.route, &out.request_id, reply, usize::MAX, sx);
+                    let call = wsgate::access_log::Call {
+                        request_id: &out.request_id,
+                        message_id: out.message_id.as_ref().map_or(&[], |m| &m[..]),
+                        requested_ms: sx.now_ms,
+                        latency_ms: 1,
+                    };
+                    s.on_message_outcome(out.route, &call, reply, usize::MAX, sx);
                     sx.pool.give(out.request);
                 }
             }
             assert_eq!(s.state(), State::Open);
             replies += usize::from(!sx.wbuf.is_empty());
             sx.wbuf.clear();
+            if let Some(log) = sx.access_log.as_mut() {
+                // As the worker does once per loop turn.
+                log.flush();
+            }
         }
     };
     for _ in 0..50 {
@@ -237,4 +250,33 @@ fn steady_state_message_path_allocates_nothing() {
         "http_proxy routes"
     );
     assert_eq!(allocations(HTTP, &http, 5), 0, "HTTP routes, split reads");
+    // A JSON access log with every variable, written to a file: rendering and
+    // writing reuse the worker's buffers.
+    let log = std::env::temp_dir().join(format!("wsgate-alloc-{}.log", std::process::id()));
+    let with_log = |config: &str| {
+        format!(
+            "{config}[access_log]\npath = {:?}\nformat = '{}'\n",
+            log.display(),
+            ALL_VARIABLES
+        )
+    };
+    assert_eq!(
+        allocations(&with_log(CONFIG), &streams, usize::MAX),
+        0,
+        "mock routes with an access log"
+    );
+    assert_eq!(
+        allocations(&with_log(HTTP), &http, usize::MAX),
+        0,
+        "HTTP routes with an access log"
+    );
+    assert_eq!(
+        allocations(&with_log(NO_DEFAULT), &[masked(true, 1, b"hi")], usize::MAX),
+        0,
+        "Forbidden frame with an access log"
+    );
+    let _ = std::fs::remove_file(&log);
 }
+
+/// An access-log format naming every variable.
+const ALL_VARIABLES: &str = r#"{"requestId":"$context.requestId","extendedRequestId":"$context.extendedRequestId","apiId":"$context.apiId","stage":"$context.stage","domainName":"$context.domainName","routeKey":"$context.routeKey","eventType":"$context.eventType","messageId":"$context.messageId","messageDirection":"$context.messageDirection","connectionId":"$context.connectionId","connectedAt":"$context.connectedAt","requestTime":"$context.requestTime","requestTimeEpoch":"$context.requestTimeEpoch","ip":"$context.identity.sourceIp","ua":"$context.identity.userAgent","status":"$context.status","error":"$context.error.message","errorType":"$context.error.responseType","integrationStatus":"$context.integrationStatus","integrationLatency":"$context.integrationLatency","integration.error":"$context.integration.error","principal":"$context.authorizer.principalId","disconnectStatusCode":"$context.disconnectStatusCode","disconnectReason":"$context.disconnectReason"}"#;

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::access_log::{self, EventType, Integration, Record};
 use crate::buf::Pool;
 use crate::close;
 use crate::config::{Config, IntegrationKind};
@@ -113,6 +114,9 @@ pub struct Scratch {
     /// Wall-clock time of the current loop turn, ms since the Unix epoch: the worker
     /// sets it, events and `connectedAt` read it (the session reads no clock).
     pub now_ms: u64,
+    /// This worker's access log (SPEC §10.4), when `[access_log]` is configured; the
+    /// worker opens it and writes it out once per loop turn.
+    pub access_log: Option<access_log::Writer>,
     /// The metrics and the index of the worker this scratch belongs to.
     pub metrics: Arc<Metrics>,
     pub worker: u8,
@@ -170,6 +174,7 @@ impl Scratch {
             worker,
             active: false,
             now_ms: time::now_ms(),
+            access_log: None,
         }
     }
 
@@ -261,9 +266,29 @@ impl Session {
 
     /// The `$connect` answer of an abandoned session: `$disconnect` is owed when it
     /// accepted; either way nothing more happens on this connection.
-    pub fn on_abandoned_connect(&mut self, accepted: bool) {
+    pub fn on_abandoned_connect(
+        &mut self,
+        outcome: &Outcome<'_>,
+        call: &access_log::Call<'_>,
+        sx: &mut Scratch,
+    ) {
+        let accepted =
+            matches!(outcome, Outcome::Reply { status, .. } if (200..300).contains(status));
         self.registered = accepted;
         self.state = State::Done;
+        let (status, error) = match outcome {
+            _ if accepted => (200, None),
+            Outcome::Reply { status, .. } => (*status, None),
+            Outcome::Failed => (502, Some(access_log::INTEGRATION_FAILURE)),
+            Outcome::TimedOut => (504, Some(access_log::INTEGRATION_TIMEOUT)),
+        };
+        self.log_connect(
+            sx,
+            call,
+            status,
+            error,
+            Integration::of(outcome, call.latency_ms),
+        );
     }
 
     /// Ends the session at once (shutdown's last step): nothing more is read or
@@ -427,6 +452,12 @@ impl Session {
                     "application/json",
                     TOO_MANY_REQUESTS,
                 );
+                if sx.access_log.is_some() {
+                    let request_id = sx.seq.next_id();
+                    let mut r = connect_record(&request_id, sx.now_ms, 429);
+                    r.error = Some(access_log::THROTTLED);
+                    self.access(sx, r);
+                }
                 self.state = State::Done;
                 return false;
             }
@@ -438,6 +469,10 @@ impl Session {
         }
         let Some(route) = sx.config.connect_route else {
             self.accept(&up.accept, None, sx);
+            if sx.access_log.is_some() {
+                let request_id = sx.seq.next_id();
+                self.access(sx, connect_record(&request_id, sx.now_ms, 200));
+            }
             return true;
         };
         let request_id = sx.seq.next_id();
@@ -449,7 +484,15 @@ impl Session {
                     request: &request_id,
                     message: b"",
                 };
-                if !reply::mock_connect(&mut sx.wbuf, &config, route, &ids) {
+                let accepted = reply::mock_connect(&mut sx.wbuf, &config, route, &ids);
+                if sx.access_log.is_some() {
+                    let status = match &config.integrations[config.routes[route].integration].kind {
+                        IntegrationKind::Mock { status, .. } if !accepted => *status,
+                        _ => 200,
+                    };
+                    self.access(sx, connect_record(&request_id, sx.now_ms, status));
+                }
+                if !accepted {
                     self.state = State::Done;
                     return false;
                 }
@@ -515,13 +558,32 @@ impl Session {
 
     /// The `$connect` integration answered: open (101) or refuse the upgrade.
     /// `true` when the connection opened (stashed frames may now be resumed).
-    pub fn on_connect_outcome(&mut self, outcome: Outcome<'_>, sx: &mut Scratch) -> bool {
+    pub fn on_connect_outcome(
+        &mut self,
+        outcome: Outcome<'_>,
+        call: &access_log::Call<'_>,
+        sx: &mut Scratch,
+    ) -> bool {
         let Some(p) = self.pending.take() else {
             return false;
         };
         if self.state != State::Connecting {
             return false;
         }
+        let integration = Integration::of(&outcome, call.latency_ms);
+        let (status, error) = self.answer_connect(&p, outcome, sx);
+        self.log_connect(sx, call, status, error, integration);
+        self.state == State::Open
+    }
+
+    /// Opens or refuses the upgrade as `$connect`'s outcome says; returns the status
+    /// the client got (200 for the 101, as AWS logs it) and the gateway's error.
+    fn answer_connect(
+        &mut self,
+        p: &Pending,
+        outcome: Outcome<'_>,
+        sx: &mut Scratch,
+    ) -> (u16, Option<access_log::ErrorInfo>) {
         match outcome {
             Outcome::Reply {
                 status, protocol, ..
@@ -533,11 +595,12 @@ impl Session {
                         .any(|o| o.trim_ascii() == chosen.trim_ascii());
                     if !ok {
                         log::warn!("$connect backend chose subprotocol {:?}, which the client did not offer", String::from_utf8_lossy(chosen));
-                        return self.refuse(502, b"", None, sx);
+                        self.refuse(502, b"", None, sx);
+                        return (502, Some(access_log::INTEGRATION_FAILURE));
                     }
                 }
                 self.accept(&p.accept, protocol.map(<[u8]>::trim_ascii), sx);
-                true
+                (200, None)
             }
             Outcome::Reply {
                 status,
@@ -546,10 +609,34 @@ impl Session {
                 ..
             } => {
                 let body = &body[..body.len().min(64 * 1024)];
-                self.refuse(status, body, content_type, sx)
+                self.refuse(status, body, content_type, sx);
+                (status, None)
             }
-            Outcome::Failed => self.refuse(502, b"", None, sx),
-            Outcome::TimedOut => self.refuse(504, b"", None, sx),
+            Outcome::Failed => {
+                self.refuse(502, b"", None, sx);
+                (502, Some(access_log::INTEGRATION_FAILURE))
+            }
+            Outcome::TimedOut => {
+                self.refuse(504, b"", None, sx);
+                (504, Some(access_log::INTEGRATION_TIMEOUT))
+            }
+        }
+    }
+
+    /// The CONNECT line of a `$connect` that called a backend.
+    fn log_connect(
+        &self,
+        sx: &mut Scratch,
+        call: &access_log::Call<'_>,
+        status: u16,
+        error: Option<access_log::ErrorInfo>,
+        integration: Integration,
+    ) {
+        if sx.access_log.is_some() {
+            let mut r = connect_record(call.request_id, call.requested_ms, status);
+            r.error = error;
+            r.integration = Some(integration);
+            self.access(sx, r);
         }
     }
 
@@ -580,29 +667,60 @@ impl Session {
     pub fn on_message_outcome(
         &mut self,
         route: usize,
-        request_id: &[u8],
+        call: &access_log::Call<'_>,
         outcome: Outcome<'_>,
         room: usize,
         sx: &mut Scratch,
     ) {
         self.inflight = self.inflight.saturating_sub(1);
-        if self.state != State::Open {
-            return;
+        let integration = Integration::of(&outcome, call.latency_ms);
+        let (status, error) = if self.state == State::Open {
+            self.answer_message(route, call.request_id, outcome, room, sx)
+        } else {
+            (200, None)
+        };
+        if sx.access_log.is_some() {
+            let r = Record {
+                route: Some(route),
+                request_id: call.request_id,
+                message_id: Some(call.message_id),
+                requested_ms: call.requested_ms,
+                status,
+                error,
+                integration: Some(integration),
+                ..Record::default()
+            };
+            self.access(sx, r);
         }
+    }
+
+    /// Answers the client as a message's outcome says; returns the status it got
+    /// (200 when nothing went wrong) and the gateway's error, for the access log.
+    fn answer_message(
+        &mut self,
+        route: usize,
+        request_id: &[u8],
+        outcome: Outcome<'_>,
+        room: usize,
+        sx: &mut Scratch,
+    ) -> (u16, Option<access_log::ErrorInfo>) {
+        use access_log::{INTEGRATION_FAILURE, INTEGRATION_TIMEOUT, OUTBOUND_FULL, SERVER_ERROR};
         let route_response = sx.config.routes[route].route_response;
-        let error =
-            |sx: &mut Scratch, text| reply::error_frame(&mut sx.wbuf, text, &self.id, request_id);
+        let error = |sx: &mut Scratch, e: access_log::ErrorInfo, status| {
+            reply::error_frame(&mut sx.wbuf, e.message, &self.id, request_id);
+            (status, Some(e))
+        };
         match outcome {
             Outcome::Reply { status, body, .. } if (200..300).contains(&status) => {
                 if !route_response || body.is_empty() {
-                    return;
+                    return (200, None);
                 }
                 let op = if std::str::from_utf8(body).is_ok() {
                     frame::OpCode::Text
                 } else if sx.limits.allow_binary {
                     frame::OpCode::Binary
                 } else {
-                    return error(sx, "Internal server error");
+                    return error(sx, SERVER_ERROR, 500);
                 };
                 let frames = body.len().div_ceil(sx.limits.max_frame_bytes.max(1)).max(1);
                 if body.len() + frames * 10 > room {
@@ -612,16 +730,18 @@ impl Session {
                         body.len()
                     );
                     metrics::add(&sx.metrics.worker(sx.worker).client_errors, 1);
-                    return self.start_close(close::POLICY, "Outbound buffer full", sx);
+                    self.start_close(close::POLICY, OUTBOUND_FULL.message, sx);
+                    return (400, Some(OUTBOUND_FULL));
                 }
                 frame::write_message(&mut sx.wbuf, op, body, sx.limits.max_frame_bytes);
                 sx.metrics.worker(sx.worker).message_out(body.len());
                 sx.active = true;
+                (200, None)
             }
-            Outcome::Reply { .. } if route_response => error(sx, "Internal server error"),
-            Outcome::Reply { .. } => {}
-            Outcome::Failed => error(sx, "Internal server error"),
-            Outcome::TimedOut => error(sx, "Endpoint request timed out"),
+            Outcome::Reply { .. } if route_response => error(sx, SERVER_ERROR, 500),
+            Outcome::Reply { .. } => (200, None),
+            Outcome::Failed => error(sx, INTEGRATION_FAILURE, 502),
+            Outcome::TimedOut => error(sx, INTEGRATION_TIMEOUT, 504),
         }
     }
 
@@ -631,6 +751,19 @@ impl Session {
             return None;
         }
         self.registered = false;
+        let request_id = sx.seq.next_id();
+        let (code, reason) = self.close_status();
+        if sx.access_log.is_some() {
+            let r = Record {
+                event: EventType::Disconnect,
+                request_id: &request_id,
+                requested_ms: sx.now_ms,
+                status: 200,
+                disconnect: Some((code, reason)),
+                ..Record::default()
+            };
+            self.access(sx, r);
+        }
         let config = &*sx.config;
         let route = config.disconnect_route?;
         if !matches!(
@@ -639,8 +772,6 @@ impl Session {
         ) {
             return None;
         }
-        let request_id = sx.seq.next_id();
-        let (code, reason) = self.close_status();
         let body = Body::Disconnect {
             code,
             reason: reason.as_bytes(),
@@ -693,6 +824,7 @@ impl Session {
             kind,
             request,
             request_id,
+            message_id: message_id.try_into().ok(),
         }
     }
 
@@ -771,7 +903,14 @@ impl Session {
         let request_id = sx.seq.next_id();
         let Some(route) = route else {
             metrics::add(&counters.client_errors, 1);
-            reply::error_frame(&mut sx.wbuf, "Forbidden", &self.id, &request_id);
+            let e = access_log::FORBIDDEN;
+            reply::error_frame(&mut sx.wbuf, e.message, &self.id, &request_id);
+            if sx.access_log.is_some() {
+                self.access(
+                    sx,
+                    message_record(&request_id, None, None, sx.now_ms, 403, Some(e)),
+                );
+            }
             return;
         };
         if let Some(t) = sx.throttle.as_deref_mut() {
@@ -782,13 +921,19 @@ impl Session {
                 // Over a bucket: not integrated; the connection stays open (SPEC §10.3).
                 metrics::add(&counters.client_errors, 1);
                 counters.throttled(route);
-                reply::error_frame(&mut sx.wbuf, "Too Many Requests", &self.id, &request_id);
+                let e = access_log::THROTTLED;
+                reply::error_frame(&mut sx.wbuf, e.message, &self.id, &request_id);
+                if sx.access_log.is_some() {
+                    let r = message_record(&request_id, Some(route), None, sx.now_ms, 429, Some(e));
+                    self.access(sx, r);
+                }
                 return;
             }
         }
         let message_id = sx.seq.next_id();
         match &config.integrations[config.routes[route].integration].kind {
-            IntegrationKind::Mock { .. } => {
+            IntegrationKind::Mock { status, .. } => {
+                let failed = config.routes[route].route_response && !(200..300).contains(status);
                 let ids = reply::Ids {
                     connection: &self.id,
                     request: &request_id,
@@ -805,6 +950,21 @@ impl Session {
                 );
                 if let Some(n) = sent {
                     sx.metrics.worker(sx.worker).message_out(n);
+                }
+                if sx.access_log.is_some() {
+                    let (status, error) = match failed {
+                        true => (500, Some(access_log::SERVER_ERROR)),
+                        false => (200, None),
+                    };
+                    let r = message_record(
+                        &request_id,
+                        Some(route),
+                        Some(&message_id),
+                        sx.now_ms,
+                        status,
+                        error,
+                    );
+                    self.access(sx, r);
                 }
             }
             IntegrationKind::Http(_) => {
@@ -824,6 +984,48 @@ impl Session {
         for b in [self.inbuf.take(), self.asm.take()].into_iter().flatten() {
             pool.give(b);
         }
+    }
+
+    /// Writes one access-log line about this connection (SPEC §10.4). Callers check
+    /// `sx.access_log.is_some()` first: without `[access_log]` a line costs one branch.
+    fn access<'a>(&'a self, sx: &mut Scratch, mut r: Record<'a>) {
+        if let Some(w) = sx.access_log.as_mut() {
+            r.connection_id = &self.id;
+            r.identity = self.identity.as_deref();
+            w.log(&sx.config, &r);
+        }
+    }
+}
+
+/// A CONNECT line's values (the connection's own are added by `Session::access`).
+fn connect_record(request_id: &[u8], requested_ms: u64, status: u16) -> Record<'_> {
+    Record {
+        event: EventType::Connect,
+        request_id,
+        requested_ms,
+        status,
+        ..Record::default()
+    }
+}
+
+/// A MESSAGE line's values for a message answered without a backend call.
+fn message_record<'a>(
+    request_id: &'a [u8],
+    route: Option<usize>,
+    message_id: Option<&'a [u8]>,
+    requested_ms: u64,
+    status: u16,
+    error: Option<access_log::ErrorInfo>,
+) -> Record<'a> {
+    Record {
+        event: EventType::Message,
+        route,
+        request_id,
+        message_id,
+        requested_ms,
+        status,
+        error,
+        ..Record::default()
     }
 }
 

@@ -23,6 +23,14 @@ fn scratch(extra: &str) -> Scratch {
     sx
 }
 
+/// A finished backend call as the worker reports it.
+const CALL: crate::access_log::Call<'static> = crate::access_log::Call {
+    request_id: b"RRRRRRRRRRRRRRR=",
+    message_id: b"",
+    requested_ms: 1_795_508_107_456,
+    latency_ms: 3,
+};
+
 fn session() -> Session {
     Session::new(*b"AAAAAAAAAAAAAAA=", "127.0.0.1".parse().unwrap())
 }
@@ -153,7 +161,7 @@ fn connect_holds_the_upgrade_and_keeps_early_frames() {
         content_type: None,
         protocol: None,
     };
-    assert!(s.on_connect_outcome(ok, &mut sx));
+    assert!(s.on_connect_outcome(ok, &CALL, &mut sx));
     s.resume(&mut sx);
     let out = std::mem::take(&mut sx.wbuf);
     let text = String::from_utf8_lossy(&out);
@@ -175,7 +183,7 @@ fn a_refused_connect_owes_no_disconnect() {
         content_type: None,
         protocol: None,
     };
-    assert!(!s.on_connect_outcome(no, &mut sx));
+    assert!(!s.on_connect_outcome(no, &CALL, &mut sx));
     assert!(sx.wbuf.starts_with(b"HTTP/1.1 403 Forbidden\r\n"));
     assert_eq!(s.state(), State::Done);
     assert!(s.disconnect_call(&mut sx).is_none());
@@ -188,7 +196,13 @@ fn an_abandoned_connect_that_succeeds_owes_a_1006_disconnect() {
     sx.outbox.clear();
     s.abandon();
     assert!(s.is_abandoned());
-    s.on_abandoned_connect(true);
+    let ok = Outcome::Reply {
+        status: 200,
+        body: b"",
+        content_type: None,
+        protocol: None,
+    };
+    s.on_abandoned_connect(&ok, &CALL, &mut sx);
     assert_eq!(s.state(), State::Done);
     let call = s.disconnect_call(&mut sx).expect("$disconnect is owed");
     assert_eq!(call.kind, CallKind::Disconnect);
@@ -328,7 +342,7 @@ fn at_the_inflight_limit_frames_are_held_not_refused() {
         content_type: None,
         protocol: None,
     };
-    assert!(s.on_connect_outcome(ok(), &mut sx));
+    assert!(s.on_connect_outcome(ok(), &CALL, &mut sx));
     sx.wbuf.clear();
     let call = masked(true, 1, br#"{"action":"call"}"#);
     let five: Vec<u8> = call.repeat(5);
@@ -340,7 +354,7 @@ fn at_the_inflight_limit_frames_are_held_not_refused() {
     let mut answered = 0;
     let mut tail_sent = false;
     while let Some(c) = calls.pop() {
-        s.on_message_outcome(c.route, &c.request_id, ok(), 1 << 20, &mut sx);
+        s.on_message_outcome(c.route, &CALL, ok(), 1 << 20, &mut sx);
         answered += 1;
         if s.is_holding() {
             s.resume(&mut sx);

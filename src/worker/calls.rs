@@ -10,6 +10,7 @@ use mio::event::Event as MioEvent;
 use mio::Interest;
 
 use super::Worker;
+use crate::access_log;
 use crate::config::IntegrationKind;
 use crate::id;
 use crate::integration::{self, CallKind, Outcome, Outgoing};
@@ -27,6 +28,10 @@ pub(super) struct Call {
     kind: CallKind,
     request: Vec<u8>,
     request_id: id::Text,
+    /// A message's id, and when the request was made (wall-clock ms): what its
+    /// access-log line repeats from the event.
+    message_id: Option<id::Text>,
+    requested_ms: u64,
     pool: usize,
     upstream: Option<usize>,
     retried: bool,
@@ -62,6 +67,8 @@ impl Worker {
             kind: out.kind,
             request: out.request,
             request_id: out.request_id,
+            message_id: out.message_id,
+            requested_ms: self.shared.now_ms,
             pool,
             upstream: None,
             retried: false,
@@ -394,6 +401,8 @@ impl Worker {
             kind,
             request,
             request_id,
+            message_id,
+            requested_ms,
             started,
             timer,
             ..
@@ -422,7 +431,13 @@ impl Worker {
             ),
         }
         if let Some(client) = client {
-            self.deliver(client, kind, route, &request_id, outcome);
+            let call = access_log::Call {
+                request_id: &request_id,
+                message_id: message_id.as_ref().map_or(&[], |m| &m[..]),
+                requested_ms,
+                latency_ms: elapsed.as_millis() as u64,
+            };
+            self.deliver(client, kind, route, &call, outcome);
         }
         // Whatever became of the client, a call fewer may end a shutdown's drain.
         self.drain_progress();
@@ -434,7 +449,7 @@ impl Worker {
         (key, generation): (usize, u32),
         kind: CallKind,
         route: usize,
-        request_id: &[u8],
+        call: &access_log::Call<'_>,
         outcome: Outcome<'_>,
     ) {
         let limit = self.shared.config.limits.max_pending_outbound_bytes;
@@ -446,12 +461,15 @@ impl Worker {
         }
         match kind {
             CallKind::Connect if conn.session.is_abandoned() => {
-                let accepted = matches!(outcome, Outcome::Reply { status, .. } if (200..300).contains(&status));
-                conn.session.on_abandoned_connect(accepted);
+                conn.session
+                    .on_abandoned_connect(&outcome, call, &mut self.shared);
                 return self.close(key);
             }
             CallKind::Connect => {
-                if conn.session.on_connect_outcome(outcome, &mut self.shared) {
+                if conn
+                    .session
+                    .on_connect_outcome(outcome, call, &mut self.shared)
+                {
                     self.sync_timer(key);
                     let conn = &mut self.conns[key];
                     conn.session.resume(&mut self.shared);
@@ -469,7 +487,7 @@ impl Worker {
                 let queued = conn.pending_out() + self.shared.wbuf.len();
                 let room = (2 * limit).saturating_sub(queued);
                 conn.session
-                    .on_message_outcome(route, request_id, outcome, room, &mut self.shared);
+                    .on_message_outcome(route, call, outcome, room, &mut self.shared);
                 if conn.read_paused || conn.session.is_holding() {
                     // A call fewer in flight: reading may go on (at the turn's end).
                     self.resumes.push(key);

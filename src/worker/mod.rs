@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,8 @@ pub struct Setup {
     pub shutdown: Arc<AtomicBool>,
     pub mail: Arc<Mailboxes>,
     pub metrics: Arc<Metrics>,
+    /// SIGHUPs received so far (the runtime counts them and wakes every worker).
+    pub hangups: Arc<AtomicU64>,
 }
 
 pub struct Worker {
@@ -120,6 +122,9 @@ pub struct Worker {
     /// Clients whose reading may go on now that a call of theirs finished; resumed at
     /// the end of the loop turn (a call can finish while a client is being read).
     resumes: Vec<usize>,
+    /// SIGHUPs received, and how many this worker has acted on (access-log reopen).
+    hangups: Arc<AtomicU64>,
+    hangups_seen: u64,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -141,7 +146,21 @@ impl Worker {
         )?;
         let (pools, connect_timeout, pool_of) = build_pools(&s.config);
         let metrics = s.metrics;
+        let access_log = match &s.config.access_log {
+            Some(settings) => Some(crate::access_log::Writer::open(settings).map_err(|e| {
+                let e = crate::config::Error {
+                    file: s.config.path.clone(),
+                    key: "access_log.path".into(),
+                    problem: format!("cannot open {}: {e}", settings.path),
+                };
+                io::Error::other(e.to_string())
+            })?),
+            None => None,
+        };
+        let hangups_seen = s.hangups.load(Ordering::Acquire);
         Ok(Worker {
+            hangups: s.hangups,
+            hangups_seen,
             calls: Slab::new(),
             call_generation: 0,
             admin_generation: 0,
@@ -175,6 +194,7 @@ impl Worker {
             shared: {
                 let mut sx = Scratch::new(s.config, s.index, s.ids, POOL_KEEP);
                 sx.metrics = metrics.clone();
+                sx.access_log = access_log;
                 sx
             },
         })
@@ -185,6 +205,7 @@ impl Worker {
     pub fn run(mut self) -> io::Result<()> {
         crate::logger::buffer_thread();
         let res = self.serve();
+        self.flush_access_log();
         crate::logger::flush_thread();
         res
     }
@@ -194,6 +215,7 @@ impl Worker {
         let mut expired = Vec::new();
         loop {
             crate::logger::flush_thread();
+            self.flush_access_log();
             if let Some(deadline) = self.drain_deadline {
                 if self.conns.is_empty() && self.calls.is_empty() {
                     return Ok(());
@@ -229,6 +251,7 @@ impl Worker {
                     TokenKind::Listener => self.accept_clients(),
                     TokenKind::ManagementListener => self.accept_admin(),
                     TokenKind::Waker => {
+                        self.on_hangup();
                         self.on_mail();
                         self.drain_progress();
                     }
@@ -264,6 +287,31 @@ impl Worker {
             if entries.load(Ordering::Relaxed) != self.timers.len() as u64 {
                 entries.store(self.timers.len() as u64, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Writes this turn's access-log lines (without blocking) and counts the ones
+    /// dropped (SPEC §10.4). One branch when there is no access log.
+    fn flush_access_log(&mut self) {
+        if let Some(log) = self.shared.access_log.as_mut() {
+            log.flush();
+            let dropped = log.take_dropped();
+            if dropped > 0 {
+                metrics::add(&self.metrics.worker(self.index).access_log_dropped, dropped);
+            }
+        }
+    }
+
+    /// A SIGHUP arrived since this worker last looked: reopen the access log (log
+    /// rotation). The TLS certificate reload hooks in here too (SPEC §10.1).
+    fn on_hangup(&mut self) {
+        let n = self.hangups.load(Ordering::Acquire);
+        if n == self.hangups_seen {
+            return;
+        }
+        self.hangups_seen = n;
+        if let Some(log) = self.shared.access_log.as_mut() {
+            log.reopen();
         }
     }
 

@@ -6,6 +6,7 @@ mod chat;
 mod mgmt;
 mod support;
 
+mod access_log;
 mod backpressure;
 mod closes;
 mod config;

@@ -1,0 +1,157 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::{self, Overrides};
+
+fn config() -> Config {
+    let text = "[api]\nname = \"unit\"\nstage = \"prod\"\n\
+                [integrations.m]\ntype = \"mock\"\n[routes.join]\nintegration = \"m\"\n";
+    config::parse(Path::new("unit.toml"), text, &Overrides::default()).unwrap()
+}
+
+fn identity(ua: Option<&str>) -> Identity {
+    Identity {
+        source_ip: "10.0.0.7".parse().unwrap(),
+        source_ip_text: "10.0.0.7".into(),
+        user_agent: ua.map(Into::into),
+        host: "gw.example".into(),
+        connected_at_ms: 1_795_508_100_000,
+    }
+}
+
+fn render(format: &str, r: &Record<'_>) -> String {
+    let mut out = Vec::new();
+    Format::compile(format)
+        .unwrap()
+        .render(&mut out, &config(), r);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn unknown_variables_and_multi_line_formats_are_refused_by_name() {
+    let e = Format::compile("$context.requestId $context.nope.x").unwrap_err();
+    assert!(e.0.contains("`$context.nope.x`"), "{e}");
+    assert!(Format::compile("a\n$context.status").is_err());
+    assert!(Format::compile("  ").is_err());
+    assert!(Format::compile("$context.").is_err());
+    assert!(Format::compile("$context.authorizer.").is_err());
+}
+
+#[test]
+fn json_shape_is_decided_by_the_first_character() {
+    assert!(Format::compile("  {\"a\":\"$context.status\"}")
+        .unwrap()
+        .is_json());
+    assert!(!Format::compile("$context.status {}").unwrap().is_json());
+}
+
+#[test]
+fn a_trailing_dot_is_text_and_missing_values_are_dashes() {
+    let id = identity(None);
+    let r = Record {
+        event: EventType::Message,
+        request_id: b"REQ",
+        connection_id: b"CONN",
+        identity: Some(&id),
+        status: 403,
+        ..Record::default()
+    };
+    let line = render(
+        "$context.status. $context.routeKey $context.identity.userAgent $context.authorizer.claim $context.waf.status $context.messageId",
+        &r,
+    );
+    assert_eq!(line, "403. - - - - -");
+}
+
+#[test]
+fn every_variable_renders_from_the_record() {
+    let id = identity(Some("ua/1"));
+    let r = Record {
+        event: EventType::Disconnect,
+        route: None,
+        request_id: b"REQ",
+        message_id: Some(b"MSG"),
+        connection_id: b"CONN",
+        identity: Some(&id),
+        requested_ms: 1_795_508_102_123,
+        status: 502,
+        error: Some(INTEGRATION_FAILURE),
+        integration: Some(Integration {
+            status: Some(500),
+            latency_ms: 12,
+            error: Some("boom"),
+        }),
+        disconnect: Some((4001, "bye")),
+    };
+    let vars = [
+        ("requestId", "REQ"),
+        ("extendedRequestId", "REQ"),
+        ("apiId", "unit"),
+        ("stage", "prod"),
+        ("domainName", "gw.example"),
+        ("routeKey", "$disconnect"),
+        ("eventType", "DISCONNECT"),
+        ("messageId", "MSG"),
+        ("messageDirection", "IN"),
+        ("connectionId", "CONN"),
+        ("connectedAt", "1795508100000"),
+        ("requestTime", "24/Nov/2026:08:15:02 +0000"),
+        ("requestTimeEpoch", "1795508102123"),
+        ("identity.sourceIp", "10.0.0.7"),
+        ("identity.userAgent", "ua/1"),
+        ("status", "502"),
+        ("error.message", "Internal server error"),
+        ("error.responseType", "INTEGRATION_FAILURE"),
+        ("integrationStatus", "500"),
+        ("integrationLatency", "12"),
+        ("integration.status", "500"),
+        ("integration.latency", "12"),
+        ("integration.error", "boom"),
+        ("authorizer.principalId", "-"),
+        ("authorizer.status", "-"),
+        ("authorizer.latency", "-"),
+        ("authorizer.error", "-"),
+        ("authorizer.tenant", "-"),
+        ("disconnectStatusCode", "4001"),
+        ("disconnectReason", "bye"),
+    ];
+    let format = format!(
+        "{{{}}}",
+        vars.iter()
+            .map(|(k, _)| format!("\"{k}\":\"$context.{k}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let line = render(&format, &r);
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    for (k, want) in vars {
+        assert_eq!(v[k], want, "{k} in {line}");
+    }
+}
+
+#[test]
+fn hostile_values_stay_valid_json_and_one_line() {
+    let id = identity(Some("a\"b\\c\n\u{1}\u{7f}é\u{fffd}"));
+    let r = Record {
+        request_id: b"REQ",
+        connection_id: b"CONN",
+        identity: Some(&id),
+        disconnect: Some((1000, "x\"}\n{\"evil\":1")),
+        ..Record::default()
+    };
+    let line = render(
+        r#"{"ua":"$context.identity.userAgent","reason":"$context.disconnectReason"}"#,
+        &r,
+    );
+    assert!(!line.contains('\n'));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ua"], "a\"b\\c\n\u{1}\u{7f}é\u{fffd}");
+    assert_eq!(v["reason"], "x\"}\n{\"evil\":1");
+    // Not JSON-shaped: values as they are, control characters as \xHH.
+    let plain = render("ua=$context.identity.userAgent", &r);
+    assert_eq!(plain, "ua=a\"b\\c\\x0a\\x01\\x7fé\u{fffd}");
+    // Bytes that are not UTF-8 are replaced, so the line is still JSON.
+    let mut out = Vec::new();
+    write_text(&mut out, true, b"ok\xff\xfe\"");
+    assert_eq!(String::from_utf8(out).unwrap(), "ok\u{fffd}\u{fffd}\\\"");
+}
