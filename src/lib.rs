@@ -26,6 +26,7 @@ pub mod message;
 pub mod metrics;
 pub mod mock;
 pub mod percent;
+pub mod proxy_protocol;
 pub mod reply;
 pub mod route;
 pub mod runtime;
