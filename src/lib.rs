@@ -9,6 +9,7 @@ pub mod close;
 pub mod config;
 pub mod conn;
 pub mod event;
+pub mod forwarded;
 pub mod frame;
 #[cfg(test)]
 mod fuzz_corpus;
