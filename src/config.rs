@@ -1057,9 +1057,15 @@ route_response = true
         ))
         .unwrap();
         assert_eq!(c.server.proxy_protocol, crate::proxy_protocol::Mode::Any);
-        assert!(c.server.trusted_proxies.contains("10.9.8.7".parse().unwrap()));
+        assert!(c
+            .server
+            .trusted_proxies
+            .contains("10.9.8.7".parse().unwrap()));
         assert!(c.server.trusted_proxies.contains("::1".parse().unwrap()));
-        assert!(!c.server.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
+        assert!(!c
+            .server
+            .trusted_proxies
+            .contains("127.0.0.1".parse().unwrap()));
         let e = parse_str(&format!("{ECHO}\n[server]\nproxy_protocol = \"v3\"\n")).unwrap_err();
         assert_eq!(e.key, "server.proxy_protocol");
         assert!(e.problem.contains("off, v1, v2, any"), "{}", e.problem);

@@ -9,6 +9,7 @@ use mio::net::TcpStream;
 
 use crate::buf::Pool;
 use crate::id;
+use crate::proxy_protocol::{self, Mode, Status};
 use crate::session::{Session, State};
 use crate::timer;
 
@@ -45,6 +46,29 @@ pub struct Conn {
     pub read_paused: bool,
     /// The peer's FIN was reported: read to EOF once reading goes on.
     pub read_closed: bool,
+    /// Set while a PROXY protocol header is still expected (`server.proxy_protocol`
+    /// on), before any other byte of the connection is looked at; `None` otherwise,
+    /// so a connection without the stage pays one pointer for it.
+    pub proxy: Option<Box<ProxyStage>>,
+}
+
+/// A PROXY protocol header not complete yet: the bytes of it received so far (at
+/// most [`proxy_protocol::MAX_V2_BYTES`]).
+#[derive(Debug, Default)]
+pub struct ProxyStage {
+    got: Vec<u8>,
+}
+
+/// What the PROXY stage made of newly read bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyStep {
+    /// The header is not complete: read more.
+    Wait,
+    /// The header is complete (and its client address handed to the session); the
+    /// connection's own bytes start at `rest` in the input.
+    Done { rest: usize },
+    /// Not a valid header: close without an answer.
+    Refuse(proxy_protocol::Error),
 }
 
 /// What a flush achieved.
@@ -77,6 +101,45 @@ impl Conn {
             counted_open: false,
             read_paused: false,
             read_closed: false,
+            proxy: None,
+        }
+    }
+
+    /// The PROXY protocol stage (SPEC §10.2), on the raw socket bytes before
+    /// anything else (TLS included) sees them: `input` is what was just read. A header
+    /// that arrives whole in one read is parsed in place; only a split one is copied.
+    pub fn proxy_stage(&mut self, input: &[u8], mode: Mode) -> ProxyStep {
+        let Some(stage) = self.proxy.as_mut() else {
+            return ProxyStep::Done { rest: 0 };
+        };
+        let before = stage.got.len();
+        let parsed = if before == 0 {
+            proxy_protocol::parse(input, mode)
+        } else {
+            let room = proxy_protocol::MAX_V2_BYTES.saturating_sub(before);
+            stage.got.extend_from_slice(&input[..input.len().min(room)]);
+            proxy_protocol::parse(&stage.got, mode)
+        };
+        match parsed {
+            Ok(Status::Partial) => {
+                if before == 0 {
+                    // A partial header is shorter than the limit (else it is refused).
+                    let n = input.len().min(proxy_protocol::MAX_V2_BYTES);
+                    stage.got.extend_from_slice(&input[..n]);
+                }
+                ProxyStep::Wait
+            }
+            Ok(Status::Done(header)) => {
+                self.proxy = None;
+                if let Some(a) = header.addresses {
+                    self.session.set_proxied_client(a.source.ip());
+                }
+                // Bytes held before were all header: the rest is in this input.
+                ProxyStep::Done {
+                    rest: header.consumed.saturating_sub(before).min(input.len()),
+                }
+            }
+            Err(e) => ProxyStep::Refuse(e),
         }
     }
 

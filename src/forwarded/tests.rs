@@ -24,16 +24,16 @@ fn cidrs_parse_and_match_v4_and_v6() {
     ] {
         let c = Cidr::parse(block).unwrap();
         assert!(c.contains(ip(inside)), "{block} contains {inside}");
-        assert!(!c.contains(ip(outside)), "{block} does not contain {outside}");
+        assert!(
+            !c.contains(ip(outside)),
+            "{block} does not contain {outside}"
+        );
     }
     // A dual-stack socket reports IPv4 peers as mapped IPv6 addresses.
     assert!(Cidr::parse("10.0.0.0/8")
         .unwrap()
         .contains(ip("::ffff:10.1.2.3")));
-    assert_eq!(
-        Cidr::parse("10.0.0.0/8").unwrap().to_string(),
-        "10.0.0.0/8"
-    );
+    assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
 }
 
 #[test]
@@ -83,13 +83,25 @@ fn the_client_is_the_rightmost_untrusted_address() {
     let t = trusted(&["10.0.0.0/8", "127.0.0.1"]);
     let cases: &[Case] = &[
         // Untrusted peers: their header is not believed.
-        ("203.0.113.9", &["1.2.3.4"], "203.0.113.9", "203.0.113.9", false),
+        (
+            "203.0.113.9",
+            &["1.2.3.4"],
+            "203.0.113.9",
+            "203.0.113.9",
+            false,
+        ),
         ("203.0.113.9", &[], "203.0.113.9", "203.0.113.9", false),
         // A trusted peer without a header is itself the client.
         ("127.0.0.1", &[], "127.0.0.1", "127.0.0.1", true),
         ("127.0.0.1", &[" , "], "127.0.0.1", "127.0.0.1", true),
         // One hop.
-        ("127.0.0.1", &["198.51.100.1"], "198.51.100.1", "198.51.100.1", true),
+        (
+            "127.0.0.1",
+            &["198.51.100.1"],
+            "198.51.100.1",
+            "198.51.100.1",
+            true,
+        ),
         // Trusted hops on the right are passed; what the client claimed on the left
         // stays in the chain but is not believed.
         (
@@ -108,9 +120,21 @@ fn the_client_is_the_rightmost_untrusted_address() {
             true,
         ),
         // Every entry trusted: the leftmost.
-        ("10.0.0.1", &["10.0.0.9, 10.0.0.2"], "10.0.0.9", "10.0.0.9", true),
+        (
+            "10.0.0.1",
+            &["10.0.0.9, 10.0.0.2"],
+            "10.0.0.9",
+            "10.0.0.9",
+            true,
+        ),
         // Garbage stops the walk at the hop that forwarded it.
-        ("10.0.0.1", &["198.51.100.1, unknown"], "10.0.0.1", "10.0.0.1", true),
+        (
+            "10.0.0.1",
+            &["198.51.100.1, unknown"],
+            "10.0.0.1",
+            "10.0.0.1",
+            true,
+        ),
         (
             "10.0.0.1",
             &["198.51.100.1, garbage, 10.0.0.2"],
@@ -158,7 +182,9 @@ fn a_long_chain_is_read_from_the_right_only() {
 }
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    p.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -170,7 +196,12 @@ fn untrusted_forwarded_headers_are_replaced() {
         ("X-Forwarded-Port", "1"),
         ("X-Custom", "a"),
     ]);
-    let c = client(ip("203.0.113.9"), false, [].into_iter(), &Trusted::default());
+    let c = client(
+        ip("203.0.113.9"),
+        false,
+        [].into_iter(),
+        &Trusted::default(),
+    );
     set_headers(&mut h, &c, 8080, "http");
     assert_eq!(
         h,

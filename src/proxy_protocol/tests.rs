@@ -70,8 +70,16 @@ fn assert_every_split(header: &[u8], mode: Mode, expected: Result<Status, Error>
 #[test]
 fn v1_tcp4_gives_the_client_address() {
     let h = b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\n";
-    assert_every_split(h, Mode::V1, done(h.len(), "192.0.2.7:51000", "10.0.0.1:443"));
-    assert_every_split(h, Mode::Any, done(h.len(), "192.0.2.7:51000", "10.0.0.1:443"));
+    assert_every_split(
+        h,
+        Mode::V1,
+        done(h.len(), "192.0.2.7:51000", "10.0.0.1:443"),
+    );
+    assert_every_split(
+        h,
+        Mode::Any,
+        done(h.len(), "192.0.2.7:51000", "10.0.0.1:443"),
+    );
 }
 
 #[test]
@@ -196,7 +204,11 @@ fn v2_tlvs_are_skipped() {
     block.extend_from_slice(b"example.test");
     block.extend_from_slice(&[0x04, 0x00, 3, 0, 0, 0]);
     let h = v2(0x21, 0x11, &block);
-    assert_every_split(&h, Mode::V2, done(h.len(), "192.0.2.7:51000", "10.0.0.1:443"));
+    assert_every_split(
+        &h,
+        Mode::V2,
+        done(h.len(), "192.0.2.7:51000", "10.0.0.1:443"),
+    );
 }
 
 #[test]
@@ -268,7 +280,11 @@ fn v2_hostile_lengths_are_refused_before_their_bytes_arrive() {
 #[test]
 fn fuzz_target_holds_on_the_examples() {
     let mut inputs = vec![
-        [&[1u8][..], b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\nGET"].concat(),
+        [
+            &[1u8][..],
+            b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\nGET",
+        ]
+        .concat(),
         [&[3u8][..], &v2(0x21, 0x21, &inet6_block())].concat(),
         [&[0u8][..], b"PROXY UNKNOWN\r\n"].concat(),
         vec![2, b'\r', b'\n'],
