@@ -7,6 +7,7 @@ mod mgmt;
 mod support;
 
 mod backpressure;
+mod client_addr;
 mod closes;
 mod config;
 mod cross_worker;
