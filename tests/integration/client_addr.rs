@@ -297,3 +297,37 @@ fn connect_carries_the_three_forwarded_headers() {
         "one of each: {names:?}"
     );
 }
+
+#[test]
+fn http_proxy_mappings_see_the_client_address_and_forwarded_for() {
+    let backend = Backend::start(|_| Reply::ok("ok"));
+    let mut c = api_config("$request.body.action", None, "").replacen(
+        "handshake_timeout = \"1s\"\n",
+        "handshake_timeout = \"1s\"\nproxy_protocol = \"v1\"\n",
+        1,
+    );
+    c.push_str(&http_integration(
+        "proxy",
+        "http_proxy",
+        &backend.url("/proxy"),
+        "request_parameters = { \"integration.request.header.x-ip\" = \"context.identity.sourceIp\", \
+         \"integration.request.header.x-xff\" = \"route.request.header.X-Forwarded-For\" }",
+    ));
+    c.push_str(&route("$default", "proxy"));
+    let gw = Gateway::start(&c);
+    let mut raw = open(
+        &gw,
+        &v1("203.0.113.5", 1234),
+        1,
+        &[("X-Forwarded-For", "6.6.6.6")],
+    );
+    raw.send_text("hello");
+    assert_eq!(raw.recv_text(), "ok");
+    let r = &backend.wait_requests(1)[0];
+    assert_eq!(r.header("x-ip"), Some("203.0.113.5"), "{r:?}");
+    assert_eq!(
+        r.header("x-xff"),
+        Some("203.0.113.5"),
+        "the client's claim is replaced: {r:?}"
+    );
+}
