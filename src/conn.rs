@@ -210,3 +210,64 @@ fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection over a real loopback socket (never read here).
+    fn conn() -> (Conn, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (ours, addr) = l.accept().unwrap();
+        let mut c = Conn::new(TcpStream::from_std(ours), addr, 1, *b"AAAAAAAAAAAAAAA=");
+        c.proxy = Some(Box::default());
+        (c, peer)
+    }
+
+    #[test]
+    fn proxy_stage_finds_the_rest_after_a_header_split_anywhere() {
+        let header = b"PROXY TCP4 198.51.100.7 10.0.0.1 51000 443\r\n";
+        let input = [&header[..], b"GET /"].concat();
+        for cut in 0..=input.len() {
+            let (mut c, _peer) = conn();
+            let first = c.proxy_stage(&input[..cut], Mode::V1);
+            let (second, offset) = if cut >= header.len() {
+                (first, 0)
+            } else {
+                assert_eq!(first, ProxyStep::Wait, "cut {cut}");
+                (c.proxy_stage(&input[cut..], Mode::V1), cut)
+            };
+            assert_eq!(
+                second,
+                ProxyStep::Done {
+                    rest: header.len() - offset
+                },
+                "cut {cut}"
+            );
+            assert!(c.proxy.is_none(), "the stage is over");
+            assert!(c.session.state() == State::Handshaking);
+        }
+    }
+
+    #[test]
+    fn proxy_stage_refuses_other_bytes_and_holds_the_longest_header() {
+        let (mut c, _peer) = conn();
+        assert!(matches!(
+            c.proxy_stage(b"GET / HTTP/1.1\r\n", Mode::Any),
+            ProxyStep::Refuse(_)
+        ));
+        let (mut c, _peer) = conn();
+        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x0f\xf0".to_vec();
+        assert_eq!(c.proxy_stage(&v2, Mode::V2), ProxyStep::Wait);
+        v2 = vec![0; 1000];
+        // 4080 bytes of TLVs (the most allowed), 1000 at a time.
+        for _ in 0..4 {
+            assert_eq!(c.proxy_stage(&v2, Mode::V2), ProxyStep::Wait);
+        }
+        assert!(matches!(
+            c.proxy_stage(&v2, Mode::V2),
+            ProxyStep::Done { rest: 80 }
+        ));
+    }
+}
