@@ -109,6 +109,8 @@ struct RawServer {
     drain_timeout: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
+    proxy_protocol: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -241,6 +243,10 @@ pub struct Server {
     pub drain_timeout: Duration,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
+    /// Whether a PROXY protocol header comes first on every connection (SPEC §10.2).
+    pub proxy_protocol: crate::proxy_protocol::Mode,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: crate::forwarded::Trusted,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -640,6 +646,25 @@ impl Validator<'_> {
                 ))
             }
         };
+        let proxy_protocol = match raw.proxy_protocol.as_deref().unwrap_or("off") {
+            "off" => crate::proxy_protocol::Mode::Off,
+            "v1" => crate::proxy_protocol::Mode::V1,
+            "v2" => crate::proxy_protocol::Mode::V2,
+            "any" => crate::proxy_protocol::Mode::Any,
+            other => {
+                return Err(self.err(
+                    "server.proxy_protocol",
+                    format!("\"{other}\" is not one of off, v1, v2, any"),
+                ))
+            }
+        };
+        let mut trusted = Vec::new();
+        for text in raw.trusted_proxies.unwrap_or_default() {
+            trusted.push(
+                crate::forwarded::Cidr::parse(&text)
+                    .map_err(|p| self.err("server.trusted_proxies", p))?,
+            );
+        }
         Ok(Server {
             listen: self.addr(listen_key, &listen)?,
             workers,
@@ -656,6 +681,8 @@ impl Validator<'_> {
             )?,
             log_level,
             log_format,
+            proxy_protocol,
+            trusted_proxies: crate::forwarded::Trusted::new(trusted),
         })
     }
 
@@ -1226,6 +1253,38 @@ route_response = true
         ))
         .unwrap_err();
         assert_eq!(e.key, "management.public_paths");
+    }
+
+    #[test]
+    fn proxy_protocol_and_trusted_proxies_are_validated() {
+        let c = parse_str(ECHO).unwrap();
+        assert_eq!(c.server.proxy_protocol, crate::proxy_protocol::Mode::Off);
+        assert!(c.server.trusted_proxies.is_empty());
+        let c = parse_str(&format!(
+            "{ECHO}\n[server]\nproxy_protocol = \"any\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.server.proxy_protocol, crate::proxy_protocol::Mode::Any);
+        assert!(c
+            .server
+            .trusted_proxies
+            .contains("10.9.8.7".parse().unwrap()));
+        assert!(c.server.trusted_proxies.contains("::1".parse().unwrap()));
+        assert!(!c
+            .server
+            .trusted_proxies
+            .contains("127.0.0.1".parse().unwrap()));
+        let e = parse_str(&format!("{ECHO}\n[server]\nproxy_protocol = \"v3\"\n")).unwrap_err();
+        assert_eq!(e.key, "server.proxy_protocol");
+        assert!(e.problem.contains("off, v1, v2, any"), "{}", e.problem);
+        for bad in ["10.0.0.0/33", "10.0.0.1/8", "proxy.example"] {
+            let e = parse_str(&format!(
+                "{ECHO}\n[server]\ntrusted_proxies = [\"127.0.0.1\", \"{bad}\"]\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, "server.trusted_proxies");
+            assert!(e.problem.contains(bad), "{}", e.problem);
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use mio::net::TcpStream;
 
 use crate::buf::Pool;
 use crate::id;
+use crate::proxy_protocol::{self, Mode, Status};
 use crate::session::{Session, State};
 use crate::timer;
 
@@ -45,6 +46,29 @@ pub struct Conn {
     pub read_paused: bool,
     /// The peer's FIN was reported: read to EOF once reading goes on.
     pub read_closed: bool,
+    /// Set while a PROXY protocol header is still expected (`server.proxy_protocol`
+    /// on), before any other byte of the connection is looked at; `None` otherwise,
+    /// so a connection without the stage pays one pointer for it.
+    pub proxy: Option<Box<ProxyStage>>,
+}
+
+/// A PROXY protocol header not complete yet: the bytes of it received so far (at
+/// most [`proxy_protocol::MAX_V2_BYTES`]).
+#[derive(Debug, Default)]
+pub struct ProxyStage {
+    got: Vec<u8>,
+}
+
+/// What the PROXY stage made of newly read bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyStep {
+    /// The header is not complete: read more.
+    Wait,
+    /// The header is complete (and its client address handed to the session); the
+    /// connection's own bytes start at `rest` in the input.
+    Done { rest: usize },
+    /// Not a valid header: close without an answer.
+    Refuse(proxy_protocol::Error),
 }
 
 /// What a flush achieved.
@@ -77,6 +101,45 @@ impl Conn {
             counted_open: false,
             read_paused: false,
             read_closed: false,
+            proxy: None,
+        }
+    }
+
+    /// The PROXY protocol stage (SPEC §10.2), on the raw socket bytes before
+    /// anything else (TLS included) sees them: `input` is what was just read. A header
+    /// that arrives whole in one read is parsed in place; only a split one is copied.
+    pub fn proxy_stage(&mut self, input: &[u8], mode: Mode) -> ProxyStep {
+        let Some(stage) = self.proxy.as_mut() else {
+            return ProxyStep::Done { rest: 0 };
+        };
+        let before = stage.got.len();
+        let parsed = if before == 0 {
+            proxy_protocol::parse(input, mode)
+        } else {
+            let room = proxy_protocol::MAX_V2_BYTES.saturating_sub(before);
+            stage.got.extend_from_slice(&input[..input.len().min(room)]);
+            proxy_protocol::parse(&stage.got, mode)
+        };
+        match parsed {
+            Ok(Status::Partial) => {
+                if before == 0 {
+                    // A partial header is shorter than the limit (else it is refused).
+                    let n = input.len().min(proxy_protocol::MAX_V2_BYTES);
+                    stage.got.extend_from_slice(&input[..n]);
+                }
+                ProxyStep::Wait
+            }
+            Ok(Status::Done(header)) => {
+                self.proxy = None;
+                if let Some(a) = header.addresses {
+                    self.session.set_proxied_client(a.source.ip());
+                }
+                // Bytes held before were all header: the rest is in this input.
+                ProxyStep::Done {
+                    rest: header.consumed.saturating_sub(before).min(input.len()),
+                }
+            }
+            Err(e) => ProxyStep::Refuse(e),
         }
     }
 
@@ -146,4 +209,65 @@ fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection over a real loopback socket (never read here).
+    fn conn() -> (Conn, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (ours, addr) = l.accept().unwrap();
+        let mut c = Conn::new(TcpStream::from_std(ours), addr, 1, *b"AAAAAAAAAAAAAAA=");
+        c.proxy = Some(Box::default());
+        (c, peer)
+    }
+
+    #[test]
+    fn proxy_stage_finds_the_rest_after_a_header_split_anywhere() {
+        let header = b"PROXY TCP4 198.51.100.7 10.0.0.1 51000 443\r\n";
+        let input = [&header[..], b"GET /"].concat();
+        for cut in 0..=input.len() {
+            let (mut c, _peer) = conn();
+            let first = c.proxy_stage(&input[..cut], Mode::V1);
+            let (second, offset) = if cut >= header.len() {
+                (first, 0)
+            } else {
+                assert_eq!(first, ProxyStep::Wait, "cut {cut}");
+                (c.proxy_stage(&input[cut..], Mode::V1), cut)
+            };
+            assert_eq!(
+                second,
+                ProxyStep::Done {
+                    rest: header.len() - offset
+                },
+                "cut {cut}"
+            );
+            assert!(c.proxy.is_none(), "the stage is over");
+            assert!(c.session.state() == State::Handshaking);
+        }
+    }
+
+    #[test]
+    fn proxy_stage_refuses_other_bytes_and_holds_the_longest_header() {
+        let (mut c, _peer) = conn();
+        assert!(matches!(
+            c.proxy_stage(b"GET / HTTP/1.1\r\n", Mode::Any),
+            ProxyStep::Refuse(_)
+        ));
+        let (mut c, _peer) = conn();
+        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x0f\xf0".to_vec();
+        assert_eq!(c.proxy_stage(&v2, Mode::V2), ProxyStep::Wait);
+        v2 = vec![0; 1000];
+        // 4080 bytes of TLVs (the most allowed), 1000 at a time.
+        for _ in 0..4 {
+            assert_eq!(c.proxy_stage(&v2, Mode::V2), ProxyStep::Wait);
+        }
+        assert!(matches!(
+            c.proxy_stage(&v2, Mode::V2),
+            ProxyStep::Done { rest: 80 }
+        ));
+    }
 }

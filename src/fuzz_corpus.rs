@@ -310,3 +310,29 @@ fn mapping_seeds_pass_the_target() {
         assert!(result.is_ok(), "mapping seed {name} failed");
     }
 }
+
+#[test]
+fn proxy_protocol_seeds_pass_the_target() {
+    use crate::proxy_protocol::{parse, Mode, Status};
+    let all = seeds("proxy_protocol");
+    assert!(all.len() >= 5, "proxy_protocol has seeds");
+    for (name, data) in &all {
+        let result = std::panic::catch_unwind(|| crate::proxy_protocol::fuzz_parse(data));
+        assert!(result.is_ok(), "proxy_protocol seed {name} failed");
+    }
+    let source = |name: &str, mode| match parse(&seed(&all, name)[1..], mode) {
+        Ok(Status::Done(h)) => h.addresses.map(|a| a.source.to_string()),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(
+        source("v1_tcp4_then_get", Mode::V1).as_deref(),
+        Some("192.0.2.7:51000")
+    );
+    assert_eq!(
+        source("v2_inet6_tlv", Mode::Any).as_deref(),
+        Some("[2001:db8::7]:51000")
+    );
+    assert_eq!(source("v2_local", Mode::V2), None);
+    assert!(parse(&seed(&all, "plain_get")[1..], Mode::Any).is_err());
+    assert!(parse(&seed(&all, "v2_huge_length")[1..], Mode::V2).is_err());
+}

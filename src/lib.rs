@@ -10,6 +10,7 @@ pub mod close;
 pub mod config;
 pub mod conn;
 pub mod event;
+pub mod forwarded;
 pub mod frame;
 #[cfg(test)]
 mod fuzz_corpus;
@@ -27,6 +28,7 @@ pub mod message;
 pub mod metrics;
 pub mod mock;
 pub mod percent;
+pub mod proxy_protocol;
 pub mod reply;
 pub mod route;
 pub mod runtime;

@@ -13,6 +13,7 @@ use crate::buf::Pool;
 use crate::close;
 use crate::config::{Config, IntegrationKind};
 use crate::event::{self, Identity};
+use crate::forwarded;
 use crate::frame;
 use crate::handshake;
 use crate::id::{self, Sequence};
@@ -94,6 +95,8 @@ pub struct Session {
     /// This connection's message bucket, only when `throttling.per_connection` is set
     /// (made at its first message).
     bucket: Option<Box<Bucket>>,
+    /// `peer_ip` came from a PROXY protocol header: no `X-Forwarded-For` is believed.
+    proxied: bool,
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -130,6 +133,11 @@ pub struct Scratch {
     /// This worker's share of the throttling buckets; `None` when nothing is
     /// throttled (SPEC §10.3).
     pub throttle: Option<Box<throttle::Buckets>>,
+    /// The client listener's port and scheme, for CONNECT's `X-Forwarded-Port` and
+    /// `X-Forwarded-Proto` (SPEC §10.2); the worker sets the real port (`:0` asks
+    /// for any).
+    pub listen_port: u16,
+    pub forwarded_proto: &'static str,
 }
 
 impl Scratch {
@@ -161,7 +169,6 @@ impl Scratch {
             throttle,
             mono_us: 0,
             clock_base: Instant::now(),
-            config,
             pool: Pool::new(pool_keep),
             wbuf: Vec::with_capacity(64 * 1024),
             render: Vec::new(),
@@ -175,6 +182,10 @@ impl Scratch {
             active: false,
             now_ms: time::now_ms(),
             access_log: None,
+            listen_port: config.server.listen.port(),
+            // "https" once the listener terminates TLS (`[server.tls]`).
+            forwarded_proto: "http",
+            config,
         }
     }
 
@@ -215,7 +226,15 @@ impl Session {
             head_seen: 0,
             held: false,
             bucket: None,
+            proxied: false,
         }
+    }
+
+    /// A PROXY protocol header named the client (SPEC §10.2): it replaces the TCP
+    /// peer as the connection's source address.
+    pub fn set_proxied_client(&mut self, ip: IpAddr) {
+        self.peer_ip = ip;
+        self.proxied = true;
     }
 
     /// Where the connection is in its life.
@@ -431,9 +450,21 @@ impl Session {
     fn on_upgrade(&mut self, up: &handshake::Upgrade<'_>, head: &[u8], sx: &mut Scratch) -> bool {
         let text =
             |b: Option<&[u8]>| b.map(|v| String::from_utf8_lossy(v).into_owned().into_boxed_str());
+        // The client's address (SPEC §10.2); the header is only read for a trusted peer.
+        let trusted = &sx.config.server.trusted_proxies;
+        let xff = if !self.proxied && trusted.contains(self.peer_ip) {
+            forwarded::xff_values(head)
+        } else {
+            Vec::new()
+        };
+        let client = forwarded::client(self.peer_ip, self.proxied, xff.into_iter(), trusted);
+        let with_forwarded = |mut h: Vec<(String, String)>| {
+            forwarded::set_headers(&mut h, &client, sx.listen_port, sx.forwarded_proto);
+            h
+        };
         let identity = Identity {
-            source_ip: self.peer_ip,
-            source_ip_text: self.peer_ip.to_canonical().to_string().into_boxed_str(),
+            source_ip: client.ip,
+            source_ip_text: client.ip.to_string().into_boxed_str(),
             user_agent: text(up.user_agent),
             host: text(up.host).unwrap_or_default(),
             connected_at_ms: sx.now_ms,
@@ -465,7 +496,7 @@ impl Session {
         if sx.keep_headers {
             // `route.request.header.*` mappings read them on every later event, whatever
             // integration `$connect` has (or none).
-            self.headers = Some(event::request_headers(head).into_boxed_slice());
+            self.headers = Some(with_forwarded(event::request_headers(head)).into_boxed_slice());
         }
         let Some(route) = sx.config.connect_route else {
             self.accept(&up.accept, None, sx);
@@ -504,7 +535,7 @@ impl Session {
                 let headers: &[(String, String)] = match &self.headers {
                     Some(h) => h,
                     None => {
-                        parsed = event::request_headers(head);
+                        parsed = with_forwarded(event::request_headers(head));
                         &parsed
                     }
                 };

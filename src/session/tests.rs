@@ -369,3 +369,40 @@ fn at_the_inflight_limit_frames_are_held_not_refused() {
     assert!(sx.wbuf.is_empty(), "no Too Many Requests");
     assert!(!s.is_holding());
 }
+
+/// HEAD with an `X-Forwarded-For` line.
+fn head_with_xff(xff: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(HEAD).replace(
+        "Host: gw\r\n",
+        &format!("Host: gw\r\nX-Forwarded-For: {xff}\r\n"),
+    );
+    text.into_bytes()
+}
+
+#[test]
+fn a_trusted_peers_forwarded_for_names_the_client() {
+    let trusted = "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n";
+    for (extra, want) in [(trusted, "198.51.100.7"), ("", "127.0.0.1")] {
+        let (mut s, mut sx) = (session(), scratch(extra));
+        let out = feed(
+            &mut s,
+            &mut sx,
+            &head_with_xff("6.6.6.6, 198.51.100.7, 127.0.0.2"),
+        );
+        assert!(out.starts_with(b"HTTP/1.1 101 "));
+        let id = s.identity().unwrap();
+        assert_eq!(&*id.source_ip_text, want, "config {extra:?}");
+        assert_eq!(id.source_ip, want.parse::<IpAddr>().unwrap());
+    }
+}
+
+#[test]
+fn a_proxy_protocol_client_replaces_the_peer_and_forwarded_for() {
+    let (mut s, mut sx) = (
+        session(),
+        scratch("[server]\ntrusted_proxies = [\"0.0.0.0/0\"]\n"),
+    );
+    s.set_proxied_client("2001:db8::7".parse().unwrap());
+    feed(&mut s, &mut sx, &head_with_xff("6.6.6.6"));
+    assert_eq!(&*s.identity().unwrap().source_ip_text, "2001:db8::7");
+}

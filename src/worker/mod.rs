@@ -14,7 +14,7 @@ use slab::Slab;
 
 use crate::close;
 use crate::config::Config;
-use crate::conn::{Conn, Flushed};
+use crate::conn::{Conn, Flushed, ProxyStep};
 use crate::handshake;
 use crate::id;
 use crate::mailbox::Mailboxes;
@@ -145,6 +145,7 @@ impl Worker {
             Interest::READABLE,
         )?;
         let (pools, connect_timeout, pool_of) = build_pools(&s.config);
+        let listen_port = listener.local_addr()?.port();
         let metrics = s.metrics;
         let access_log = match &s.config.access_log {
             Some(settings) => Some(crate::access_log::Writer::open(settings).map_err(|e| {
@@ -195,6 +196,7 @@ impl Worker {
                 let mut sx = Scratch::new(s.config, s.index, s.ids, POOL_KEEP);
                 sx.metrics = metrics.clone();
                 sx.access_log = access_log;
+                sx.listen_port = listen_port;
                 sx
             },
         })
@@ -425,7 +427,7 @@ impl Worker {
         log::info!(
             "event=connect connectionId={} sourceIp={} worker={}",
             String::from_utf8_lossy(conn.session.id()),
-            conn.peer.ip(),
+            conn.session.identity().map_or("", |i| &i.source_ip_text),
             self.index
         );
     }
@@ -475,6 +477,9 @@ impl Worker {
             .registry()
             .register(&mut stream, token::client(key), Interest::READABLE)?;
         entry.insert(Conn::new(stream, peer, generation, id));
+        if self.shared.config.server.proxy_protocol != crate::proxy_protocol::Mode::Off {
+            self.conns[key].proxy = Some(Box::default());
+        }
         self.conns[key].phase_since = self.now;
         self.sync_timer(key);
         Ok(())
@@ -566,13 +571,32 @@ impl Worker {
                     break;
                 }
             };
+            let mut skip = 0;
+            if conn.proxy.is_some() {
+                let mode = self.shared.config.server.proxy_protocol;
+                match conn.proxy_stage(&rbuf[STASH_BYTES..STASH_BYTES + read], mode) {
+                    ProxyStep::Done { rest } if rest < read => skip = rest,
+                    ProxyStep::Wait | ProxyStep::Done { .. } => continue,
+                    ProxyStep::Refuse(e) => {
+                        // Closed without a byte of answer (SPEC §10.2).
+                        log::debug!(
+                            "worker {}: {} sent no PROXY header: {e:?}",
+                            self.index,
+                            conn.peer
+                        );
+                        gone = true;
+                        break;
+                    }
+                }
+            }
             let was = conn.session.state();
             if was == State::Connecting {
                 // Early frames wait, unprocessed, for the `$connect` answer.
                 conn.session
                     .keep_early(&rbuf[STASH_BYTES..STASH_BYTES + read], &mut self.shared);
             } else {
-                let mut start = STASH_BYTES;
+                // After a PROXY header (`skip`) nothing is stashed yet.
+                let mut start = STASH_BYTES + skip;
                 if let Some(stash) = conn.session.take_stash() {
                     start -= stash.len();
                     rbuf[start..STASH_BYTES].copy_from_slice(&stash);

@@ -95,6 +95,10 @@ fn connect_message_and_disconnect_events_carry_the_real_values() {
         ("User-Agent", json!("example-client/1.0")),
         ("X-Custom", json!("b")),
         ("Sec-WebSocket-Protocol", json!("chat.v1, chat.v2")),
+        // Added as AWS adds them (SPEC §10.2).
+        ("X-Forwarded-For", json!("127.0.0.1")),
+        ("X-Forwarded-Port", json!(gw.listen.port().to_string())),
+        ("X-Forwarded-Proto", json!("http")),
     ]);
     assert_eq!(ev["headers"], expected_headers, "CONNECT headers");
     let expected_multi = obj(&[
@@ -106,6 +110,9 @@ fn connect_message_and_disconnect_events_carry_the_real_values() {
         ("User-Agent", json!(["example-client/1.0"])),
         ("X-Custom", json!(["a", "b"])),
         ("Sec-WebSocket-Protocol", json!(["chat.v1, chat.v2"])),
+        ("X-Forwarded-For", json!(["127.0.0.1"])),
+        ("X-Forwarded-Port", json!([gw.listen.port().to_string()])),
+        ("X-Forwarded-Proto", json!(["http"])),
     ]);
     assert_eq!(
         ev["multiValueHeaders"], expected_multi,

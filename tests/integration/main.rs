@@ -8,6 +8,7 @@ mod support;
 
 mod access_log;
 mod backpressure;
+mod client_addr;
 mod closes;
 mod config;
 mod cross_worker;
