@@ -6,14 +6,18 @@
 //! the suite runs TLS without openssl.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::Resumption;
+use rustls::client::{
+    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
 use rustls::crypto::{ring as provider, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, NamedGroup, SignatureScheme};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 /// Which server certificates the generator trusts.
 #[derive(Clone, Debug)]
@@ -78,9 +82,11 @@ impl TlsClient {
                 .with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        if !resume {
-            config.resumption = Resumption::disabled();
-        }
+        config.resumption = if resume {
+            Resumption::store(Arc::new(TicketPool::default()))
+        } else {
+            Resumption::disabled()
+        };
         let name = host.trim_start_matches('[').trim_end_matches(']');
         let server_name = ServerName::try_from(name.to_string())
             .map_err(|_| format!("{name}: not a valid TLS server name"))?;
@@ -94,6 +100,78 @@ impl TlsClient {
     /// A new client connection (the ClientHello is queued, not sent).
     pub fn connect(&self) -> Result<ClientConnection, rustls::Error> {
         ClientConnection::new(self.config.clone(), self.server_name.clone())
+    }
+}
+
+/// Most TLS 1.3 tickets kept per server name by [`TicketPool`].
+const MAX_TICKETS: usize = 4096;
+
+/// The session store of `--tls-resume`. rustls's own memory cache keeps at most 8
+/// TLS 1.3 tickets per server, and a ticket is used once; with 64 handshakes in flight
+/// the pool runs dry and many handshakes fall back to full ones. This pool keeps up to
+/// [`MAX_TICKETS`], still handing out each one once (as the trait requires), so after
+/// the first round nearly every handshake resumes. A lock per handshake is fine here:
+/// it is the generator, not the gateway.
+#[derive(Debug, Default)]
+pub struct TicketPool {
+    inner: Mutex<Vec<(ServerName<'static>, PoolEntry)>>,
+}
+
+#[derive(Debug, Default)]
+struct PoolEntry {
+    kx_hint: Option<NamedGroup>,
+    tls12: Option<Tls12ClientSessionValue>,
+    tls13: VecDeque<Tls13ClientSessionValue>,
+}
+
+impl TicketPool {
+    fn with<R>(&self, name: &ServerName<'_>, f: impl FnOnce(&mut PoolEntry) -> R) -> R {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match g.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                g.push((name.to_owned(), PoolEntry::default()));
+                g.len() - 1
+            }
+        };
+        f(&mut g[i].1)
+    }
+}
+
+impl ClientSessionStore for TicketPool {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.with(&server_name, |e| e.kx_hint = Some(group));
+    }
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.with(server_name, |e| e.kx_hint)
+    }
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.with(&server_name, |e| e.tls12 = Some(value));
+    }
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.with(server_name, |e| e.tls12.clone())
+    }
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.with(server_name, |e| e.tls12 = None);
+    }
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.with(&server_name, |e| {
+            if e.tls13.len() >= MAX_TICKETS {
+                e.tls13.pop_front();
+            }
+            e.tls13.push_back(value);
+        });
+    }
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        // Newest first: the server is likelier to still accept it.
+        self.with(server_name, |e| e.tls13.pop_back())
     }
 }
 
