@@ -1,7 +1,9 @@
 //! `connect`: a handshake storm. `--connections` slots per run each connect, upgrade,
 //! then close (a clean close handshake by default, so the server closes TCP first and
 //! TIME_WAIT stays on its side; `--close rst` aborts with RST instead) and start over.
-//! Reports handshakes/s and the latency from `connect()` to the 101.
+//! Reports handshakes/s and the latency from `connect()` to the 101. For `wss://` the
+//! TLS handshake is part of each round (full, or resumed with `--tls-resume`; the report
+//! counts which).
 
 use crate::cpu;
 use crate::net;
@@ -46,6 +48,8 @@ pub struct ConnectResult {
     pub bad_handshakes: u64,
     pub timeouts: u64,
     pub other_errors: u64,
+    /// `wss://`: handshakes whose TLS session was resumed (the rest were full).
+    pub tls_resumed: u64,
     pub loadgen_cpu: cpu::CpuTimes,
 }
 
@@ -64,7 +68,7 @@ impl ConnectResult {
             .iter()
             .map(|(k, v)| (k.to_string(), (*v).into()))
             .collect();
-        r.add("url", format!("ws://{}{}", o.target.host, o.target.path))
+        r.add("url", o.target.url())
             .add("concurrency", o.concurrency as u64)
             .add("sources", o.sources as u64)
             .add(
@@ -85,6 +89,12 @@ impl ConnectResult {
             .add("timeouts", self.timeouts)
             .add("other_errors", self.other_errors)
             .add("faults", self.faults());
+        if o.target.secure {
+            r.add("tls_resumed", self.tls_resumed).add(
+                "tls_full",
+                self.handshakes - self.tls_resumed.min(self.handshakes),
+            );
+        }
         r.cpu(&self.loadgen_cpu, None, "handshake", self.handshakes);
         r
     }
@@ -104,7 +114,7 @@ struct Slot {
 }
 
 pub fn run(o: &ConnectOpts) -> crate::Result<ConnectResult> {
-    net::check_loopback(&o.target.addr)?;
+    o.target.check()?;
     if o.concurrency == 0 || o.threads == 0 {
         return Err("connections and threads must be at least 1".into());
     }
@@ -136,6 +146,7 @@ pub fn run(o: &ConnectOpts) -> crate::Result<ConnectResult> {
         r.bad_handshakes += t.bad_handshakes;
         r.timeouts += t.timeouts;
         r.other_errors += t.other_errors;
+        r.tls_resumed += t.tls_resumed;
         for (k, v) in t.rejected {
             *r.rejected.entry(k).or_default() += v;
         }
@@ -248,6 +259,11 @@ fn thread_main(
             match step {
                 Step::Opened => {
                     r.handshakes += 1;
+                    if slot.ws.stream.tls_conn().and_then(|c| c.handshake_kind())
+                        == Some(rustls::HandshakeKind::Resumed)
+                    {
+                        r.tls_resumed += 1;
+                    }
                     hist.record(now.duration_since(slot.started).as_nanos() as u64);
                     match o.close {
                         CloseMode::Rst => done = true,
@@ -267,7 +283,7 @@ fn thread_main(
                         match why {
                             Some(Fail::Connect) => r.connect_errors += 1,
                             Some(Fail::Rejected(code)) => *r.rejected.entry(code).or_default() += 1,
-                            Some(Fail::BadHandshake) => r.bad_handshakes += 1,
+                            Some(Fail::BadHandshake) | Some(Fail::Tls) => r.bad_handshakes += 1,
                             _ => r.other_errors += 1,
                         }
                     }

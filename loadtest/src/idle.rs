@@ -67,7 +67,7 @@ impl IdleResult {
             v.map(|b| serde_json::Value::from(r2(b)))
                 .unwrap_or(serde_json::Value::Null)
         };
-        r.add("url", format!("ws://{}{}", o.target.host, o.target.path))
+        r.add("url", o.target.url())
             .add("requested", self.requested as u64)
             .add("opened", self.opened)
             .add("failed", self.failed)
@@ -92,7 +92,7 @@ impl IdleResult {
 }
 
 pub fn run(o: &IdleOpts) -> crate::Result<IdleResult> {
-    net::check_loopback(&o.target.addr)?;
+    o.target.check()?;
     let limit = cpu::raise_nofile();
     if o.count as u64 + 64 > limit {
         return Err(format!(

@@ -3,7 +3,8 @@
 //! One module per subcommand (`rr`, `connect`, `idle`, `push`, `backend`, `floor`,
 //! `abuse`, which runs `rr` and `connect` next to its own abusers) on
 //! shared pieces: `ws` (client handshake and frame codec), `http` (HTTP/1.1 request and
-//! response framing), `net` (sockets, loopback checks, write buffers), `stats`
+//! response framing), `net` (sockets, loopback checks, write buffers), `tls` (the `wss://` client:
+//! rustls driven by the same loops, and test certificates), `stats`
 //! (histograms, reports, progress lines) and `cpu` (CPU time and memory from `/proc`
 //! and `getrusage`).
 //!
@@ -22,6 +23,7 @@ pub mod net;
 pub mod push;
 pub mod rr;
 pub mod stats;
+pub mod tls;
 pub mod ws;
 
 /// Error type of the tools: a message for the user.

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::time::Duration;
-use wsgate_load::{abuse, backend, connect, floor, idle, net, push, rr, ws};
+use wsgate_load::{abuse, backend, connect, floor, idle, net, push, rr, tls, ws};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,52 @@ struct Common {
     /// No progress line (it is shown only on a terminal anyway).
     #[arg(long)]
     quiet: bool,
+}
+
+/// TLS client options for `wss://` URLs (ignored for `ws://`).
+#[derive(clap::Args, Clone)]
+struct TlsArgs {
+    /// Trust the certificates in this PEM file (a CA, e.g. `wsgate-load cert`'s ca.pem).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<String>,
+    /// Accept any server certificate (load generation against test setups only).
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
+    /// Resume TLS sessions (tickets kept per process); default: every handshake is full.
+    #[arg(long)]
+    tls_resume: bool,
+    /// TLS versions offered.
+    #[arg(long, value_enum, default_value_t = TlsVersionArg::V13)]
+    tls_version: TlsVersionArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TlsVersionArg {
+    #[value(name = "1.3")]
+    V13,
+    #[value(name = "1.2")]
+    V12,
+    Any,
+}
+
+/// Parses a URL; a `wss://` one gets its TLS client from the options.
+fn target(url: &str, t: &TlsArgs) -> wsgate_load::Result<ws::Target> {
+    let target = ws::parse_url(url)?;
+    if !target.secure {
+        return Ok(target);
+    }
+    let trust = match (&t.ca, t.insecure) {
+        (Some(f), _) => tls::Trust::CaFile(f.clone()),
+        (None, true) => tls::Trust::Insecure,
+        (None, false) => return Err(format!("{url}: wss:// needs --ca FILE or --insecure")),
+    };
+    let versions = match t.tls_version {
+        TlsVersionArg::V13 => tls::Versions::Tls13,
+        TlsVersionArg::V12 => tls::Versions::Tls12,
+        TlsVersionArg::Any => tls::Versions::Both,
+    };
+    let client = tls::TlsClient::new(target.hostname(), &trust, versions, t.tls_resume)?;
+    Ok(target.with_tls(client))
 }
 
 fn secs(s: &str) -> Result<Duration, String> {
@@ -66,6 +112,8 @@ enum Cmd {
         #[arg(long, default_value = "2", value_parser = secs)]
         timeout: Duration,
         #[command(flatten)]
+        tls: TlsArgs,
+        #[command(flatten)]
         common: Common,
     },
     /// Handshake storm: connect, upgrade, close, repeat.
@@ -83,6 +131,8 @@ enum Cmd {
         close: CloseArg,
         #[arg(long, default_value = "5", value_parser = secs)]
         timeout: Duration,
+        #[command(flatten)]
+        tls: TlsArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -108,6 +158,8 @@ enum Cmd {
         /// Print `held N` on stdout once everything is open (for scripts).
         #[arg(long)]
         announce: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -230,6 +282,13 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Write a test CA and an ECDSA P-256 server certificate for 127.0.0.1/localhost:
+    /// DIR/ca.pem, DIR/cert.pem, DIR/key.pem (fresh keys each time; for tests only).
+    Cert {
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = ".")]
+        out: String,
+    },
     /// Plain TCP echo pair: this machine's CPU cost of one read + one write per message.
     Floor {
         #[arg(short = 'c', long, default_value_t = 16)]
@@ -272,9 +331,10 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
             rate,
             pipeline,
             timeout,
+            tls,
             common,
         } => {
-            let mut o = rr::RrOpts::new(ws::parse_url(&url)?);
+            let mut o = rr::RrOpts::new(target(&url, &tls)?);
             o.connections = connections;
             o.threads = common.threads;
             o.duration = common.duration;
@@ -294,10 +354,11 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
             sources,
             close,
             timeout,
+            tls,
             common,
         } => {
             let o = connect::ConnectOpts {
-                target: ws::parse_url(&url)?,
+                target: target(&url, &tls)?,
                 concurrency: connections,
                 threads: common.threads,
                 duration: common.duration,
@@ -322,10 +383,11 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
             concurrency,
             gateway_pid,
             announce,
+            tls,
             common,
         } => {
             let o = idle::IdleOpts {
-                target: ws::parse_url(&url)?,
+                target: target(&url, &tls)?,
                 count,
                 sources,
                 source_offset,
@@ -454,6 +516,13 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
                 eprintln!("wsgate-load abuse: FAIL: {w}");
             }
             exit_on_faults(why.len() as u64)
+        }
+        Cmd::Cert { out } => {
+            let pki = tls::make_test_pki(std::path::Path::new(&out))?;
+            println!("ca={}", pki.ca.display());
+            println!("cert={}", pki.cert.display());
+            println!("key={}", pki.key.display());
+            Ok(())
         }
         Cmd::Floor {
             connections,

@@ -152,32 +152,29 @@ impl RrResult {
 
     pub fn report(&self, opts: &RrOpts) -> Report {
         let mut r = Report::new("rr");
-        r.add(
-            "url",
-            format!("ws://{}{}", opts.target.host, opts.target.path),
-        )
-        .add("connections", self.connections as u64)
-        .add("threads", opts.threads as u64)
-        .add("payload_bytes", opts.payload as u64)
-        .add(
-            "mode",
-            match opts.rate {
-                Some(x) => format!("open loop, {x} msg/s (latency from intended send time)"),
-                None => format!("closed loop, {} in flight per connection", opts.pipeline),
-            },
-        )
-        .add("duration_s", r3(self.send_window.as_secs_f64()))
-        .add("sent", self.sent)
-        .add("replies", self.completed)
-        .add("msgs_per_s", r2(self.msgs_per_s))
-        .latency("latency", &self.latency)
-        .add("connect_failures", self.connect_failures)
-        .add("error_frames", self.error_frames)
-        .add("mismatched", self.mismatched)
-        .add("timeouts", self.timeouts)
-        .add("unanswered", self.unanswered)
-        .add("closed_by_server", self.closed_by_server)
-        .add("faults", self.faults());
+        r.add("url", opts.target.url())
+            .add("connections", self.connections as u64)
+            .add("threads", opts.threads as u64)
+            .add("payload_bytes", opts.payload as u64)
+            .add(
+                "mode",
+                match opts.rate {
+                    Some(x) => format!("open loop, {x} msg/s (latency from intended send time)"),
+                    None => format!("closed loop, {} in flight per connection", opts.pipeline),
+                },
+            )
+            .add("duration_s", r3(self.send_window.as_secs_f64()))
+            .add("sent", self.sent)
+            .add("replies", self.completed)
+            .add("msgs_per_s", r2(self.msgs_per_s))
+            .latency("latency", &self.latency)
+            .add("connect_failures", self.connect_failures)
+            .add("error_frames", self.error_frames)
+            .add("mismatched", self.mismatched)
+            .add("timeouts", self.timeouts)
+            .add("unanswered", self.unanswered)
+            .add("closed_by_server", self.closed_by_server)
+            .add("faults", self.faults());
         r.cpu(
             &self.loadgen_cpu,
             Some(self.loadgen_window_cpu),
@@ -400,7 +397,7 @@ impl PhaseBook {
 }
 
 pub fn run(opts: &RrOpts) -> crate::Result<RrResult> {
-    net::check_loopback(&opts.target.addr)?;
+    opts.target.check()?;
     if opts.connections == 0 || opts.threads == 0 || opts.pipeline == 0 {
         return Err("connections, threads and pipeline must be at least 1".into());
     }

@@ -3,6 +3,7 @@
 //! `WsConn`, a non-blocking client connection driven by mio events.
 
 use crate::net::{self, OutBuf, ReadOutcome};
+use crate::tls::{Stream, TlsClient};
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use std::net::SocketAddr;
@@ -15,18 +16,61 @@ pub const OP_CLOSE: u8 = 8;
 pub const OP_PING: u8 = 9;
 pub const OP_PONG: u8 = 10;
 
-/// Where to connect: `ws://IP:PORT/path`.
+/// Where to connect: `ws://IP:PORT/path` or `wss://IP:PORT/path`.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
+    /// The URL was `wss://`.
+    pub secure: bool,
+    /// How to make TLS connections; set by [`Target::with_tls`] (a `wss://` target
+    /// without it cannot be run: [`Target::check`]).
+    pub tls: Option<TlsClient>,
+}
+
+impl Target {
+    /// The TLS client for a `wss://` target (ignored for `ws://`).
+    pub fn with_tls(mut self, tls: TlsClient) -> Target {
+        if self.secure {
+            self.tls = Some(tls);
+        }
+        self
+    }
+    /// The host without the port (for SNI and certificate checks).
+    pub fn hostname(&self) -> &str {
+        match self.host.rfind(':') {
+            Some(i) if !self.host[i..].contains(']') => &self.host[..i],
+            _ => &self.host,
+        }
+    }
+    pub fn url(&self) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.host, self.path)
+    }
+    /// Loopback only, and a `wss://` target has its TLS client.
+    pub fn check(&self) -> crate::Result<()> {
+        net::check_loopback(&self.addr)?;
+        if self.secure && self.tls.is_none() {
+            return Err(format!(
+                "{}: wss:// needs --ca FILE or --insecure",
+                self.url()
+            ));
+        }
+        Ok(())
+    }
 }
 
 pub fn parse_url(url: &str) -> crate::Result<Target> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: expected ws://IP:PORT/path (wss is not supported)"))?;
+    let (secure, rest) = if let Some(r) = url.strip_prefix("ws://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("wss://") {
+        (true, r)
+    } else {
+        return Err(format!(
+            "{url}: expected ws://IP:PORT/path or wss://IP:PORT/path"
+        ));
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -36,6 +80,8 @@ pub fn parse_url(url: &str) -> crate::Result<Target> {
         addr,
         host: hostport.to_string(),
         path: path.to_string(),
+        secure,
+        tls: None,
     })
 }
 
@@ -71,6 +117,8 @@ pub fn handshake_request(t: &Target, key: &str, extra_headers: &str) -> Vec<u8> 
 pub struct Handshake {
     pub request: Vec<u8>,
     pub accept: String,
+    /// The target's TLS client: connections made with this handshake speak `wss://`.
+    pub tls: Option<TlsClient>,
 }
 
 impl Handshake {
@@ -79,6 +127,7 @@ impl Handshake {
         Handshake {
             request: handshake_request(t, &key, ""),
             accept: accept_key(&key),
+            tls: t.tls.clone(),
         }
     }
 }
@@ -351,6 +400,8 @@ pub enum Fail {
     ClosedByServer,
     Io,
     Protocol,
+    /// The TLS handshake failed or a record was bad (certificate not trusted, alert).
+    Tls,
 }
 
 /// What an event did to a connection.
@@ -365,24 +416,40 @@ pub enum Step {
 
 /// A non-blocking WebSocket client connection.
 pub struct WsConn {
-    pub stream: mio::net::TcpStream,
+    /// The socket, plain or TLS (`wss://`: the handshake's TLS client).
+    pub stream: Stream,
     pub state: State,
     pub out: OutBuf,
     pub reader: Reader,
     hs: Vec<u8>,
+    /// rustls refused to start a connection (reported as [`Fail::Tls`] on the first event).
+    tls_failed: bool,
 }
 
 impl WsConn {
-    /// Wraps a stream whose connect was started; the upgrade request is queued.
+    /// Wraps a stream whose connect was started; the upgrade request is queued (for
+    /// `wss://`, inside TLS: rustls sends it once its handshake is done).
     pub fn new(stream: mio::net::TcpStream, hs: &Handshake) -> WsConn {
         let mut out = OutBuf::default();
         out.buf.extend_from_slice(&hs.request);
+        let mut tls_failed = false;
+        let stream = match &hs.tls {
+            None => Stream::plain(stream),
+            Some(t) => match t.connect() {
+                Ok(c) => Stream::tls(stream, c),
+                Err(_) => {
+                    tls_failed = true;
+                    Stream::plain(stream)
+                }
+            },
+        };
         WsConn {
             stream,
             state: State::Connecting,
             out,
             reader: Reader::default(),
             hs: Vec::new(),
+            tls_failed,
         }
     }
 
@@ -390,10 +457,10 @@ impl WsConn {
         self.state == State::Open
     }
 
-    /// The socket alone, for a caller that drives it itself from here on (queued output
-    /// and the frame reader are dropped).
+    /// The TCP socket alone, for a caller that drives it itself from here on (queued
+    /// output, the frame reader and any TLS state are dropped: plain `ws://` only).
     pub fn into_stream(self) -> mio::net::TcpStream {
-        self.stream
+        self.stream.tcp
     }
 
     /// Queues a masked frame.
@@ -414,10 +481,9 @@ impl WsConn {
         if self.state == State::Connecting || self.state == State::Closed {
             return Ok(());
         }
-        self.out
-            .flush(&mut self.stream)
-            .map(|_| ())
-            .map_err(|_| Fail::Io)
+        self.out.flush(&mut self.stream).map_err(|_| Fail::Io)?;
+        // TLS records rustls still holds (the socket took only part of them).
+        self.stream.flush_tls().map(|_| ()).map_err(|_| Fail::Io)
     }
 
     /// Handles a readiness event: completes the connect, writes the handshake, reads the
@@ -433,11 +499,14 @@ impl WsConn {
         on_msg: &mut dyn FnMut(&mut OutBuf, Msg<'_>),
     ) -> Step {
         let mut step = Step::Nothing;
+        if self.tls_failed {
+            return self.fail(Fail::Tls);
+        }
         if self.state == State::Connecting {
             if !(writable || readable) {
                 return Step::Nothing;
             }
-            match net::connected(&self.stream) {
+            match net::connected(&self.stream.tcp) {
                 Ok(true) => self.state = State::Handshaking,
                 Ok(false) => return Step::Nothing,
                 Err(_) => return self.fail(Fail::Connect),
@@ -462,6 +531,11 @@ impl WsConn {
                         }
                     }
                     ReadOutcome::WouldBlock => break,
+                    ReadOutcome::Err(e)
+                        if self.stream.is_tls() && e.kind() == std::io::ErrorKind::InvalidData =>
+                    {
+                        return self.fail(Fail::Tls);
+                    }
                     ReadOutcome::Eof | ReadOutcome::Err(_) => {
                         return match self.state {
                             State::Closing => {
@@ -647,5 +721,11 @@ mod tests {
         assert_eq!(t.path, "/prod");
         assert_eq!(parse_url("ws://127.0.0.1:1").unwrap().path, "/");
         assert!(parse_url("ws://8.8.8.8:80/").is_err());
+        let t = parse_url("wss://localhost:8443/prod").unwrap();
+        assert!(t.secure);
+        assert_eq!(t.hostname(), "localhost");
+        assert_eq!(t.url(), "wss://localhost:8443/prod");
+        assert!(t.check().is_err(), "wss without a TLS client");
+        assert!(parse_url("http://127.0.0.1:1/").is_err());
     }
 }

@@ -218,3 +218,75 @@ fn abuse_soak_runs_every_abuser_and_reports() {
         "{report}"
     );
 }
+
+/// `wss://` against the real gateway with `configs/tls.toml` and a certificate made
+/// here. Until the gateway knows `[server.tls]` (its `--check` says `unknown field
+/// `tls``) the test has nothing to run against and says so.
+#[test]
+fn real_gateway_over_wss_when_it_has_tls() {
+    let dir = std::env::temp_dir().join(format!("wsgate-load-test-{}-tls", std::process::id()));
+    let pki = wsgate_load::tls::make_test_pki(&dir.join("pki")).unwrap();
+    let cfg = config("tls.toml").replace(
+        "/tmp/wsgate-tls/",
+        &format!("{}/", dir.join("pki").display()),
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("check.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let check = Command::new(wsgate_binary())
+        .arg("--check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stderr).into_owned()
+        + &String::from_utf8_lossy(&check.stdout);
+    if !check.status.success() && text.contains("unknown field `tls`") {
+        eprintln!("skipped: this gateway has no [server.tls] yet");
+        return;
+    }
+    assert!(check.status.success(), "tls.toml refused: {text}");
+    let gw = start_gateway(&cfg, "tls");
+    let tls = |resume| {
+        let t = ws::parse_url(&format!("wss://{}/", gw.ws)).unwrap();
+        let c = wsgate_load::tls::TlsClient::new(
+            t.hostname(),
+            &wsgate_load::tls::Trust::CaFile(pki.ca.display().to_string()),
+            wsgate_load::tls::Versions::Tls13,
+            resume,
+        )
+        .unwrap();
+        t.with_tls(c)
+    };
+    let mut o = rr::RrOpts::new(tls(false));
+    o.connections = 8;
+    o.duration = Duration::from_millis(1000);
+    o.progress = false;
+    let r = rr::run(&o).unwrap();
+    assert!(r.completed > 100, "{r:?}");
+    assert_eq!(r.faults(), 0, "wss rr over the mock echo route: {r:?}");
+    for resume in [false, true] {
+        let c = connect::ConnectOpts {
+            target: tls(resume),
+            concurrency: 4,
+            threads: 1,
+            duration: Duration::from_millis(800),
+            sources: 2,
+            close: connect::CloseMode::Clean,
+            timeout: Duration::from_secs(5),
+            progress: false,
+            stop: None,
+        };
+        let r = connect::run(&c).unwrap();
+        assert!(r.handshakes > 5, "{r:?}");
+        assert_eq!(r.faults(), 0, "wss connect (resume {resume}): {r:?}");
+        if resume {
+            assert!(
+                r.tls_resumed > 0,
+                "SPEC §10.1: session resumption on: {r:?}"
+            );
+        } else {
+            assert_eq!(r.tls_resumed, 0, "{r:?}");
+        }
+    }
+}
