@@ -99,6 +99,16 @@ struct RawServer {
     drain_timeout: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
+    tls: Option<RawTls>,
+}
+
+/// `[server.tls]` / `[management.tls]` (SPEC §10.1).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+    min_version: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -110,6 +120,7 @@ struct RawManagement {
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
     public_paths: Option<Vec<String>>,
+    tls: Option<RawTls>,
 }
 
 #[derive(Deserialize, Default)]
@@ -195,6 +206,8 @@ pub struct Server {
     pub drain_timeout: Duration,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
+    /// `[server.tls]`: clients connect with wss:// (absent: ws://).
+    pub tls: Option<crate::tls::Listener>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +225,8 @@ pub struct Management {
     pub listen: SocketAddr,
     pub auth: Auth,
     pub public_paths: PublicPaths,
+    /// `[management.tls]`: the management API is served over HTTPS.
+    pub tls: Option<crate::tls::Listener>,
 }
 
 /// The management paths answered without auth (`management.public_paths`, SPEC §8);
@@ -501,6 +516,7 @@ impl Validator<'_> {
             )?,
             log_level,
             log_format,
+            tls: self.tls("server.tls", raw.tls)?,
         })
     }
 
@@ -569,6 +585,7 @@ impl Validator<'_> {
             listen,
             auth,
             public_paths,
+            tls: self.tls("management.tls", raw.tls)?,
         })
     }
 
@@ -828,6 +845,49 @@ impl Validator<'_> {
             name: name.to_string(),
             kind,
         })
+    }
+
+    /// Validates a `[*.tls]` table and loads its pair now, so a missing, unreadable
+    /// or mismatched certificate or key stops the start (exit 1) naming the file.
+    fn tls(&self, table: &str, raw: Option<RawTls>) -> Result<Option<crate::tls::Listener>, Error> {
+        use crate::tls::{Files, Version};
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let path = |key: &str, v: Option<String>| match v.filter(|v| !v.is_empty()) {
+            Some(v) => Ok(PathBuf::from(v)),
+            None => Err(self.err(format!("{table}.{key}"), "needs a PEM file path")),
+        };
+        let cert = path("cert", raw.cert)?;
+        let key = path("key", raw.key)?;
+        let min_version = match raw.min_version.as_deref().unwrap_or("1.2") {
+            "1.2" => Version::Tls12,
+            "1.3" => Version::Tls13,
+            other => {
+                return Err(self.err(
+                    format!("{table}.min_version"),
+                    format!("\"{other}\" is not one of \"1.2\", \"1.3\""),
+                ))
+            }
+        };
+        let files = Files {
+            cert,
+            key,
+            min_version,
+        };
+        let resumption = crate::tls::Resumption::new()
+            .map_err(|e| self.err(table, format!("cannot set up session tickets: {e}")))?;
+        let config = crate::tls::load(&files, &resumption).map_err(|e| {
+            self.err(
+                format!("{table}.{}", e.key),
+                format!("{}: {}", e.file.display(), e.problem),
+            )
+        })?;
+        Ok(Some(crate::tls::Listener {
+            files,
+            config,
+            resumption,
+        }))
     }
 
     fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, Error> {

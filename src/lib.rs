@@ -32,6 +32,7 @@ pub mod runtime;
 pub mod session;
 pub mod time;
 pub mod timer;
+pub mod tls;
 pub mod token;
 pub mod upstream;
 pub mod worker;

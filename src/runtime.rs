@@ -124,6 +124,38 @@ fn raise_fd_limit() {
     }
 }
 
+/// SIGHUP (SPEC §10.1): re-reads each listener's certificate and key on the signal
+/// thread, publishes what loaded (a pair that does not load keeps the old one, with
+/// an error naming the file), and wakes every worker, whose `Worker::on_reload` picks
+/// it up. Open connections keep the configuration they started with.
+fn on_sighup(config: &Config, reload: &crate::tls::Reload, wakers: &[Arc<mio::Waker>]) {
+    let mut configs = reload.configs();
+    let listeners = [
+        ("server.tls", &config.server.tls, &mut configs.client),
+        ("management.tls", &config.management.tls, &mut configs.management),
+    ];
+    for (table, listener, slot) in listeners {
+        let Some(l) = listener else {
+            continue;
+        };
+        match crate::tls::load(&l.files, &l.resumption) {
+            Ok(c) => {
+                *slot = Some(c);
+                log::info!(
+                    "SIGHUP: {table}: reloaded {} and {}",
+                    l.files.cert.display(),
+                    l.files.key.display()
+                );
+            }
+            Err(e) => log::error!("SIGHUP: {table}.{}: {e}; keeping the previous pair", e.key),
+        }
+    }
+    reload.publish(configs);
+    for w in wakers {
+        let _ = w.wake();
+    }
+}
+
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(config: Config) -> Result<(), Error> {
     raise_fd_limit();
@@ -146,6 +178,10 @@ pub fn run(config: Config) -> Result<(), Error> {
     }
     let mail = Arc::new(Mailboxes::new(wakers.clone()));
     let metrics = Arc::new(Metrics::new(n, config.routes.len()));
+    let reload = Arc::new(crate::tls::Reload::new(crate::tls::Configs {
+        client: config.server.tls.as_ref().map(|t| t.config.clone()),
+        management: config.management.tls.as_ref().map(|t| t.config.clone()),
+    }));
     let (events, ended) = mpsc::channel();
     let mut threads = Vec::with_capacity(n);
     for (i, ((listener, admin), poll)) in clients.into_iter().zip(admins).zip(polls).enumerate() {
@@ -160,6 +196,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             management: admin,
             poll,
             shutdown: shutdown.clone(),
+            reload: reload.clone(),
         };
         let w = Worker::new(setup)?;
         let core = (config.server.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
@@ -181,11 +218,18 @@ pub fn run(config: Config) -> Result<(), Error> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])?;
+    let reload_config = config.clone();
+    let reload_wakers = wakers.clone();
     std::thread::Builder::new()
         .name("wsgate-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == signal_hook::consts::SIGHUP {
+                    on_sighup(&reload_config, &reload, &reload_wakers);
+                    continue;
+                }
                 if events.send(Event::Signal(sig)).is_err() {
                     return;
                 }

@@ -57,6 +57,12 @@ impl Worker {
                         .is_ok()
                     {
                         let mut c = management::Conn::new(stream, generation, self.now);
+                        if let Some(config) = &self.tls.management {
+                            match crate::tls::Session::new(config.clone()) {
+                                Ok(t) => c.tls = Some(Box::new(t)),
+                                Err(_) => continue,
+                            }
+                        }
                         let at = self.now + management::IDLE_TIMEOUT;
                         c.idle_timer =
                             Some(self.timers.arm(at, key, generation, TimerKind::AdminIdle));

@@ -22,6 +22,7 @@ use crate::management;
 use crate::metrics::{self, Metrics};
 use crate::session::{self, Scratch, State};
 use crate::timer::{self, Kind as TimerKind, Wheel};
+use crate::tls;
 use crate::token::{self, Kind as TokenKind};
 use crate::upstream;
 
@@ -69,6 +70,8 @@ pub struct Setup {
     pub shutdown: Arc<AtomicBool>,
     pub mail: Arc<Mailboxes>,
     pub metrics: Arc<Metrics>,
+    /// What SIGHUP re-reads (the TLS pairs), published by the runtime.
+    pub reload: Arc<tls::Reload>,
 }
 
 pub struct Worker {
@@ -116,6 +119,11 @@ pub struct Worker {
     admin_refusals: management::RefusalLog,
     mail: Arc<Mailboxes>,
     metrics: Arc<Metrics>,
+    /// TLS configurations new connections get (replaced by `on_reload`).
+    tls: tls::Configs,
+    reload: Arc<tls::Reload>,
+    /// The reload generation this worker has applied.
+    reload_seen: u64,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -137,7 +145,11 @@ impl Worker {
         )?;
         let (pools, connect_timeout, pool_of) = build_pools(&s.config);
         let metrics = s.metrics;
+        let reload_seen = s.reload.generation();
         Ok(Worker {
+            tls: s.reload.configs(),
+            reload: s.reload,
+            reload_seen,
             calls: Slab::new(),
             call_generation: 0,
             admin_generation: 0,
@@ -223,6 +235,9 @@ impl Worker {
                     TokenKind::Listener => self.accept_clients(),
                     TokenKind::ManagementListener => self.accept_admin(),
                     TokenKind::Waker => {
+                        if self.reload.generation() != self.reload_seen {
+                            self.on_reload();
+                        }
                         self.on_mail();
                         self.drain_progress();
                     }
@@ -350,6 +365,15 @@ impl Worker {
         self.finish_output(key);
     }
 
+    /// SIGHUP (SPEC §10.1): picks up what the runtime re-read. New TLS handshakes use
+    /// the new pairs; open connections keep theirs. Everything SIGHUP reopens hooks
+    /// in here (runs once per reload, on the worker's own thread, never on the
+    /// message path).
+    pub(crate) fn on_reload(&mut self) {
+        self.reload_seen = self.reload.generation();
+        self.tls = self.reload.configs();
+    }
+
     /// A connection just opened: count it, log it and start its deadlines.
     fn on_open(&mut self, key: usize) {
         let l = &self.shared.config.limits;
@@ -417,8 +441,13 @@ impl Worker {
         self.poll
             .registry()
             .register(&mut stream, token::client(key), Interest::READABLE)?;
-        entry.insert(Conn::new(stream, peer, generation, id));
-        self.conns[key].phase_since = self.now;
+        let tls = match &self.tls.client {
+            Some(config) => Some(Box::new(tls::Session::new(config.clone())?)),
+            None => None,
+        };
+        let conn = entry.insert(Conn::new(stream, peer, generation, id));
+        conn.tls = tls;
+        conn.phase_since = self.now;
         self.sync_timer(key);
         Ok(())
     }
@@ -488,18 +517,33 @@ impl Worker {
                 break;
             }
             let conn = &mut self.conns[key];
-            let read = match conn.stream.read(&mut rbuf[STASH_BYTES..]) {
-                Ok(0) => {
-                    gone = true;
-                    break;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    gone = true;
-                    break;
-                }
+            // PROXY protocol (SPEC §10.2) hooks in here: the first raw bytes of a
+            // connection still in `State::Handshaking` are its header, read from
+            // `conn.stream` before TLS or HTTP see anything (bytes read past the
+            // header go to `tls::Session::read` as `leftover.chain(&mut conn.stream)`).
+            let (read, drained) = match conn.tls.as_mut() {
+                None => match conn.stream.read(&mut rbuf[STASH_BYTES..]) {
+                    Ok(0) => {
+                        gone = true;
+                        break;
+                    }
+                    Ok(n) => (n, n < READ_BYTES),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        gone = true;
+                        break;
+                    }
+                },
+                Some(tls) => match tls.read(&mut conn.stream, &mut rbuf[STASH_BYTES..]) {
+                    tls::Input::Closed => {
+                        gone = true;
+                        break;
+                    }
+                    // Only handshake records (sent by `finish_output`), or nothing.
+                    tls::Input::Data { n: 0, .. } => break,
+                    tls::Input::Data { n, drained } => (n, drained),
+                },
             };
             let was = conn.session.state();
             if was == State::Connecting {
@@ -529,7 +573,7 @@ impl Worker {
                 // sees them) before the next read adds more.
                 self.finish_output(key);
             }
-            if read < READ_BYTES && !read_closed {
+            if drained && !read_closed {
                 break;
             }
         }
