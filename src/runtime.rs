@@ -132,7 +132,11 @@ fn on_sighup(config: &Config, reload: &crate::tls::Reload, wakers: &[Arc<mio::Wa
     let mut configs = reload.configs();
     let listeners = [
         ("server.tls", &config.server.tls, &mut configs.client),
-        ("management.tls", &config.management.tls, &mut configs.management),
+        (
+            "management.tls",
+            &config.management.tls,
+            &mut configs.management,
+        ),
     ];
     for (table, listener, slot) in listeners {
         let Some(l) = listener else {

@@ -54,7 +54,13 @@ pub struct LoadError {
 
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.file.display(), self.key, self.problem)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.file.display(),
+            self.key,
+            self.problem
+        )
     }
 }
 
@@ -164,7 +170,10 @@ impl Reload {
 
     /// The current configurations.
     pub fn configs(&self) -> Configs {
-        self.configs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Publishes a reload (the caller wakes the workers).

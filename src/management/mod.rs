@@ -153,9 +153,7 @@ impl Conn {
         if let Some(tls) = self.tls.as_mut() {
             return match tls.read(&mut self.stream, scratch) {
                 crate::tls::Input::Closed => ReadOutcome::Eof,
-                crate::tls::Input::Data { n: 0, .. } if !tls.wants_write() => {
-                    ReadOutcome::Drained
-                }
+                crate::tls::Input::Data { n: 0, .. } if !tls.wants_write() => ReadOutcome::Drained,
                 crate::tls::Input::Data { n, .. } => {
                     // (0 bytes: handshake records wait; the caller flushes, reads again.)
                     self.input.extend_from_slice(&scratch[..n]);

@@ -27,5 +27,6 @@ mod routing;
 mod sdk;
 mod shutdown;
 mod startup_ids;
+mod tls;
 mod upstream_hardening;
 mod workers;
