@@ -407,3 +407,60 @@ fn management_api_is_served_over_https() {
     raw.send_text("plain");
     assert_eq!(raw.recv_text(), "plain");
 }
+
+#[test]
+fn python_websockets_echoes_over_wss() {
+    let dir = temp_dir();
+    let pki = make_pki(&dir, "a");
+    let gw = Gateway::start(&tls_echo_config(&pki.cert, &pki.key, ""));
+    let python = crate::sdk::sdk_python();
+    let url = format!("wss://localhost:{}/prod", gw.listen.port());
+    let ca = pki.ca_path.to_string_lossy().into_owned();
+    let args = ["tests/sdk/wss_echo.py", "--url", &url, "--ca", &ca];
+    let (ok, out, err) = crate::sdk::run(&python, &args, Duration::from_secs(60));
+    assert!(
+        ok,
+        "wss_echo.py failed:\n{out}\n{err}\ngateway:\n{}",
+        gw.stderr()
+    );
+}
+
+#[test]
+fn boto3_drives_the_management_api_over_https() {
+    let dir = temp_dir();
+    let pki = make_pki(&dir, "a");
+    let mut c = crate::mgmt::whoami_config("auth = \"none\"", "");
+    c.push_str(&tls_table("management.tls", &pki.cert, &pki.key, ""));
+    let gw = Gateway::start_with(&c, &["--workers", "2"]);
+    let since = crate::backend::now_ms().to_string();
+    let (mut raw, id) = crate::sdk::client(&gw);
+    let python = crate::sdk::sdk_python();
+    let url = format!("https://localhost:{}/prod", gw.management.port());
+    let ca = pki.ca_path.to_string_lossy().into_owned();
+    let id_arg = format!("--id={id}");
+    let message = "posted over https";
+    let args = [
+        "tests/sdk/management_sdk.py",
+        "--url",
+        &url,
+        &id_arg,
+        "--mode",
+        "ok",
+        "--message",
+        message,
+        "--user-agent",
+        crate::sdk::USER_AGENT,
+        "--not-before-ms",
+        &since,
+        "--ca",
+        &ca,
+    ];
+    let (ok, out, err) = crate::sdk::run(&python, &args, Duration::from_secs(90));
+    assert!(
+        ok,
+        "management_sdk.py over https failed:\n{out}\n{err}\ngateway:\n{}",
+        gw.stderr()
+    );
+    assert_eq!(raw.recv_text(), message);
+    raw.expect_close_with(1000, "Connection Closed Normally");
+}
