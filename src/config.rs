@@ -207,7 +207,7 @@ pub struct Server {
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
     /// `[server.tls]`: clients connect with wss:// (absent: ws://).
-    pub tls: Option<crate::tls::Listener>,
+    pub tls: Option<crate::tls::Files>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +226,7 @@ pub struct Management {
     pub auth: Auth,
     pub public_paths: PublicPaths,
     /// `[management.tls]`: the management API is served over HTTPS.
-    pub tls: Option<crate::tls::Listener>,
+    pub tls: Option<crate::tls::Files>,
 }
 
 /// The management paths answered without auth (`management.public_paths`, SPEC §8);
@@ -849,7 +849,7 @@ impl Validator<'_> {
 
     /// Validates a `[*.tls]` table and loads its pair now, so a missing, unreadable
     /// or mismatched certificate or key stops the start (exit 1) naming the file.
-    fn tls(&self, table: &str, raw: Option<RawTls>) -> Result<Option<crate::tls::Listener>, Error> {
+    fn tls(&self, table: &str, raw: Option<RawTls>) -> Result<Option<crate::tls::Files>, Error> {
         use crate::tls::{Files, Version};
         let Some(raw) = raw else {
             return Ok(None);
@@ -877,17 +877,13 @@ impl Validator<'_> {
         };
         let resumption = crate::tls::Resumption::new()
             .map_err(|e| self.err(table, format!("cannot set up session tickets: {e}")))?;
-        let config = crate::tls::load(&files, &resumption).map_err(|e| {
+        crate::tls::load(&files, &resumption).map_err(|e| {
             self.err(
                 format!("{table}.{}", e.key),
                 format!("{}: {}", e.file.display(), e.problem),
             )
         })?;
-        Ok(Some(crate::tls::Listener {
-            files,
-            config,
-            resumption,
-        }))
+        Ok(Some(files))
     }
 
     fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, Error> {

@@ -128,21 +128,21 @@ fn raise_fd_limit() {
 /// thread, publishes what loaded (a pair that does not load keeps the old one, with
 /// an error naming the file), and wakes every worker, whose `Worker::on_reload` picks
 /// it up. Open connections keep the configuration they started with.
-fn on_sighup(config: &Config, reload: &crate::tls::Reload, wakers: &[Arc<mio::Waker>]) {
+fn on_sighup(
+    listeners: &[Option<crate::tls::Listener>; 2],
+    reload: &crate::tls::Reload,
+    wakers: &[Arc<mio::Waker>],
+) {
     let mut configs = reload.configs();
-    let listeners = [
-        ("server.tls", &config.server.tls, &mut configs.client),
-        (
-            "management.tls",
-            &config.management.tls,
-            &mut configs.management,
-        ),
+    let slots = [
+        ("server.tls", &listeners[0], &mut configs.client),
+        ("management.tls", &listeners[1], &mut configs.management),
     ];
-    for (table, listener, slot) in listeners {
+    for (table, listener, slot) in slots {
         let Some(l) = listener else {
             continue;
         };
-        match crate::tls::load(&l.files, &l.resumption) {
+        match l.load() {
             Ok(c) => {
                 *slot = Some(c);
                 log::info!(
@@ -158,6 +158,38 @@ fn on_sighup(config: &Config, reload: &crate::tls::Reload, wakers: &[Arc<mio::Wa
     for w in wakers {
         let _ = w.wake();
     }
+}
+
+/// A listener's TLS (when configured) and its first configuration; the files were
+/// checked by `config`, but may have changed since (reported the same way).
+fn tls_listener(
+    config: &Config,
+    table: &str,
+    files: &Option<crate::tls::Files>,
+) -> Result<Option<(crate::tls::Listener, Arc<rustls::ServerConfig>)>, Error> {
+    let Some(files) = files else {
+        return Ok(None);
+    };
+    let refuse = |key: String, problem: String| {
+        Error::Config(config::Error {
+            file: config.path.clone(),
+            key,
+            problem,
+        })
+    };
+    let listener = crate::tls::Listener::new(files.clone()).map_err(|e| {
+        refuse(
+            table.to_string(),
+            format!("cannot set up session tickets: {e}"),
+        )
+    })?;
+    let server = listener.load().map_err(|e| {
+        refuse(
+            format!("{table}.{}", e.key),
+            format!("{}: {}", e.file.display(), e.problem),
+        )
+    })?;
+    Ok(Some((listener, server)))
 }
 
 /// Runs the gateway until SIGTERM/SIGINT.
@@ -182,10 +214,13 @@ pub fn run(config: Config) -> Result<(), Error> {
     }
     let mail = Arc::new(Mailboxes::new(wakers.clone()));
     let metrics = Arc::new(Metrics::new(n, config.routes.len()));
+    let client_tls = tls_listener(&config, "server.tls", &config.server.tls)?;
+    let management_tls = tls_listener(&config, "management.tls", &config.management.tls)?;
     let reload = Arc::new(crate::tls::Reload::new(crate::tls::Configs {
-        client: config.server.tls.as_ref().map(|t| t.config.clone()),
-        management: config.management.tls.as_ref().map(|t| t.config.clone()),
+        client: client_tls.as_ref().map(|t| t.1.clone()),
+        management: management_tls.as_ref().map(|t| t.1.clone()),
     }));
+    let tls_listeners = [client_tls.map(|t| t.0), management_tls.map(|t| t.0)];
     let (events, ended) = mpsc::channel();
     let mut threads = Vec::with_capacity(n);
     for (i, ((listener, admin), poll)) in clients.into_iter().zip(admins).zip(polls).enumerate() {
@@ -224,14 +259,13 @@ pub fn run(config: Config) -> Result<(), Error> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
     ])?;
-    let reload_config = config.clone();
     let reload_wakers = wakers.clone();
     std::thread::Builder::new()
         .name("wsgate-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == signal_hook::consts::SIGHUP {
-                    on_sighup(&reload_config, &reload, &reload_wakers);
+                    on_sighup(&tls_listeners, &reload, &reload_wakers);
                     continue;
                 }
                 if events.send(Event::Signal(sig)).is_err() {

@@ -34,14 +34,26 @@ pub struct Files {
     pub min_version: Version,
 }
 
-/// A listener's TLS settings: where the pair comes from and the configuration built
-/// from it at start (SIGHUP builds new ones, see [`Reload`]).
+/// A listener's TLS: where its pair comes from, and the resumption state every
+/// configuration built for it shares (the runtime keeps it for SIGHUP).
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub files: Files,
-    pub config: Arc<ServerConfig>,
-    /// Kept for the configurations SIGHUP builds.
     pub resumption: Resumption,
+}
+
+impl Listener {
+    pub fn new(files: Files) -> Result<Listener, rustls::Error> {
+        Ok(Listener {
+            files,
+            resumption: Resumption::new()?,
+        })
+    }
+
+    /// Reads the pair and builds a configuration (see [`load`]).
+    pub fn load(&self) -> Result<Arc<ServerConfig>, LoadError> {
+        load(&self.files, &self.resumption)
+    }
 }
 
 /// Why a pair could not be loaded: the config key (`cert` or `key`) and the file.

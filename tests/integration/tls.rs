@@ -464,3 +464,135 @@ fn boto3_drives_the_management_api_over_https() {
     assert_eq!(raw.recv_text(), message);
     raw.expect_close_with(1000, "Connection Closed Normally");
 }
+
+#[test]
+fn a_tls_client_that_never_reads_cannot_queue_past_the_outbound_limit() {
+    // Issue 8's rule over TLS: records the socket does not take count against
+    // `max_pending_outbound_bytes`, so reading pauses instead of queueing.
+    let dir = temp_dir();
+    let pki = make_pki(&dir, "a");
+    let gw = Gateway::start_with(
+        &tls_echo_config(&pki.cert, &pki.key, ""),
+        &["--workers", "1"],
+    );
+    let start_rss = gw.rss_kib();
+    let all = &[&rustls::version::TLS13];
+    let s = tls_connect(gw.listen, client_config(&pki.ca_pem, all)).unwrap();
+    let (mut conn, mut sock) = (s.conn, s.sock);
+    // Upgrade by hand; the 101 is read, nothing after it ever is.
+    conn.writer()
+        .write_all(upgrade_request("/prod").as_bytes())
+        .unwrap();
+    while conn.wants_write() {
+        conn.write_tls(&mut sock).unwrap();
+    }
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        conn.read_tls(&mut sock).unwrap();
+        conn.process_new_packets().unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = conn.reader().read(&mut buf) {
+            head.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    sock.set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let batch = masked(true, OP_TEXT, &[b'x'; 1024]).repeat(16);
+    let cap = 256usize << 20;
+    let mut sent = 0usize;
+    let mut peak = start_rss;
+    'outer: while sent < cap {
+        conn.writer().write_all(&batch).unwrap();
+        sent += batch.len();
+        while conn.wants_write() {
+            match conn.write_tls(&mut sock) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break 'outer
+                }
+                Err(e) => panic!("write failed after {sent} bytes: {e}"),
+            }
+        }
+        if sent % (8 << 20) < batch.len() {
+            peak = peak.max(gw.rss_kib());
+        }
+    }
+    peak = peak.max(gw.rss_kib());
+    assert!(
+        sent < 64 << 20,
+        "the gateway kept reading a TLS client that never reads: {} MiB accepted",
+        sent >> 20
+    );
+    assert!(
+        peak < start_rss + 64 * 1024,
+        "RSS grew from {start_rss} KiB to {peak} KiB"
+    );
+    // Another client of the same worker is served meanwhile.
+    let mut other = wss(gw.listen, client_config(&pki.ca_pem, all));
+    assert_eq!(
+        echo(&mut other, Message::text("still")),
+        Message::text("still")
+    );
+    drop((conn, sock));
+}
+
+/// Memory an idle connection holds, plain and TLS (run by hand:
+/// `cargo test --test integration tls::measure -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_idle_memory_per_connection() {
+    const N: usize = 2000;
+    let dir = temp_dir();
+    let pki = make_pki(&dir, "a");
+    let all = &[&rustls::version::TLS13];
+    let config = client_config(&pki.ca_pem, all);
+    for tls in [false, true] {
+        let c = if tls {
+            tls_echo_config(&pki.cert, &pki.key, "")
+        } else {
+            echo_config("")
+        };
+        let gw = Gateway::start_with(&c, &["--workers", "1"]);
+        // Warm the worker's buffers and pools first.
+        if tls {
+            let mut ws = wss(gw.listen, config.clone());
+            echo(&mut ws, Message::text("warm"));
+        } else {
+            let mut raw = gw.raw();
+            raw.send_text("warm");
+            raw.recv_text();
+        }
+        thread::sleep(Duration::from_millis(200));
+        let before = gw.rss_kib();
+        let mut plain = Vec::new();
+        let mut secure = Vec::new();
+        for _ in 0..N {
+            if tls {
+                let mut ws = wss(gw.listen, client_config(&pki.ca_pem, all));
+                echo(&mut ws, Message::text("hi"));
+                secure.push(ws);
+            } else {
+                let mut raw = gw.raw();
+                raw.send_text("hi");
+                raw.recv_text();
+                plain.push(raw);
+            }
+        }
+        thread::sleep(Duration::from_millis(500));
+        let after = gw.rss_kib();
+        eprintln!(
+            "{} idle {} connections: {} KiB -> {} KiB = {} bytes each",
+            N,
+            if tls { "wss" } else { "ws" },
+            before,
+            after,
+            (after - before) * 1024 / N as u64
+        );
+    }
+}
