@@ -306,8 +306,10 @@ impl Session {
         Ok(true)
     }
 
-    /// Queues a close_notify alert (sent with the next write).
-    pub fn close_notify(&mut self) {
+    /// At the connection's end: a close_notify alert, written if the socket takes
+    /// it now (best effort; the socket is closed right after).
+    pub fn goodbye(&mut self, stream: &mut impl io::Write) {
         self.conn.send_close_notify();
+        let _ = self.write_to(stream);
     }
 }

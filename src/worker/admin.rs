@@ -297,6 +297,9 @@ impl Worker {
 
     fn drop_admin(&mut self, key: usize) {
         if let Some(mut c) = self.admin.try_remove(key) {
+            if let Some(tls) = c.tls.as_mut() {
+                tls.goodbye(&mut c.stream);
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             for h in [c.head_timer, c.idle_timer, c.health_timer]
                 .into_iter()

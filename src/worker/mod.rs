@@ -703,6 +703,9 @@ impl Worker {
                     self.index
                 );
             }
+            if let Some(tls) = conn.tls.as_mut() {
+                tls.goodbye(&mut conn.stream);
+            }
             // Closing the socket removes it from the epoll set: no deregister call.
             conn.release(&mut self.shared.pool);
         }
