@@ -313,3 +313,82 @@ impl Session {
         let _ = self.write_to(stream);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed pair for `localhost` written into a fresh temp dir.
+    fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}-cert.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn temp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "wsgate-tls-unit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn files(cert: &Path, key: &Path, min_version: Version) -> Files {
+        Files {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            min_version,
+        }
+    }
+
+    #[test]
+    fn a_good_pair_loads_with_alpn_and_tickets() {
+        let d = temp();
+        let (c, k) = pair(&d, "a");
+        let r = Resumption::new().unwrap();
+        let config = load(&files(&c, &k, Version::Tls12), &r).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(config.ticketer.enabled());
+        // (Which versions a handshake gets: tests/integration/tls.rs.)
+        load(&files(&c, &k, Version::Tls13), &r).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let d = temp();
+        let (c, k) = pair(&d, "b");
+        let (_, other_key) = pair(&d, "c");
+        let r = Resumption::new().unwrap();
+        let missing = d.join("missing.pem");
+        let e = load(&files(&missing, &k, Version::Tls12), &r).unwrap_err();
+        assert_eq!((e.key, e.file.as_path()), ("cert", missing.as_path()));
+        let e = load(&files(&c, &missing, Version::Tls12), &r).unwrap_err();
+        assert_eq!((e.key, e.file.as_path()), ("key", missing.as_path()));
+        // A key file where the certificate should be: no CERTIFICATE block.
+        let e = load(&files(&k, &k, Version::Tls12), &r).unwrap_err();
+        assert_eq!(e.key, "cert");
+        let e = load(&files(&c, &other_key, Version::Tls12), &r).unwrap_err();
+        assert_eq!((e.key, e.file.as_path()), ("key", other_key.as_path()));
+        assert!(e.problem.contains("does not fit"), "{}", e.problem);
+    }
+
+    #[test]
+    fn a_reload_is_seen_through_the_generation() {
+        let reload = Reload::new(Configs::default());
+        assert_eq!(reload.generation(), 0);
+        reload.publish(Configs::default());
+        assert_eq!(reload.generation(), 1);
+        assert!(reload.configs().client.is_none());
+    }
+}
