@@ -202,6 +202,9 @@ pub struct Session {
     conn: ServerConnection,
     /// The socket reported EOF (or an error) to rustls.
     eof: bool,
+    /// The last read stopped with `dst` full: rustls may hold input the socket no
+    /// longer has (no readiness event will report it).
+    holds_input: bool,
 }
 
 /// What one [`Session::read`] found.
@@ -221,7 +224,11 @@ impl Session {
         // The connection's own output buffer holds what the socket does not take
         // (counted by the outbound limit); rustls must never refuse plaintext.
         conn.set_buffer_limit(None);
-        Ok(Session { conn, eof: false })
+        Ok(Session {
+            conn,
+            eof: false,
+            holds_input: false,
+        })
     }
 
     /// Whether the handshake is still going on.
@@ -229,10 +236,21 @@ impl Session {
         self.conn.is_handshaking()
     }
 
+    /// Whether input may wait inside rustls (see `holds_input`).
+    pub fn holds_input(&self) -> bool {
+        self.holds_input
+    }
+
     /// Fills `dst` with plaintext: first what rustls already decrypted, then by
     /// reading the socket, until `dst` is full or the socket would block. Handshake
     /// records rustls wants to send are left queued for [`Session::write_to`].
     pub fn read(&mut self, stream: &mut impl io::Read, dst: &mut [u8]) -> Input {
+        let got = self.fill(stream, dst);
+        self.holds_input = matches!(got, Input::Data { drained: false, .. });
+        got
+    }
+
+    fn fill(&mut self, stream: &mut impl io::Read, dst: &mut [u8]) -> Input {
         let mut n = 0;
         loop {
             match self.conn.reader().read(&mut dst[n..]) {

@@ -124,6 +124,9 @@ pub struct Worker {
     reload: Arc<tls::Reload>,
     /// The reload generation this worker has applied.
     reload_seen: u64,
+    /// TLS clients whose input waits decrypted inside rustls, not in the socket (so
+    /// no readiness event would come): read again at the end of this loop turn.
+    read_again: Vec<usize>,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -150,6 +153,7 @@ impl Worker {
             tls: s.reload.configs(),
             reload: s.reload,
             reload_seen,
+            read_again: Vec::new(),
             calls: Slab::new(),
             call_generation: 0,
             admin_generation: 0,
@@ -221,6 +225,9 @@ impl Worker {
                 let left = deadline.saturating_duration_since(self.now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
+            if !self.read_again.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
             let res = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
             self.shared.now_ms = self.wall_ms_now();
@@ -258,6 +265,9 @@ impl Worker {
                         }
                     }
                 }
+            }
+            for key in std::mem::take(&mut self.read_again) {
+                self.on_readable(key, false);
             }
             if !self.timers.is_empty() {
                 self.timers.expire(self.now, &mut expired);
@@ -487,8 +497,12 @@ impl Worker {
             self.conns[key].read_paused = false;
         }
         // Other sockets get their turn; re-registering reports what is still
-        // readable at the next wait (edge-triggered).
+        // readable at the next wait (edge-triggered). Input rustls already holds
+        // raises no event: such a client is read again after the others.
         if let Some(conn) = self.conns.get_mut(key) {
+            if conn.tls.as_ref().is_some_and(|t| t.holds_input()) {
+                return self.read_again.push(key);
+            }
             let interest = if conn.wants_write {
                 Interest::READABLE | Interest::WRITABLE
             } else {

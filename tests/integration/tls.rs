@@ -596,3 +596,98 @@ fn measure_idle_memory_per_connection() {
         );
     }
 }
+
+#[test]
+fn a_tls_client_whose_replies_keep_pausing_its_reads_gets_every_echo() {
+    // A small outbound limit pauses reading again and again while rustls already
+    // holds decrypted input the socket no longer reports: nothing may be stranded.
+    const MESSAGES: usize = 20_000;
+    const BATCH: usize = 100;
+    const PAYLOAD: usize = 200;
+    /// A server frame of PAYLOAD bytes: 2 header bytes and a 16-bit length.
+    const FRAME: usize = PAYLOAD + 4;
+    let dir = temp_dir();
+    let pki = make_pki(&dir, "a");
+    let mut c = echo_config("max_pending_outbound_bytes = 4096");
+    c.push_str(&tls_table("server.tls", &pki.cert, &pki.key, ""));
+    let gw = Gateway::start_with(&c, &["--workers", "1"]);
+    let all = &[&rustls::version::TLS13];
+    let s = tls_connect(gw.listen, client_config(&pki.ca_pem, all)).unwrap();
+    let (mut conn, mut sock) = (s.conn, s.sock);
+    conn.set_buffer_limit(None);
+    conn.writer()
+        .write_all(upgrade_request("/prod").as_bytes())
+        .unwrap();
+    let one = masked(true, OP_TEXT, &[b'e'; PAYLOAD]);
+    let batch = one.repeat(BATCH);
+    sock.set_write_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut input = Vec::new();
+    let mut head_done = false;
+    let mut sent = 0;
+    let mut echoed = 0usize;
+    let mut frames = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while echoed < MESSAGES * FRAME {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {MESSAGES} echoes after 60 s ({sent} sent)",
+            echoed / FRAME
+        );
+        if head_done && sent < MESSAGES && !conn.wants_write() {
+            conn.writer().write_all(&batch).unwrap();
+            sent += BATCH;
+        }
+        while conn.wants_write() {
+            match conn.write_tls(&mut sock) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        match conn.read_tls(&mut sock) {
+            Ok(0) => panic!("closed after {echoed} echoed bytes"),
+            Ok(_) => {
+                conn.process_new_packets().unwrap();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = conn.reader().read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if head_done {
+                echoed += n;
+                frames.extend_from_slice(&buf[..n]);
+            } else {
+                input.extend_from_slice(&buf[..n]);
+                if let Some(end) = input.windows(4).position(|w| w == b"\r\n\r\n") {
+                    assert!(input.starts_with(b"HTTP/1.1 101"));
+                    echoed += input.len() - end - 4;
+                    head_done = true;
+                }
+            }
+        }
+    }
+    // Every frame is one whole echo.
+    for (k, f) in frames.chunks(FRAME).enumerate() {
+        assert_eq!(&f[..4], &[0x81, 126, 0, PAYLOAD as u8], "frame {k}");
+        assert!(f[4..].iter().all(|&b| b == b'e'), "frame {k}");
+    }
+    assert_eq!(echoed, MESSAGES * FRAME, "no more bytes than echoes");
+}
