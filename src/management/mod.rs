@@ -77,6 +77,9 @@ pub struct Conn {
     pub idle_timer: Option<crate::timer::Handle>,
     /// HTTPS (`[management.tls]`); boxed so plain connections stay small.
     pub tls: Option<Box<crate::tls::Session>>,
+    /// When the connection was accepted: a TLS handshake must end within
+    /// `HEAD_TIMEOUT` of it, like a request head.
+    accepted: Instant,
     /// With TLS: `out[..sealed]` are records the socket has not taken yet, the rest
     /// is plaintext still to encrypt (so `out.len()` counts everything unsent).
     sealed: usize,
@@ -102,6 +105,7 @@ impl Conn {
             health_timer: None,
             idle_timer: None,
             tls: None,
+            accepted: now,
             sealed: 0,
         }
     }
@@ -256,7 +260,13 @@ impl Conn {
 
     /// When an incomplete request head times out, if one is awaited.
     pub fn head_deadline(&self) -> Option<Instant> {
-        self.head_since.map(|t| t + HEAD_TIMEOUT)
+        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        let since = if handshaking {
+            Some(self.accepted)
+        } else {
+            self.head_since
+        };
+        since.map(|t| t + HEAD_TIMEOUT)
     }
 
     /// When the connection is idle too long, unless bytes move before.

@@ -62,6 +62,10 @@ impl Worker {
                                 Ok(t) => c.tls = Some(Box::new(t)),
                                 Err(_) => continue,
                             }
+                            // The handshake has the header timeout (`head_deadline`).
+                            let at = self.now + management::HEAD_TIMEOUT;
+                            c.head_timer =
+                                Some(self.timers.arm(at, key, generation, TimerKind::AdminHead));
                         }
                         let at = self.now + management::IDLE_TIMEOUT;
                         c.idle_timer =

@@ -691,3 +691,18 @@ fn a_tls_client_whose_replies_keep_pausing_its_reads_gets_every_echo() {
     }
     assert_eq!(echoed, MESSAGES * FRAME, "no more bytes than echoes");
 }
+
+#[test]
+fn a_stalled_https_management_handshake_is_closed_at_the_header_timeout() {
+    let dir = temp_dir();
+    let a = make_pki(&dir, "a");
+    let mut c = echo_config("");
+    c.push_str(&tls_table("management.tls", &a.cert, &a.key, ""));
+    let gw = Gateway::start(&c);
+    let hello = tls10_client_hello();
+    let mut s = tcp(gw.management);
+    s.write_all(&hello[..hello.len() / 2]).unwrap();
+    // The header timeout (5 s), not the idle timeout (60 s).
+    let took = wait_closed(&mut s, Duration::from_secs(30));
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
