@@ -111,6 +111,16 @@ struct RawServer {
     log_format: Option<String>,
     proxy_protocol: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    tls: Option<RawTls>,
+}
+
+/// `[server.tls]` / `[management.tls]` (SPEC §10.1).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+    min_version: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -122,6 +132,7 @@ struct RawManagement {
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
     public_paths: Option<Vec<String>>,
+    tls: Option<RawTls>,
 }
 
 #[derive(Deserialize, Default)]
@@ -247,6 +258,8 @@ pub struct Server {
     pub proxy_protocol: crate::proxy_protocol::Mode,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: crate::forwarded::Trusted,
+    /// `[server.tls]`: clients connect with wss:// (absent: ws://).
+    pub tls: Option<crate::tls::Files>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +277,8 @@ pub struct Management {
     pub listen: SocketAddr,
     pub auth: Auth,
     pub public_paths: PublicPaths,
+    /// `[management.tls]`: the management API is served over HTTPS.
+    pub tls: Option<crate::tls::Files>,
 }
 
 /// The management paths answered without auth (`management.public_paths`, SPEC §8);
@@ -683,6 +698,7 @@ impl Validator<'_> {
             log_format,
             proxy_protocol,
             trusted_proxies: crate::forwarded::Trusted::new(trusted),
+            tls: self.tls("server.tls", raw.tls)?,
         })
     }
 
@@ -751,6 +767,7 @@ impl Validator<'_> {
             listen,
             auth,
             public_paths,
+            tls: self.tls("management.tls", raw.tls)?,
         })
     }
 
@@ -1053,6 +1070,45 @@ impl Validator<'_> {
             config,
         };
         Ok(Some(target))
+    }
+
+    /// Validates a `[*.tls]` table and loads its pair now, so a missing, unreadable
+    /// or mismatched certificate or key stops the start (exit 1) naming the file.
+    fn tls(&self, table: &str, raw: Option<RawTls>) -> Result<Option<crate::tls::Files>, Error> {
+        use crate::tls::{Files, Version};
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let path = |key: &str, v: Option<String>| match v.filter(|v| !v.is_empty()) {
+            Some(v) => Ok(PathBuf::from(v)),
+            None => Err(self.err(format!("{table}.{key}"), "needs a PEM file path")),
+        };
+        let cert = path("cert", raw.cert)?;
+        let key = path("key", raw.key)?;
+        let min_version = match raw.min_version.as_deref().unwrap_or("1.2") {
+            "1.2" => Version::Tls12,
+            "1.3" => Version::Tls13,
+            other => {
+                return Err(self.err(
+                    format!("{table}.min_version"),
+                    format!("\"{other}\" is not one of \"1.2\", \"1.3\""),
+                ))
+            }
+        };
+        let files = Files {
+            cert,
+            key,
+            min_version,
+        };
+        let resumption = crate::tls::Resumption::new()
+            .map_err(|e| self.err(table, format!("cannot set up session tickets: {e}")))?;
+        crate::tls::load(&files, &resumption).map_err(|e| {
+            self.err(
+                format!("{table}.{}", e.key),
+                format!("{}: {}", e.file.display(), e.problem),
+            )
+        })?;
+        Ok(Some(files))
     }
 
     fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, Error> {

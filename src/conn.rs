@@ -12,6 +12,7 @@ use crate::id;
 use crate::proxy_protocol::{self, Mode, Status};
 use crate::session::{Session, State};
 use crate::timer;
+use crate::tls;
 
 #[derive(Debug)]
 pub struct Conn {
@@ -50,6 +51,9 @@ pub struct Conn {
     /// on), before any other byte of the connection is looked at; `None` otherwise,
     /// so a connection without the stage pays one pointer for it.
     pub proxy: Option<Box<ProxyStage>>,
+    /// TLS (`[server.tls]`): boxed, so a plain connection's slab entry stays small.
+    /// `None`: bytes go to and from the socket as they are.
+    pub tls: Option<Box<tls::Session>>,
 }
 
 /// A PROXY protocol header not complete yet: the bytes of it received so far (at
@@ -102,6 +106,7 @@ impl Conn {
             read_paused: false,
             read_closed: false,
             proxy: None,
+            tls: None,
         }
     }
 
@@ -151,12 +156,15 @@ impl Conn {
     /// Writes `data` after any pending output; what the socket does not take now is
     /// copied into the connection's output buffer (borrowed from `pool`).
     pub fn send(&mut self, data: &[u8], pool: &mut Pool) -> io::Result<Flushed> {
-        if data.is_empty() {
+        if data.is_empty() && self.tls.as_ref().is_none_or(|t| !t.wants_write()) {
             return Ok(if self.pending_out() == 0 {
                 Flushed::All
             } else {
                 Flushed::Pending
             });
+        }
+        if self.tls.is_some() {
+            return self.send_tls(data, pool);
         }
         if let Some(out) = self.out.as_mut() {
             out.extend_from_slice(data);
@@ -168,6 +176,27 @@ impl Conn {
         }
         let mut out = pool.take();
         out.extend_from_slice(&data[n..]);
+        self.out = Some(out);
+        Ok(Flushed::Pending)
+    }
+
+    /// TLS: encrypts `data`, writes the records to the socket, and moves what it does
+    /// not take into the output buffer (so `pending_out` counts it). An empty `data`
+    /// still sends what the handshake queued.
+    fn send_tls(&mut self, data: &[u8], pool: &mut Pool) -> io::Result<Flushed> {
+        let tls = self.tls.as_mut().expect("a TLS connection");
+        if !data.is_empty() {
+            tls.encrypt(data);
+        }
+        if let Some(out) = self.out.as_mut() {
+            tls.write_to(out)?;
+            return self.flush(pool);
+        }
+        if tls.write_to(&mut self.stream)? {
+            return Ok(Flushed::All);
+        }
+        let mut out = pool.take();
+        tls.write_to(&mut out)?;
         self.out = Some(out);
         Ok(Flushed::Pending)
     }

@@ -36,6 +36,7 @@ pub mod session;
 pub mod throttle;
 pub mod time;
 pub mod timer;
+pub mod tls;
 pub mod token;
 pub mod upstream;
 pub mod worker;

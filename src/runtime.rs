@@ -124,6 +124,74 @@ fn raise_fd_limit() {
     }
 }
 
+/// SIGHUP (SPEC §10.1): re-reads each listener's certificate and key on the signal
+/// thread, publishes what loaded (a pair that does not load keeps the old one, with
+/// an error naming the file), and wakes every worker, whose `Worker::on_reload` picks
+/// it up. Open connections keep the configuration they started with.
+fn on_sighup(
+    listeners: &[Option<crate::tls::Listener>; 2],
+    reload: &crate::tls::Reload,
+    wakers: &[Arc<mio::Waker>],
+) {
+    let mut configs = reload.configs();
+    let slots = [
+        ("server.tls", &listeners[0], &mut configs.client),
+        ("management.tls", &listeners[1], &mut configs.management),
+    ];
+    for (table, listener, slot) in slots {
+        let Some(l) = listener else {
+            continue;
+        };
+        match l.load() {
+            Ok(c) => {
+                *slot = Some(c);
+                log::info!(
+                    "SIGHUP: {table}: reloaded {} and {}",
+                    l.files.cert.display(),
+                    l.files.key.display()
+                );
+            }
+            Err(e) => log::error!("SIGHUP: {table}.{}: {e}; keeping the previous pair", e.key),
+        }
+    }
+    reload.publish(configs);
+    for w in wakers {
+        let _ = w.wake();
+    }
+}
+
+/// A listener's TLS (when configured) and its first configuration; the files were
+/// checked by `config`, but may have changed since (reported the same way).
+fn tls_listener(
+    config: &Config,
+    table: &str,
+    files: &Option<crate::tls::Files>,
+) -> Result<Option<(crate::tls::Listener, Arc<rustls::ServerConfig>)>, Error> {
+    let Some(files) = files else {
+        return Ok(None);
+    };
+    let refuse = |key: String, problem: String| {
+        Error::Config(config::Error {
+            file: config.path.clone(),
+            key,
+            problem,
+        })
+    };
+    let listener = crate::tls::Listener::new(files.clone()).map_err(|e| {
+        refuse(
+            table.to_string(),
+            format!("cannot set up session tickets: {e}"),
+        )
+    })?;
+    let server = listener.load().map_err(|e| {
+        refuse(
+            format!("{table}.{}", e.key),
+            format!("{}: {}", e.file.display(), e.problem),
+        )
+    })?;
+    Ok(Some((listener, server)))
+}
+
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(config: Config) -> Result<(), Error> {
     raise_fd_limit();
@@ -147,6 +215,13 @@ pub fn run(config: Config) -> Result<(), Error> {
     let mail = Arc::new(Mailboxes::new(wakers.clone()));
     let metrics = Arc::new(Metrics::new(n, config.routes.len()));
     let hangups = Arc::new(AtomicU64::new(0));
+    let client_tls = tls_listener(&config, "server.tls", &config.server.tls)?;
+    let management_tls = tls_listener(&config, "management.tls", &config.management.tls)?;
+    let reload = Arc::new(crate::tls::Reload::new(crate::tls::Configs {
+        client: client_tls.as_ref().map(|t| t.1.clone()),
+        management: management_tls.as_ref().map(|t| t.1.clone()),
+    }));
+    let tls_listeners = [client_tls.map(|t| t.0), management_tls.map(|t| t.0)];
     let (events, ended) = mpsc::channel();
     let mut threads = Vec::with_capacity(n);
     for (i, ((listener, admin), poll)) in clients.into_iter().zip(admins).zip(polls).enumerate() {
@@ -162,6 +237,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             poll,
             shutdown: shutdown.clone(),
             hangups: hangups.clone(),
+            reload: reload.clone(),
         };
         let w = Worker::new(setup)?;
         let core = (config.server.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
@@ -183,17 +259,26 @@ pub fn run(config: Config) -> Result<(), Error> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])?;
+    let reload_wakers = wakers.clone();
     std::thread::Builder::new()
         .name("wsgate-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == signal_hook::consts::SIGHUP {
+                    // Certificates are re-read here; each worker, woken, takes the
+                    // new ones and reopens its access log (log rotation, SPEC §10.4).
+                    log::info!("SIGHUP: reloading certificates, reopening the access log");
+                    hangups.fetch_add(1, Ordering::AcqRel);
+                    on_sighup(&tls_listeners, &reload, &reload_wakers);
+                    continue;
+                }
                 if events.send(Event::Signal(sig)).is_err() {
                     return;
                 }
             }
         })?;
-    watch_hangups(hangups, wakers.clone())?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -220,24 +305,5 @@ pub fn run(config: Config) -> Result<(), Error> {
     for t in threads {
         let _ = t.join();
     }
-    Ok(())
-}
-
-/// SIGHUP: counts it and wakes every worker, which then reopens its access log
-/// (log rotation, SPEC §10.4). Registered before the ready line, so a SIGHUP never
-/// takes the default action (ending the process).
-fn watch_hangups(hangups: Arc<AtomicU64>, wakers: Vec<Arc<mio::Waker>>) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-    std::thread::Builder::new()
-        .name("wsgate-sighup".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                log::info!("SIGHUP: reopening the access log");
-                hangups.fetch_add(1, Ordering::AcqRel);
-                for w in &wakers {
-                    let _ = w.wake();
-                }
-            }
-        })?;
     Ok(())
 }

@@ -75,6 +75,14 @@ pub struct Conn {
     /// The deadline of a `/health` check waiting for the other workers.
     pub health_timer: Option<crate::timer::Handle>,
     pub idle_timer: Option<crate::timer::Handle>,
+    /// HTTPS (`[management.tls]`); boxed so plain connections stay small.
+    pub tls: Option<Box<crate::tls::Session>>,
+    /// When the connection was accepted: a TLS handshake must end within
+    /// `HEAD_TIMEOUT` of it, like a request head.
+    accepted: Instant,
+    /// With TLS: `out[..sealed]` are records the socket has not taken yet, the rest
+    /// is plaintext still to encrypt (so `out.len()` counts everything unsent).
+    sealed: usize,
 }
 
 impl Conn {
@@ -96,6 +104,9 @@ impl Conn {
             head_timer: None,
             health_timer: None,
             idle_timer: None,
+            tls: None,
+            accepted: now,
+            sealed: 0,
         }
     }
 
@@ -143,6 +154,18 @@ impl Conn {
     /// One read through `scratch` (the worker's read buffer) into the input.
     pub fn read_some(&mut self, scratch: &mut [u8], now: Instant) -> ReadOutcome {
         debug_assert!(!scratch.is_empty(), "an empty scratch would read as EOF");
+        if let Some(tls) = self.tls.as_mut() {
+            return match tls.read(&mut self.stream, scratch) {
+                crate::tls::Input::Closed => ReadOutcome::Eof,
+                crate::tls::Input::Data { n: 0, .. } if !tls.wants_write() => ReadOutcome::Drained,
+                crate::tls::Input::Data { n, .. } => {
+                    // (0 bytes: handshake records wait; the caller flushes, reads again.)
+                    self.input.extend_from_slice(&scratch[..n]);
+                    self.last_progress = now;
+                    ReadOutcome::Data
+                }
+            };
+        }
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return ReadOutcome::Eof,
@@ -160,6 +183,12 @@ impl Conn {
 
     /// Writes pending output; `Ok(true)` when all of it is written.
     pub fn flush(&mut self, now: Instant) -> io::Result<bool> {
+        if let Some(tls) = self.tls.as_mut() {
+            if self.out.len() > self.sealed {
+                tls.encrypt(&self.out[self.sealed..]);
+                self.out.truncate(self.sealed);
+            }
+        }
         let mut written = 0;
         let result = loop {
             if written == self.out.len() {
@@ -177,7 +206,18 @@ impl Conn {
             self.out.drain(..written);
             self.last_progress = now;
         }
-        result
+        let Some(tls) = self.tls.as_mut() else {
+            return result;
+        };
+        let all = match result {
+            Ok(true) => tls.write_to(&mut self.stream)?,
+            other => other?,
+        };
+        if !all {
+            tls.write_to(&mut self.out)?;
+        }
+        self.sealed = self.out.len();
+        Ok(self.out.is_empty())
     }
 
     /// Notes whether the next request's head is incomplete (`true`) or complete /
@@ -220,7 +260,13 @@ impl Conn {
 
     /// When an incomplete request head times out, if one is awaited.
     pub fn head_deadline(&self) -> Option<Instant> {
-        self.head_since.map(|t| t + HEAD_TIMEOUT)
+        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        let since = if handshaking {
+            Some(self.accepted)
+        } else {
+            self.head_since
+        };
+        since.map(|t| t + HEAD_TIMEOUT)
     }
 
     /// When the connection is idle too long, unless bytes move before.

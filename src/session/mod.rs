@@ -183,8 +183,11 @@ impl Scratch {
             now_ms: time::now_ms(),
             access_log: None,
             listen_port: config.server.listen.port(),
-            // "https" once the listener terminates TLS (`[server.tls]`).
-            forwarded_proto: "http",
+            forwarded_proto: if config.server.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             config,
         }
     }

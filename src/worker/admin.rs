@@ -57,6 +57,16 @@ impl Worker {
                         .is_ok()
                     {
                         let mut c = management::Conn::new(stream, generation, self.now);
+                        if let Some(config) = &self.tls.management {
+                            match crate::tls::Session::new(config.clone()) {
+                                Ok(t) => c.tls = Some(Box::new(t)),
+                                Err(_) => continue,
+                            }
+                            // The handshake has the header timeout (`head_deadline`).
+                            let at = self.now + management::HEAD_TIMEOUT;
+                            c.head_timer =
+                                Some(self.timers.arm(at, key, generation, TimerKind::AdminHead));
+                        }
                         let at = self.now + management::IDLE_TIMEOUT;
                         c.idle_timer =
                             Some(self.timers.arm(at, key, generation, TimerKind::AdminIdle));
@@ -291,6 +301,9 @@ impl Worker {
 
     fn drop_admin(&mut self, key: usize) {
         if let Some(mut c) = self.admin.try_remove(key) {
+            if let Some(tls) = c.tls.as_mut() {
+                tls.goodbye(&mut c.stream);
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             for h in [c.head_timer, c.idle_timer, c.health_timer]
                 .into_iter()

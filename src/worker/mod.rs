@@ -22,6 +22,7 @@ use crate::management;
 use crate::metrics::{self, Metrics};
 use crate::session::{self, Scratch, State};
 use crate::timer::{self, Kind as TimerKind, Wheel};
+use crate::tls;
 use crate::token::{self, Kind as TokenKind};
 use crate::upstream;
 
@@ -71,6 +72,8 @@ pub struct Setup {
     pub metrics: Arc<Metrics>,
     /// SIGHUPs received so far (the runtime counts them and wakes every worker).
     pub hangups: Arc<AtomicU64>,
+    /// What SIGHUP re-reads (the TLS pairs), published by the runtime.
+    pub reload: Arc<tls::Reload>,
 }
 
 pub struct Worker {
@@ -125,6 +128,14 @@ pub struct Worker {
     /// SIGHUPs received, and how many this worker has acted on (access-log reopen).
     hangups: Arc<AtomicU64>,
     hangups_seen: u64,
+    /// TLS configurations new connections get (replaced by `on_reload`).
+    tls: tls::Configs,
+    reload: Arc<tls::Reload>,
+    /// The reload generation this worker has applied.
+    reload_seen: u64,
+    /// TLS clients whose input waits decrypted inside rustls, not in the socket (so
+    /// no readiness event would come): read again at the end of this loop turn.
+    read_again: Vec<usize>,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -159,9 +170,14 @@ impl Worker {
             None => None,
         };
         let hangups_seen = s.hangups.load(Ordering::Acquire);
+        let reload_seen = s.reload.generation();
         Ok(Worker {
             hangups: s.hangups,
             hangups_seen,
+            tls: s.reload.configs(),
+            reload: s.reload,
+            reload_seen,
+            read_again: Vec::new(),
             calls: Slab::new(),
             call_generation: 0,
             admin_generation: 0,
@@ -238,6 +254,9 @@ impl Worker {
                 let left = deadline.saturating_duration_since(self.now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
+            if !self.read_again.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
             let res = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
             self.shared.now_ms = self.wall_ms_now();
@@ -254,6 +273,9 @@ impl Worker {
                     TokenKind::ManagementListener => self.accept_admin(),
                     TokenKind::Waker => {
                         self.on_hangup();
+                        if self.reload.generation() != self.reload_seen {
+                            self.on_reload();
+                        }
                         self.on_mail();
                         self.drain_progress();
                     }
@@ -274,6 +296,9 @@ impl Worker {
                         }
                     }
                 }
+            }
+            for key in std::mem::take(&mut self.read_again) {
+                self.on_readable(key, false);
             }
             if !self.timers.is_empty() {
                 self.timers.expire(self.now, &mut expired);
@@ -409,6 +434,15 @@ impl Worker {
         self.finish_output(key);
     }
 
+    /// SIGHUP (SPEC §10.1): picks up what the runtime re-read. New TLS handshakes use
+    /// the new pairs; open connections keep theirs. Everything SIGHUP reopens hooks
+    /// in here (runs once per reload, on the worker's own thread, never on the
+    /// message path).
+    pub(crate) fn on_reload(&mut self) {
+        self.reload_seen = self.reload.generation();
+        self.tls = self.reload.configs();
+    }
+
     /// A connection just opened: count it, log it and start its deadlines.
     fn on_open(&mut self, key: usize) {
         let l = &self.shared.config.limits;
@@ -476,11 +510,16 @@ impl Worker {
         self.poll
             .registry()
             .register(&mut stream, token::client(key), Interest::READABLE)?;
-        entry.insert(Conn::new(stream, peer, generation, id));
+        let tls = match &self.tls.client {
+            Some(config) => Some(Box::new(tls::Session::new(config.clone())?)),
+            None => None,
+        };
+        let conn = entry.insert(Conn::new(stream, peer, generation, id));
+        conn.tls = tls;
         if self.shared.config.server.proxy_protocol != crate::proxy_protocol::Mode::Off {
-            self.conns[key].proxy = Some(Box::default());
+            conn.proxy = Some(Box::default());
         }
-        self.conns[key].phase_since = self.now;
+        conn.phase_since = self.now;
         self.sync_timer(key);
         Ok(())
     }
@@ -520,8 +559,12 @@ impl Worker {
             self.conns[key].read_paused = false;
         }
         // Other sockets get their turn; re-registering reports what is still
-        // readable at the next wait (edge-triggered).
+        // readable at the next wait (edge-triggered). Input rustls already holds
+        // raises no event: such a client is read again after the others.
         if let Some(conn) = self.conns.get_mut(key) {
+            if conn.tls.as_ref().is_some_and(|t| t.holds_input()) {
+                return self.read_again.push(key);
+            }
             let interest = if conn.wants_write {
                 Interest::READABLE | Interest::WRITABLE
             } else {
@@ -558,24 +601,36 @@ impl Worker {
                 self.after_process(key);
                 continue;
             }
-            let read = match conn.stream.read(&mut rbuf[STASH_BYTES..]) {
-                Ok(0) => {
-                    gone = true;
-                    break;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    gone = true;
-                    break;
-                }
-            };
+            // The PROXY protocol header (SPEC §10.2) comes first, on the raw socket
+            // bytes, before TLS or HTTP see anything.
             let mut skip = 0;
+            let mut leftover: Option<Vec<u8>> = None;
+            let mut plain: Option<(usize, bool)> = None;
             if conn.proxy.is_some() {
+                let n = match conn.stream.read(&mut rbuf[STASH_BYTES..]) {
+                    Ok(0) => {
+                        gone = true;
+                        break;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        gone = true;
+                        break;
+                    }
+                };
                 let mode = self.shared.config.server.proxy_protocol;
-                match conn.proxy_stage(&rbuf[STASH_BYTES..STASH_BYTES + read], mode) {
-                    ProxyStep::Done { rest } if rest < read => skip = rest,
+                match conn.proxy_stage(&rbuf[STASH_BYTES..STASH_BYTES + n], mode) {
+                    ProxyStep::Done { rest } if rest < n => {
+                        if conn.tls.is_some() {
+                            // The first TLS bytes, read with the header: rustls
+                            // takes them before the socket's next ones.
+                            leftover = Some(rbuf[STASH_BYTES + rest..STASH_BYTES + n].to_vec());
+                        } else {
+                            skip = rest;
+                        }
+                    }
                     ProxyStep::Wait | ProxyStep::Done { .. } => continue,
                     ProxyStep::Refuse(e) => {
                         // Closed without a byte of answer (SPEC §10.2).
@@ -588,7 +643,45 @@ impl Worker {
                         break;
                     }
                 }
+                if leftover.is_none() {
+                    // Plain bytes after the header: processed below, from `skip`.
+                    plain = Some((n, n < READ_BYTES));
+                }
             }
+            let (read, drained) = match (plain, conn.tls.as_mut(), leftover) {
+                (Some(got), _, _) => got,
+                (None, None, _) => match conn.stream.read(&mut rbuf[STASH_BYTES..]) {
+                    Ok(0) => {
+                        gone = true;
+                        break;
+                    }
+                    Ok(n) => (n, n < READ_BYTES),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        gone = true;
+                        break;
+                    }
+                },
+                (None, Some(tls), first) => {
+                    let input = match &first {
+                        Some(bytes) => tls.read(
+                            &mut io::Read::chain(bytes.as_slice(), &mut conn.stream),
+                            &mut rbuf[STASH_BYTES..],
+                        ),
+                        None => tls.read(&mut conn.stream, &mut rbuf[STASH_BYTES..]),
+                    };
+                    match input {
+                        tls::Input::Closed => {
+                            gone = true;
+                            break;
+                        }
+                        // Only handshake records (sent by `finish_output`), or nothing.
+                        tls::Input::Data { n: 0, .. } => break,
+                        tls::Input::Data { n, drained } => (n, drained),
+                    }
+                }
+            };
             let was = conn.session.state();
             if was == State::Connecting {
                 // Early frames wait, unprocessed, for the `$connect` answer.
@@ -611,7 +704,7 @@ impl Worker {
                 self.sync_timer(key);
             }
             self.after_process(key);
-            if read < READ_BYTES && !read_closed && !holding {
+            if drained && !read_closed && !holding {
                 break;
             }
         }
@@ -760,6 +853,9 @@ impl Worker {
                     String::from_utf8_lossy(conn.session.id()),
                     self.index
                 );
+            }
+            if let Some(tls) = conn.tls.as_mut() {
+                tls.goodbye(&mut conn.stream);
             }
             // Closing the socket removes it from the epoll set: no deregister call.
             conn.release(&mut self.shared.pool);

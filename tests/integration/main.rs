@@ -31,5 +31,6 @@ mod sdk;
 mod shutdown;
 mod startup_ids;
 mod throttling;
+mod tls;
 mod upstream_hardening;
 mod workers;

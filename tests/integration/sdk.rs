@@ -19,7 +19,7 @@ use crate::support::*;
 
 const ACCESS_KEY: &str = "AKIAWSGATETEST000001";
 const SECRET_KEY: &str = "wsgate/Test+Secret=Key0123456789abcdefXY";
-const USER_AGENT: &str = "sdk-test-client/1.0";
+pub const USER_AGENT: &str = "sdk-test-client/1.0";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,7 +27,7 @@ fn repo() -> PathBuf {
 
 /// Runs `program args` in the repository root; kills it after `limit`. Returns
 /// (success, stdout, stderr).
-fn run(program: &Path, args: &[&str], limit: Duration) -> (bool, String, String) {
+pub fn run(program: &Path, args: &[&str], limit: Duration) -> (bool, String, String) {
     let mut child = Command::new(program)
         .args(args)
         .current_dir(repo())
@@ -73,7 +73,7 @@ fn run(program: &Path, args: &[&str], limit: Duration) -> (bool, String, String)
 }
 
 /// The venv's python, after `scripts/sdk-venv.sh` made sure boto3 is installed.
-fn sdk_python() -> PathBuf {
+pub fn sdk_python() -> PathBuf {
     let script = repo().join("scripts/sdk-venv.sh");
     let (ok, out, err) = run(&script, &[], Duration::from_secs(600));
     assert!(
@@ -93,7 +93,7 @@ fn gateway(management: &str) -> Gateway {
 }
 
 /// A client with a User-Agent, and its id.
-fn client(gw: &Gateway) -> (Raw, String) {
+pub fn client(gw: &Gateway) -> (Raw, String) {
     let mut headers = ws_headers("127.0.0.1");
     headers.push(("User-Agent".into(), USER_AGENT.into()));
     let mut raw = raw_with(gw.listen, "/prod", &headers);

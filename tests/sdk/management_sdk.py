@@ -71,6 +71,8 @@ def client_for(args):
         aws_secret_access_key=args.secret_key,
         region_name=args.region,
         config=config,
+        # https:// management (SPEC §10.1): trust the test CA (None: the defaults).
+        verify=args.ca,
     )
 
 
@@ -201,6 +203,7 @@ def main():
     p.add_argument("--secret-key", default="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--user-agent", default=None, help="the client's User-Agent (None: absent)")
+    p.add_argument("--ca", default=None, help="PEM CA bundle for an https:// --url")
     p.add_argument("--not-before-ms", type=int, default=0, help="the test's start, ms since the epoch")
     args = p.parse_args()
 
