@@ -155,3 +155,39 @@ fn hostile_values_stay_valid_json_and_one_line() {
     write_text(&mut out, true, b"ok\xff\xfe\"");
     assert_eq!(String::from_utf8(out).unwrap(), "ok\u{fffd}\u{fffd}\\\"");
 }
+
+#[test]
+fn lines_are_written_in_batches_by_size_or_age() {
+    let dir = std::env::temp_dir().join(format!("wsgate-alog-due-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("a.log");
+    let settings = writer::Settings {
+        path: writer::Destination::File(path.clone()),
+        format: std::sync::Arc::new(Format::compile("$context.requestId").unwrap()),
+    };
+    let mut w = writer::Writer::open(&settings).unwrap();
+    assert_eq!(w.due(), None, "nothing waits");
+    let r = Record {
+        request_id: b"RRRRRRRRRRRRRRR=",
+        ..Record::default()
+    };
+    let before = std::time::Instant::now();
+    w.log(&config(), &r);
+    let due = w.due().expect("a line waits");
+    assert!(
+        due >= before + writer::FLUSH_DELAY,
+        "a small batch waits its delay"
+    );
+    while w.buffered() < writer::FLUSH_BYTES {
+        w.log(&config(), &r);
+    }
+    assert!(
+        w.due().unwrap() < before + writer::FLUSH_DELAY,
+        "a full batch is due now"
+    );
+    w.flush();
+    assert_eq!((w.due(), w.buffered()), (None, 0));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.lines().all(|l| l == "RRRRRRRRRRRRRRR="), "whole lines");
+    let _ = std::fs::remove_dir_all(&dir);
+}

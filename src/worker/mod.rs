@@ -223,7 +223,7 @@ impl Worker {
     pub fn run(mut self) -> io::Result<()> {
         crate::logger::buffer_thread();
         let res = self.serve();
-        self.flush_access_log();
+        self.flush_access_log(true);
         crate::logger::flush_thread();
         res
     }
@@ -233,7 +233,7 @@ impl Worker {
         let mut expired = Vec::new();
         loop {
             crate::logger::flush_thread();
-            self.flush_access_log();
+            self.flush_access_log(false);
             if let Some(deadline) = self.drain_deadline {
                 if self.conns.is_empty() && self.calls.is_empty() {
                     return Ok(());
@@ -256,6 +256,10 @@ impl Worker {
             }
             if !self.read_again.is_empty() {
                 timeout = Some(Duration::ZERO);
+            }
+            if let Some(due) = self.shared.access_log.as_ref().and_then(|l| l.due()) {
+                let left = due.saturating_duration_since(self.now);
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
             let res = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
@@ -319,8 +323,12 @@ impl Worker {
 
     /// Writes this turn's access-log lines (without blocking) and counts the ones
     /// dropped (SPEC §10.4). One branch when there is no access log.
-    fn flush_access_log(&mut self) {
+    /// Writes the access-log lines when they are due (`all`: whatever waits).
+    fn flush_access_log(&mut self, all: bool) {
         if let Some(log) = self.shared.access_log.as_mut() {
+            if !all && log.due().is_none_or(|due| due > self.now) {
+                return;
+            }
             log.flush();
             let dropped = log.take_dropped();
             if dropped > 0 {
