@@ -128,7 +128,16 @@ fn bytes_until_closed(s: &mut TcpStream) -> usize {
 #[test]
 fn proxy_v1_header_names_the_client_in_events_get_and_logs() {
     let backend = Backend::echo_message();
-    let gw = gateway(&backend, "proxy_protocol = \"v1\"");
+    let log = temp_dir().join("access.log");
+    let c = all_routes_config(&backend.url("/events"), "", "").replacen(
+        "handshake_timeout = \"1s\"\n",
+        "handshake_timeout = \"1s\"\nproxy_protocol = \"v1\"\n",
+        1,
+    ) + &format!(
+        "[access_log]\npath = {}\nformat = '$context.eventType $context.identity.sourceIp'\n",
+        toml_str(&log.to_string_lossy())
+    );
+    let gw = Gateway::start(&c);
     let mut raw = open(&gw, &v1("198.51.100.7", 51000), 1, &[]);
     let ev = nth_connect(&backend, 1);
     assert_eq!(source_ip(&ev), "198.51.100.7", "{ev:#}");
@@ -140,6 +149,16 @@ fn proxy_v1_header_names_the_client_in_events_get_and_logs() {
     eventually("the connect log line", Duration::from_secs(5), || {
         gw.stderr().contains(&needle).then_some(())
     });
+    // The access log's `$context.identity.sourceIp` is the header's address too.
+    eventually(
+        "CONNECT and MESSAGE access-log lines",
+        Duration::from_secs(5),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (text.contains("CONNECT 198.51.100.7\n") && text.contains("MESSAGE 198.51.100.7\n"))
+                .then_some(())
+        },
+    );
 }
 
 #[test]
