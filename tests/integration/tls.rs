@@ -542,61 +542,6 @@ fn a_tls_client_that_never_reads_cannot_queue_past_the_outbound_limit() {
     drop((conn, sock));
 }
 
-/// Memory an idle connection holds, plain and TLS (run by hand:
-/// `cargo test --test integration tls::measure -- --ignored --nocapture`).
-#[test]
-#[ignore]
-fn measure_idle_memory_per_connection() {
-    const N: usize = 2000;
-    let dir = temp_dir();
-    let pki = make_pki(&dir, "a");
-    let all = &[&rustls::version::TLS13];
-    let config = client_config(&pki.ca_pem, all);
-    for tls in [false, true] {
-        let c = if tls {
-            tls_echo_config(&pki.cert, &pki.key, "")
-        } else {
-            echo_config("")
-        };
-        let gw = Gateway::start_with(&c, &["--workers", "1"]);
-        // Warm the worker's buffers and pools first.
-        if tls {
-            let mut ws = wss(gw.listen, config.clone());
-            echo(&mut ws, Message::text("warm"));
-        } else {
-            let mut raw = gw.raw();
-            raw.send_text("warm");
-            raw.recv_text();
-        }
-        thread::sleep(Duration::from_millis(200));
-        let before = gw.rss_kib();
-        let mut plain = Vec::new();
-        let mut secure = Vec::new();
-        for _ in 0..N {
-            if tls {
-                let mut ws = wss(gw.listen, client_config(&pki.ca_pem, all));
-                echo(&mut ws, Message::text("hi"));
-                secure.push(ws);
-            } else {
-                let mut raw = gw.raw();
-                raw.send_text("hi");
-                raw.recv_text();
-                plain.push(raw);
-            }
-        }
-        thread::sleep(Duration::from_millis(500));
-        let after = gw.rss_kib();
-        eprintln!(
-            "{} idle {} connections: {} KiB -> {} KiB = {} bytes each",
-            N,
-            if tls { "wss" } else { "ws" },
-            before,
-            after,
-            (after - before) * 1024 / N as u64
-        );
-    }
-}
-
 #[test]
 fn a_tls_client_whose_replies_keep_pausing_its_reads_gets_every_echo() {
     // A small outbound limit pauses reading again and again while rustls already
