@@ -312,16 +312,7 @@ impl Session {
     /// Moves queued records into `out` (a socket or a buffer) until done or it
     /// would block. `Ok(true)` when nothing is left in rustls.
     pub fn write_to(&mut self, out: &mut impl io::Write) -> io::Result<bool> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(out) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+        write_records(&mut self.conn, out)
     }
 
     /// At the connection's end: a close_notify alert, written if the socket takes
@@ -330,6 +321,24 @@ impl Session {
         self.conn.send_close_notify();
         let _ = self.write_to(stream);
     }
+}
+
+/// Moves a rustls connection's queued records (server or client side) into `out`
+/// until none is left (`Ok(true)`) or `out` would block (`Ok(false)`).
+pub fn write_records<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    out: &mut impl io::Write,
+) -> io::Result<bool> {
+    while conn.wants_write() {
+        match conn.write_tls(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -214,16 +214,7 @@ fn tls_failure(
 
 /// Writes what the TLS session has queued; `true` when nothing is left.
 fn flush_tls(tls: &mut rustls::ClientConnection, stream: &mut TcpStream) -> io::Result<bool> {
-    while tls.wants_write() {
-        match tls.write_tls(stream) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
+    crate::tls::write_records(tls, stream)
 }
 
 /// Drives a TLS handshake as far as the socket allows; `true` once it is done.
