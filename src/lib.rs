@@ -33,6 +33,7 @@ pub mod reply;
 pub mod route;
 pub mod runtime;
 pub mod session;
+pub mod sigv4;
 pub mod throttle;
 pub mod time;
 pub mod timer;
