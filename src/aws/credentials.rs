@@ -29,7 +29,6 @@ impl fmt::Debug for Credentials {
     }
 }
 
-
 impl Credentials {
     /// Loads credentials from the process environment or the shared file.
     pub fn load() -> Result<Credentials, String> {
@@ -54,19 +53,18 @@ impl Credentials {
             }
             (None, None) => {}
         }
-        let path = match env("AWS_SHARED_CREDENTIALS_FILE") {
-            Some(p) => PathBuf::from(p),
-            None => match env("HOME") {
-                Some(home) => Path::new(&home).join(".aws").join("credentials"),
-                None => {
-                    return Err(
+        let path =
+            match env("AWS_SHARED_CREDENTIALS_FILE") {
+                Some(p) => PathBuf::from(p),
+                None => match env("HOME") {
+                    Some(home) => Path::new(&home).join(".aws").join("credentials"),
+                    None => return Err(
                         "no AWS credentials: AWS_ACCESS_KEY_ID is not set and there is no HOME \
                          for ~/.aws/credentials"
                             .into(),
-                    )
-                }
-            },
-        };
+                    ),
+                },
+            };
         let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
         let text = std::fs::read_to_string(&path).map_err(|e| {
             format!(
@@ -185,7 +183,10 @@ mod tests {
         let c = from_profile(FILE, "dev").unwrap();
         let shown = format!("{c:?}");
         assert!(shown.contains("AKIDDEV"), "{shown}");
-        assert!(!shown.contains("sekrit") && !shown.contains("tok-dev"), "{shown}");
+        assert!(
+            !shown.contains("sekrit") && !shown.contains("tok-dev"),
+            "{shown}"
+        );
         let e = from_profile("[x]\naws_access_key_id = A\n", "x").unwrap_err();
         assert!(e.contains("aws_secret_access_key"), "{e}");
         let e = from_profile("[x]\naws_secret_access_key = sekrit\n", "x").unwrap_err();
