@@ -346,6 +346,9 @@ pub struct Integration {
     pub kind: IntegrationKind,
 }
 
+// A config holds a handful of integrations, built once: their size does not matter,
+// and a Box would add a pointer chase on every call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum IntegrationKind {
     /// No backend: a fixed status and a rendered template (SPEC §5).
@@ -374,7 +377,7 @@ pub struct Http {
     pub request_parameters: Vec<crate::mapping::Mapping>,
     /// A Lambda function `uri` (SPEC §12): `uri` is then the Invoke API call on the
     /// Lambda endpoint, signed with these.
-    pub invoke: Option<crate::aws::Invoke>,
+    pub invoke: Option<Box<crate::aws::Invoke>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1083,7 +1086,7 @@ impl Validator<'_> {
                             ));
                         }
                         let (uri, host, invoke) = self.lambda(&key("uri"), f, raw_aws, aws)?;
-                        (uri, host, Some(invoke))
+                        (uri, host, Some(Box::new(invoke)))
                     }
                     Some(_) => {
                         return Err(self.err(
