@@ -588,7 +588,7 @@ impl Validator<'_> {
         } else {
             key
         };
-        let (mut uri, tls_host) = self.uri(endpoint_key, &endpoint, &[])?;
+        let (mut uri, tls_host) = self.parse_uri(endpoint_key, &endpoint)?;
         if uri.path != "/" {
             return Err(self.err(
                 "aws.lambda_endpoint",
@@ -949,16 +949,13 @@ impl Validator<'_> {
         })
     }
 
-    /// Parses an `http[s]://host[:port][/path]` URI after substituting
-    /// `${stageVariables.NAME}`, and resolves the host now (a clear error at startup
-    /// beats a failure on the first message). For `https://`, also the host as
-    /// written (the TLS server name).
-    fn uri(
+    /// `text` with every `${stageVariables.NAME}` replaced by its value.
+    fn substitute(
         &self,
         key: &str,
         text: &str,
         vars: &[(String, String)],
-    ) -> Result<(Uri, Option<String>), Error> {
+    ) -> Result<String, Error> {
         let mut s = String::new();
         let mut rest = text;
         while let Some(i) = rest.find("${stageVariables.") {
@@ -978,6 +975,14 @@ impl Validator<'_> {
             rest = &after[end + 1..];
         }
         s.push_str(rest);
+        Ok(s)
+    }
+
+    /// Parses an `http[s]://host[:port][/path]` URI (stage variables already
+    /// substituted), and resolves the host now (a clear error at startup beats a
+    /// failure on the first message). For `https://`, also the host as written (the
+    /// TLS server name).
+    fn parse_uri(&self, key: &str, s: &str) -> Result<(Uri, Option<String>), Error> {
         let (after, https) = if let Some(after) = s.strip_prefix("https://") {
             (after, true)
         } else if let Some(after) = s.strip_prefix("http://") {
@@ -1074,7 +1079,9 @@ impl Validator<'_> {
                 let uri = raw.uri.as_deref().ok_or_else(|| {
                     self.err(key("uri"), "missing (e.g. \"http://127.0.0.1:3000/ws\")")
                 })?;
-                let function = crate::aws::function_of(uri)
+                // `${stageVariables.NAME}` works in a Lambda ARN too (aliases per stage).
+                let substituted = self.substitute(&key("uri"), uri, stage_variables)?;
+                let function = crate::aws::function_of(&substituted)
                     .transpose()
                     .map_err(|p| self.err(key("uri"), p))?;
                 let (uri, tls_host, invoke) = match function {
@@ -1095,7 +1102,7 @@ impl Validator<'_> {
                         ))
                     }
                     None => {
-                        let (uri, host) = self.uri(&key("uri"), uri, stage_variables)?;
+                        let (uri, host) = self.parse_uri(&key("uri"), &substituted)?;
                         (uri, host, None)
                     }
                 };
@@ -1418,6 +1425,23 @@ mod tests {
             panic!("an HTTP integration");
         };
         assert_eq!(h.invoke.as_ref().unwrap().function, arn);
+        // A stage variable in the ARN (an alias per stage).
+        let text = lambda_config(
+            endpoint,
+            "arn:aws:lambda:us-east-1:1:function:chat:${stageVariables.alias}",
+        )
+        .replace(
+            "name = \"t\"",
+            "name = \"t\"\nstage_variables = { alias = \"live\" }",
+        );
+        let c = parse_env(&text, &env).unwrap();
+        let IntegrationKind::Http(h) = &c.integrations[0].kind else {
+            panic!("an HTTP integration");
+        };
+        assert_eq!(
+            h.invoke.as_ref().unwrap().function,
+            "arn:aws:lambda:us-east-1:1:function:chat:live"
+        );
         // Without `lambda_endpoint`: the regional HTTPS endpoint (resolved at start,
         // which fails on a machine without DNS).
         match parse_env(&lambda_config("", &apigw), &env) {

@@ -13,19 +13,19 @@ use crate::backend::*;
 use crate::sdk;
 use crate::support::*;
 
-const ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:chat";
-const PATH: &str =
+pub const ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:chat";
+pub const PATH: &str =
     "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Achat/invocations";
-const KEY: &str = "AKIALAMBDATEST000001";
-const SECRET: &str = "lambda/Test+Secret=Key0123456789abcdefXY";
-const TOKEN: &str = "FwoGZXIvYXdzEBYaDLambdaTestSessionToken==";
+pub const KEY: &str = "AKIALAMBDATEST000001";
+pub const SECRET: &str = "lambda/Test+Secret=Key0123456789abcdefXY";
+pub const TOKEN: &str = "FwoGZXIvYXdzEBYaDLambdaTestSessionToken==";
 
-/// `$connect`, `$disconnect` (one-way) and `$default` (two-way) on a Lambda ARN,
-/// the endpoint the fixture; `region` lines for `[aws]`.
-fn lambda_config(fixture: &Backend, aws: &str, uri: &str, extra: &str) -> String {
+/// `$connect`, `$disconnect` (one-way) and `$default` (two-way) on a Lambda ARN
+/// (`uri`, with `extra` lines), `[aws]` with `aws` lines and the Lambda `endpoint`.
+pub fn lambda_config(endpoint: &str, aws: &str, uri: &str, extra: &str) -> String {
     let mut c = format!(
-        "[aws]\n{aws}\naccount_id = \"123456789012\"\nlambda_endpoint = \"http://127.0.0.1:{}\"\n\n",
-        fixture.port()
+        "[aws]\n{aws}\naccount_id = \"123456789012\"\nlambda_endpoint = {}\n\n",
+        toml_str(endpoint)
     );
     c.push_str(&api_config("$request.body.action", None, ""));
     c.push_str(&aws_integration("fn", uri, extra));
@@ -35,7 +35,7 @@ fn lambda_config(fixture: &Backend, aws: &str, uri: &str, extra: &str) -> String
     c
 }
 
-const ENV: [(&str, &str); 3] = [
+pub const ENV: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", KEY),
     ("AWS_SECRET_ACCESS_KEY", SECRET),
     ("AWS_SESSION_TOKEN", TOKEN),
@@ -45,7 +45,7 @@ const ENV: [(&str, &str); 3] = [
 /// CONNECT/DISCONNECT (unless the client sent `X-Fail`), and for MESSAGE: `fail` →
 /// a function error, `deny` → an Invoke API 403, `null`, `slow` (never answers),
 /// else a proxy result `pong:{message}`.
-fn invoke_fixture() -> Backend {
+pub fn invoke_fixture() -> Backend {
     Backend::start(|r| {
         let ev = r.event();
         match r.event_type() {
@@ -72,7 +72,7 @@ fn invoke_fixture() -> Backend {
 
 /// Checks with botocore that each request carries the signature `lambda` calls
 /// with these credentials must have.
-fn botocore_verifies(
+pub fn botocore_verifies(
     requests: &[Request],
     key: &str,
     secret: &str,
@@ -107,7 +107,7 @@ fn botocore_verifies(
     assert_eq!(out.trim(), format!("ok {}", requests.len()));
 }
 
-fn assert_invoke(r: &Request, key: &str, region: &str) {
+pub fn assert_invoke(r: &Request, key: &str, region: &str) {
     assert_eq!(r.method, "POST", "{r:?}");
     assert_eq!(r.target, PATH, "the Invoke API path: {r:?}");
     assert_eq!(r.header("Content-Type"), Some("application/json"));
@@ -124,7 +124,7 @@ fn assert_invoke(r: &Request, key: &str, region: &str) {
 fn invoke_calls_are_signed_and_carry_the_events() {
     let fixture = invoke_fixture();
     let gw = Gateway::start_with_env(
-        &lambda_config(&fixture, "region = \"us-east-1\"", ARN, ""),
+        &lambda_config(&fixture.url(""), "region = \"us-east-1\"", ARN, ""),
         &ENV,
     );
     let host = format!("127.0.0.1:{}", gw.listen.port());
@@ -185,7 +185,7 @@ fn function_and_invoke_api_errors_are_internal_server_errors() {
     let uri =
         format!("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{ARN}/invocations");
     let gw = Gateway::start_with_env(
-        &lambda_config(&fixture, "region = \"us-east-1\"", &uri, ""),
+        &lambda_config(&fixture.url(""), "region = \"us-east-1\"", &uri, ""),
         &ENV,
     );
     let mut client = Client::connect(gw.listen, "/prod");
@@ -218,7 +218,7 @@ fn null_results_send_nothing_and_slow_functions_time_out() {
     let fixture = invoke_fixture();
     let gw = Gateway::start_with_env(
         &lambda_config(
-            &fixture,
+            &fixture.url(""),
             "region = \"us-east-1\"",
             ARN,
             "timeout = \"300ms\"",
@@ -247,7 +247,7 @@ fn credentials_come_from_a_shared_file_profile() {
     .unwrap();
     // No `[aws] region`: AWS_REGION.
     let gw = Gateway::start_with_env(
-        &lambda_config(&fixture, "", ARN, ""),
+        &lambda_config(&fixture.url(""), "", ARN, ""),
         &[
             ("AWS_SHARED_CREDENTIALS_FILE", file.to_str().unwrap()),
             ("AWS_PROFILE", "dev"),
@@ -272,7 +272,7 @@ fn credentials_come_from_a_shared_file_profile() {
 #[test]
 fn a_lambda_uri_without_credentials_or_region_is_a_startup_error() {
     let fixture = invoke_fixture();
-    let config = lambda_config(&fixture, "region = \"us-east-1\"", ARN, "");
+    let config = lambda_config(&fixture.url(""), "region = \"us-east-1\"", ARN, "");
     let mut gw_env = vec![("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")];
     let exit = run_to_exit_with_env(&config, &gw_env);
     assert!(
@@ -280,7 +280,7 @@ fn a_lambda_uri_without_credentials_or_region_is_a_startup_error() {
         "{exit:?}"
     );
     gw_env.extend(ENV);
-    let config = lambda_config(&fixture, "", ARN, "");
+    let config = lambda_config(&fixture.url(""), "", ARN, "");
     let exit = run_to_exit_with_env(&config, &gw_env);
     assert!(
         !exit.status.success() && exit.stderr.contains("region"),
