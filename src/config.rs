@@ -70,6 +70,17 @@ struct RawConfig {
     routes: BTreeMap<String, RawRoute>,
     throttling: Option<RawThrottling>,
     access_log: Option<RawAccessLog>,
+    #[serde(default)]
+    aws: RawAws,
+}
+
+/// `[aws]` (SPEC §11, §12).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: Option<String>,
+    account_id: Option<String>,
+    lambda_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +227,16 @@ pub struct Config {
     /// `[access_log]` (SPEC §10.4); `None`: no access log.
     pub access_log: Option<crate::access_log::writer::Settings>,
     pub throttling: Throttling,
+    pub aws: Aws,
+}
+
+/// `[aws]` (SPEC §11, §12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aws {
+    /// `region`, else `AWS_REGION` / `AWS_DEFAULT_REGION`; required by a Lambda URI.
+    pub region: Option<String>,
+    /// For the authorizer's `methodArn` (default `000000000000`).
+    pub account_id: String,
 }
 
 /// Throttling limits (SPEC §10.3), for the whole process; workers divide them.
@@ -325,6 +346,9 @@ pub struct Integration {
     pub kind: IntegrationKind,
 }
 
+// A config holds a handful of integrations, built once: their size does not matter,
+// and a Box would add a pointer chase on every call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum IntegrationKind {
     /// No backend: a fixed status and a rendered template (SPEC §5).
@@ -351,6 +375,9 @@ pub struct Http {
     /// `http_proxy` data mapping, e.g.
     /// `integration.request.header.connectionId = context.connectionId`.
     pub request_parameters: Vec<crate::mapping::Mapping>,
+    /// A Lambda function `uri` (SPEC §12): `uri` is then the Invoke API call on the
+    /// Lambda endpoint, signed with these.
+    pub invoke: Option<Box<crate::aws::Invoke>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,9 +426,12 @@ pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, E
         key: String::new(),
         problem: e.to_string().trim_end().replace('\n', "\n  "),
     })?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     Validator {
         file: path,
         tls: Default::default(),
+        env: &env,
+        credentials: Default::default(),
     }
     .config(raw, overrides)
 }
@@ -410,6 +440,10 @@ struct Validator<'a> {
     file: &'a Path,
     /// TLS client configs, one per trust anchor set (the system's roots load once).
     tls: std::cell::RefCell<crate::upstream::tls::ClientConfigs>,
+    /// The process environment (AWS region and credentials), a seam for tests.
+    env: &'a dyn Fn(&str) -> Option<String>,
+    /// AWS credentials, loaded once when the first Lambda URI needs them.
+    credentials: std::cell::RefCell<Option<std::sync::Arc<crate::aws::Credentials>>>,
 }
 
 impl Validator<'_> {
@@ -427,13 +461,14 @@ impl Validator<'_> {
         let management = self.management(raw.management, o)?;
         let limits = self.limits(raw.limits)?;
         let throttling = self.throttling(raw.throttling.unwrap_or_default())?;
+        let aws = self.aws(&raw.aws)?;
         let mut names = Vec::new();
         let mut integrations = Vec::new();
         for (name, ri) in raw.integrations {
             if name.is_empty() {
                 return Err(self.err("integrations.\"\"", "an integration name must not be empty"));
             }
-            integrations.push(self.integration(&name, ri, &api.stage_variables)?);
+            integrations.push(self.integration(&name, ri, &api.stage_variables, &raw.aws, &aws)?);
             names.push(name);
         }
         let mut routes = Vec::new();
@@ -499,7 +534,84 @@ impl Validator<'_> {
             table,
             throttling,
             access_log,
+            aws,
         })
+    }
+
+    /// `[aws]`: the region (file, else `AWS_REGION` / `AWS_DEFAULT_REGION`) and the
+    /// account id.
+    fn aws(&self, raw: &RawAws) -> Result<Aws, Error> {
+        let region = match &raw.region {
+            Some(r)
+                if r.is_empty() || !r.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') =>
+            {
+                return Err(self.err("aws.region", format!("\"{r}\" is not a region name")))
+            }
+            Some(r) => Some(r.clone()),
+            None => (self.env)("AWS_REGION").or_else(|| (self.env)("AWS_DEFAULT_REGION")),
+        };
+        let account_id = raw
+            .account_id
+            .clone()
+            .unwrap_or_else(|| "000000000000".into());
+        if account_id.len() != 12 || !account_id.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(self.err(
+                "aws.account_id",
+                format!("\"{account_id}\" is not 12 digits"),
+            ));
+        }
+        Ok(Aws { region, account_id })
+    }
+
+    /// A Lambda `uri` (SPEC §12): the Invoke API URI on the Lambda endpoint
+    /// (`[aws] lambda_endpoint`, default `https://lambda.{region}.amazonaws.com`) and
+    /// what signing needs (region, credentials, loaded once).
+    fn lambda(
+        &self,
+        key: &str,
+        function: &str,
+        raw: &RawAws,
+        aws: &Aws,
+    ) -> Result<(Uri, Option<String>, crate::aws::Invoke), Error> {
+        let region = aws.region.clone().ok_or_else(|| {
+            self.err(
+                key,
+                "a Lambda function needs a region: set [aws] region, AWS_REGION or AWS_DEFAULT_REGION",
+            )
+        })?;
+        let endpoint = match &raw.lambda_endpoint {
+            Some(e) => e.clone(),
+            None => format!("https://lambda.{region}.amazonaws.com"),
+        };
+        let endpoint_key = if raw.lambda_endpoint.is_some() {
+            "aws.lambda_endpoint"
+        } else {
+            key
+        };
+        let (mut uri, tls_host) = self.parse_uri(endpoint_key, &endpoint)?;
+        if uri.path != "/" {
+            return Err(self.err(
+                "aws.lambda_endpoint",
+                format!("\"{endpoint}\" must be a scheme and an address, without a path"),
+            ));
+        }
+        uri.path = crate::aws::invoke_path(function);
+        let mut cell = self.credentials.borrow_mut();
+        let credentials = match &*cell {
+            Some(c) => c.clone(),
+            None => {
+                let c = crate::aws::Credentials::load_from(self.env).map_err(|p| {
+                    self.err(key, format!("a Lambda function needs AWS credentials: {p}"))
+                })?;
+                cell.insert(std::sync::Arc::new(c)).clone()
+            }
+        };
+        let invoke = crate::aws::Invoke {
+            function: function.to_string(),
+            region,
+            credentials,
+        };
+        Ok((uri, tls_host, invoke))
     }
 
     /// `[access_log]`: `path` (`-` = stdout, the default) and `format` (compiled
@@ -837,16 +949,13 @@ impl Validator<'_> {
         })
     }
 
-    /// Parses an `http[s]://host[:port][/path]` URI after substituting
-    /// `${stageVariables.NAME}`, and resolves the host now (a clear error at startup
-    /// beats a failure on the first message). For `https://`, also the host as
-    /// written (the TLS server name).
-    fn uri(
+    /// `text` with every `${stageVariables.NAME}` replaced by its value.
+    fn substitute(
         &self,
         key: &str,
         text: &str,
         vars: &[(String, String)],
-    ) -> Result<(Uri, Option<String>), Error> {
+    ) -> Result<String, Error> {
         let mut s = String::new();
         let mut rest = text;
         while let Some(i) = rest.find("${stageVariables.") {
@@ -866,6 +975,14 @@ impl Validator<'_> {
             rest = &after[end + 1..];
         }
         s.push_str(rest);
+        Ok(s)
+    }
+
+    /// Parses an `http[s]://host[:port][/path]` URI (stage variables already
+    /// substituted), and resolves the host now (a clear error at startup beats a
+    /// failure on the first message). For `https://`, also the host as written (the
+    /// TLS server name).
+    fn parse_uri(&self, key: &str, s: &str) -> Result<(Uri, Option<String>), Error> {
         let (after, https) = if let Some(after) = s.strip_prefix("https://") {
             (after, true)
         } else if let Some(after) = s.strip_prefix("http://") {
@@ -911,6 +1028,8 @@ impl Validator<'_> {
         name: &str,
         raw: RawIntegration,
         stage_variables: &[(String, String)],
+        raw_aws: &RawAws,
+        aws: &Aws,
     ) -> Result<Integration, Error> {
         let key = |field: &str| format!("integrations.{name}.{field}");
         let kind = match raw.kind.as_str() {
@@ -960,9 +1079,36 @@ impl Validator<'_> {
                 let uri = raw.uri.as_deref().ok_or_else(|| {
                     self.err(key("uri"), "missing (e.g. \"http://127.0.0.1:3000/ws\")")
                 })?;
-                let (uri, tls_host) = self.uri(&key("uri"), uri, stage_variables)?;
+                // `${stageVariables.NAME}` works in a Lambda ARN too (aliases per stage).
+                let substituted = self.substitute(&key("uri"), uri, stage_variables)?;
+                let function = crate::aws::function_of(&substituted)
+                    .transpose()
+                    .map_err(|p| self.err(key("uri"), p))?;
+                let (uri, tls_host, invoke) = match function {
+                    Some(f) if proxy == Proxy::Aws => {
+                        if raw.response.as_deref().is_some_and(|r| r != "lambda") {
+                            return Err(self.err(
+                                key("response"),
+                                "a Lambda function's result is always read as \"lambda\"",
+                            ));
+                        }
+                        let (uri, host, invoke) = self.lambda(&key("uri"), f, raw_aws, aws)?;
+                        (uri, host, Some(Box::new(invoke)))
+                    }
+                    Some(_) => {
+                        return Err(self.err(
+                            key("uri"),
+                            "a Lambda function is an aws_proxy integration's uri only",
+                        ))
+                    }
+                    None => {
+                        let (uri, host) = self.parse_uri(&key("uri"), &substituted)?;
+                        (uri, host, None)
+                    }
+                };
                 let tls = self.tls_target(&key, tls_host.as_deref(), raw.tls_ca.as_deref())?;
-                let lambda = match raw.response.as_deref().unwrap_or("http") {
+                let default_response = if invoke.is_some() { "lambda" } else { "http" };
+                let lambda = match raw.response.as_deref().unwrap_or(default_response) {
                     "http" => false,
                     "lambda" if proxy == Proxy::Aws => true,
                     "lambda" => {
@@ -1024,6 +1170,7 @@ impl Validator<'_> {
                         1024,
                     )?,
                     request_parameters,
+                    invoke,
                 })
             }
             other => {
@@ -1203,6 +1350,145 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Config, Error> {
         parse(Path::new("t.toml"), text, &Overrides::default())
+    }
+
+    fn parse_env(text: &str, env: &[(&str, &str)]) -> Result<Config, Error> {
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        let env = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        Validator {
+            file: Path::new("t.toml"),
+            tls: Default::default(),
+            env: &env,
+            credentials: Default::default(),
+        }
+        .config(raw, &Overrides::default())
+    }
+
+    const CREDS: [(&str, &str); 2] = [
+        ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "sekrit"),
+    ];
+
+    fn lambda_config(aws: &str, uri: &str) -> String {
+        format!(
+            "{aws}\n[api]\nname = \"t\"\n[integrations.fn]\ntype = \"aws_proxy\"\nuri = \"{uri}\"\n\
+             [routes.\"$default\"]\nintegration = \"fn\"\n"
+        )
+    }
+
+    #[test]
+    fn lambda_uris_become_invoke_calls() {
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:chat";
+        let c = parse_env(
+            &lambda_config(
+                "[aws]\nregion = \"us-east-1\"\nlambda_endpoint = \"http://127.0.0.1:3001\"",
+                arn,
+            ),
+            &CREDS,
+        )
+        .unwrap();
+        let IntegrationKind::Http(h) = &c.integrations[0].kind else {
+            panic!("an HTTP integration");
+        };
+        assert!(h.lambda, "read as a Lambda result");
+        assert_eq!(h.uri.authority, "127.0.0.1:3001");
+        assert_eq!(
+            h.uri.path,
+            "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Achat/invocations"
+        );
+        let inv = h.invoke.as_ref().unwrap();
+        assert_eq!(
+            (inv.function.as_str(), inv.region.as_str()),
+            (arn, "us-east-1")
+        );
+        assert_eq!(inv.credentials.access_key_id, "AKIDTEST");
+        assert_eq!(c.aws.account_id, "000000000000");
+        assert!(
+            !format!("{c:?}").contains("sekrit"),
+            "credentials never show"
+        );
+
+        // The API Gateway form, the region from the environment, the default HTTPS
+        // endpoint.
+        let apigw = format!(
+            "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/{arn}/invocations"
+        );
+        let mut env = CREDS.to_vec();
+        env.push(("AWS_DEFAULT_REGION", "localhost"));
+        let endpoint = "[aws]\nlambda_endpoint = \"http://127.0.0.1:3001\"";
+        let c = parse_env(&lambda_config(endpoint, &apigw), &env).unwrap();
+        let IntegrationKind::Http(h) = &c.integrations[0].kind else {
+            panic!("an HTTP integration");
+        };
+        assert_eq!(h.invoke.as_ref().unwrap().function, arn);
+        // A stage variable in the ARN (an alias per stage).
+        let text = lambda_config(
+            endpoint,
+            "arn:aws:lambda:us-east-1:1:function:chat:${stageVariables.alias}",
+        )
+        .replace(
+            "name = \"t\"",
+            "name = \"t\"\nstage_variables = { alias = \"live\" }",
+        );
+        let c = parse_env(&text, &env).unwrap();
+        let IntegrationKind::Http(h) = &c.integrations[0].kind else {
+            panic!("an HTTP integration");
+        };
+        assert_eq!(
+            h.invoke.as_ref().unwrap().function,
+            "arn:aws:lambda:us-east-1:1:function:chat:live"
+        );
+        // Without `lambda_endpoint`: the regional HTTPS endpoint (resolved at start,
+        // which fails on a machine without DNS).
+        match parse_env(&lambda_config("", &apigw), &env) {
+            Ok(c) => {
+                let IntegrationKind::Http(h) = &c.integrations[0].kind else {
+                    panic!("an HTTP integration");
+                };
+                assert_eq!(h.uri.authority, "lambda.localhost.amazonaws.com");
+                assert!(h.tls.is_some());
+            }
+            Err(e) => assert!(e.problem.contains("lambda.localhost.amazonaws.com"), "{e}"),
+        }
+        assert_eq!(c.aws.region.as_deref(), Some("localhost"));
+    }
+
+    #[test]
+    fn lambda_uris_need_a_region_and_credentials() {
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:chat";
+        let e = parse_env(&lambda_config("", arn), &CREDS).unwrap_err();
+        assert_eq!(e.key, "integrations.fn.uri");
+        assert!(e.problem.contains("region"), "{e}");
+        let aws = "[aws]\nregion = \"us-east-1\"\nlambda_endpoint = \"http://127.0.0.1:3001\"";
+        let e = parse_env(
+            &lambda_config(aws, arn),
+            &[("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")],
+        )
+        .unwrap_err();
+        assert!(e.problem.contains("credentials"), "{e}");
+        let e = parse_env(&lambda_config(aws, "arn:aws:lambda:x:1:function:"), &CREDS).unwrap_err();
+        assert!(e.problem.contains("not a Lambda function ARN"), "{e}");
+        let e = parse_env(
+            &lambda_config(
+                "[aws]\nregion = \"us-east-1\"\nlambda_endpoint = \"ftp://x\"",
+                arn,
+            ),
+            &CREDS,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "aws.lambda_endpoint");
+        let e = parse_env(
+            &lambda_config("[aws]\naccount_id = \"12\"", "http://127.0.0.1:1/"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "aws.account_id");
+        let e = parse_str(&lambda_config("[aws]\nbogus = 1", "http://127.0.0.1:1/")).unwrap_err();
+        assert!(e.problem.contains("bogus"), "{e}");
     }
 
     const ECHO: &str = r#"

@@ -81,11 +81,14 @@ pub enum Body<'a> {
 }
 
 /// Writes the complete HTTP request for one call into `out`; `scratch` is reused for
-/// the event body.
+/// the event body. A Lambda integration's call is signed with `signer` at
+/// `input.now_ms` (SPEC §12).
+#[allow(clippy::too_many_arguments)]
 pub fn write_request(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
     selector: &mut Selector,
+    signer: &mut crate::aws::sigv4::Signer,
     http: &Http,
     input: &Input<'_>,
     body: Body<'_>,
@@ -104,7 +107,25 @@ pub fn write_request(
                     event::write_disconnect(scratch, &c, code, reason)
                 }
             }
-            crate::upstream::write_request(out, &http.uri, b"", "application/json", b"", scratch);
+            let signed: &[u8] = match &http.invoke {
+                Some(invoke) => signer.sign(
+                    invoke,
+                    &http.uri.authority,
+                    &http.uri.path,
+                    "application/json",
+                    scratch,
+                    input.now_ms,
+                ),
+                None => b"",
+            };
+            crate::upstream::write_request(
+                out,
+                &http.uri,
+                b"",
+                "application/json",
+                signed,
+                scratch,
+            );
         }
         Proxy::Http => {
             let (data, binary): (&[u8], bool) = match body {

@@ -5,6 +5,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod access_log;
+pub mod aws;
 pub mod buf;
 pub mod close;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod reply;
 pub mod route;
 pub mod runtime;
 pub mod session;
+pub mod sigv4;
 pub mod throttle;
 pub mod time;
 pub mod timer;

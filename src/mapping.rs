@@ -314,6 +314,7 @@ pub fn fuzz_http_proxy_request(data: &[u8]) {
             .iter()
             .map(|(t, s)| compile(t, s).expect("fixed mappings compile"))
             .collect(),
+        invoke: None,
     };
     let api = Api {
         name: "api".into(),
@@ -358,6 +359,7 @@ pub fn fuzz_http_proxy_request(data: &[u8]) {
         &mut out,
         &mut scratch,
         &mut selector,
+        &mut Default::default(),
         &http,
         &input,
         body,

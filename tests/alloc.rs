@@ -107,6 +107,23 @@ integration = "http"
 route_response = true
 "#;
 
+/// A Lambda function (SPEC §12): every call is signed with SigV4 (credentials from
+/// the environment, set by the test).
+const LAMBDA: &str = r#"
+[aws]
+region = "us-east-1"
+lambda_endpoint = "http://127.0.0.1:9"
+[api]
+name = "alloc"
+stage = "prod"
+[integrations.fn]
+type = "aws_proxy"
+uri = "arn:aws:lambda:us-east-1:123456789012:function:chat"
+[routes."$default"]
+integration = "fn"
+route_response = true
+"#;
+
 fn masked(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
     let key = [9, 8, 7, 6];
     let mut f = vec![(if fin { 0x80 } else { 0 }) | op];
@@ -250,6 +267,15 @@ fn steady_state_message_path_allocates_nothing() {
         "http_proxy routes"
     );
     assert_eq!(allocations(HTTP, &http, 5), 0, "HTTP routes, split reads");
+    // This test binary has this one test: setting the environment races nothing.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDALLOC");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "alloc-secret");
+    std::env::set_var("AWS_SESSION_TOKEN", "alloc-token");
+    assert_eq!(
+        allocations(LAMBDA, &http[1..], usize::MAX),
+        0,
+        "Lambda routes: signed Invoke API calls"
+    );
     // A JSON access log with every variable, written to a file: rendering and
     // writing reuse the worker's buffers.
     let log = std::env::temp_dir().join(format!("wsgate-alloc-{}.log", std::process::id()));

@@ -117,6 +117,9 @@ pub struct Scratch {
     /// Wall-clock time of the current loop turn, ms since the Unix epoch: the worker
     /// sets it, events and `connectedAt` read it (the session reads no clock).
     pub now_ms: u64,
+    /// Signs Lambda integrations' Invoke API calls (SPEC §12); keeps its key and
+    /// buffers between calls.
+    pub signer: crate::aws::sigv4::Signer,
     /// This worker's access log (SPEC §10.4), when `[access_log]` is configured; the
     /// worker opens it and writes it out once per loop turn.
     pub access_log: Option<access_log::Writer>,
@@ -181,6 +184,7 @@ impl Scratch {
             worker,
             active: false,
             now_ms: time::now_ms(),
+            signer: Default::default(),
             access_log: None,
             listen_port: config.server.listen.port(),
             forwarded_proto: if config.server.tls.is_some() {
@@ -830,6 +834,7 @@ impl Session {
             render,
             selector,
             now_ms,
+            signer,
             ..
         } = sx;
         let config = &**config;
@@ -848,6 +853,7 @@ impl Session {
             &mut request,
             render,
             selector,
+            signer,
             http,
             &input,
             body,

@@ -33,6 +33,8 @@ pub struct Response {
     pub body: Range<usize>,
     pub content_type: Option<Range<usize>>,
     pub protocol: Option<Range<usize>>,
+    /// An `X-Amz-Function-Error` header: the Lambda function failed (SPEC §12).
+    pub function_error: bool,
     /// Whether the reply lets the connection carry another request.
     pub keep_alive: bool,
     /// Where the reply ended in the buffer; bytes after it are not part of it.
@@ -74,6 +76,7 @@ struct Head {
     body: Body,
     content_type: Option<Range<usize>>,
     protocol: Option<Range<usize>>,
+    function_error: bool,
     keep_alive: bool,
 }
 
@@ -159,6 +162,7 @@ impl Parser {
             body: h.end..end,
             content_type: h.content_type.clone(),
             protocol: h.protocol.clone(),
+            function_error: h.function_error,
             keep_alive: h.keep_alive && h.body != Body::UntilEof,
             end,
         }
@@ -276,6 +280,7 @@ fn parse_head(buf: &[u8], start: usize, end: usize) -> Result<Head, Error> {
     let status = r.code.filter(|&c| c >= 100).ok_or(Error::Malformed)?;
     let mut keep_alive = r.version == Some(1);
     let (mut length, mut encoding, mut content_type, mut protocol) = (None, None, None, None);
+    let mut function_error = false;
     let base = buf.as_ptr() as usize;
     let range = |v: &[u8]| {
         let v = v.trim_ascii();
@@ -310,6 +315,8 @@ fn parse_head(buf: &[u8], start: usize, end: usize) -> Result<Head, Error> {
             content_type = Some(range(h.value));
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             protocol = Some(range(h.value));
+        } else if name.eq_ignore_ascii_case("x-amz-function-error") {
+            function_error = true;
         }
     }
     if length.is_some() && encoding.is_some() {
@@ -331,6 +338,7 @@ fn parse_head(buf: &[u8], start: usize, end: usize) -> Result<Head, Error> {
         body,
         content_type,
         protocol,
+        function_error,
         keep_alive,
     })
 }

@@ -309,9 +309,36 @@ impl Worker {
         }
         let route = self.calls[ck].route;
         let integration = self.shared.config.routes[route].integration;
-        let lambda = matches!(&self.shared.config.integrations[integration].kind, IntegrationKind::Http(h) if h.lambda);
+        let (lambda, invoke) = match &self.shared.config.integrations[integration].kind {
+            IntegrationKind::Http(h) => (h.lambda, h.invoke.as_ref()),
+            _ => (false, None),
+        };
         let range = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &buf[r]);
-        if lambda {
+        let invoke_failed = invoke.filter(|_| resp.function_error || resp.status >= 300);
+        if let Some(invoke) = invoke_failed {
+            // A function error or an Invoke API error: "Internal server error" (SPEC
+            // §12). The log names the function, never credentials: an Invoke API
+            // error's body can quote the canonical request (the session token), so
+            // only a function error's own message is shown.
+            if resp.function_error {
+                let body = &buf[resp.body.clone()];
+                let detail = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                log::error!(
+                    "worker {}: Lambda function {} failed: {}",
+                    self.index,
+                    invoke.function,
+                    detail.escape_debug()
+                );
+            } else {
+                log::error!(
+                    "worker {}: the Lambda Invoke API refused calling {} (status {})",
+                    self.index,
+                    invoke.function,
+                    resp.status
+                );
+            }
+            self.finish_call(ck, Outcome::Failed);
+        } else if lambda {
             match integration::decode_lambda(&buf[resp.body.clone()]) {
                 Some(l) => self.finish_call(
                     ck,

@@ -716,3 +716,29 @@ fn tls_ca_on_an_http_uri_or_a_mock_is_a_config_error() {
     c.push_str(&route("$default", "m"));
     assert_config_error(&run_to_exit(&c, &["--check"]), "integrations.m.tls_ca");
 }
+
+/// SPEC §12: an `https://` Lambda endpoint (`[aws] lambda_endpoint`, trusted through
+/// the integration's `tls_ca`) carries the signed Invoke API calls; botocore's
+/// `SigV4Auth` agrees with each signature.
+#[test]
+fn a_lambda_function_is_invoked_over_an_https_endpoint() {
+    use crate::lambda::*;
+    let ca = Ca::new("wsgate lambda CA");
+    let backend = TlsBackend::start(&ca, &["127.0.0.1"], "127.0.0.1:0", invoke_fixture());
+    let config = lambda_config(
+        &backend.url("127.0.0.1", ""),
+        "region = \"us-east-1\"",
+        ARN,
+        &tls_ca(&ca.pem_file()),
+    );
+    let gw = Gateway::start_with_env(&config, &ENV);
+    let mut client = Client::connect(gw.listen, "/prod");
+    assert_eq!(client.ask("over tls"), "pong:over tls");
+    let message = backend.inner.wait_event("MESSAGE");
+    assert_invoke(&message, KEY, "us-east-1");
+    assert_eq!(
+        message.header("Host"),
+        Some(format!("127.0.0.1:{}", backend.addr.port()).as_str())
+    );
+    botocore_verifies(&[message], KEY, SECRET, Some(TOKEN), "us-east-1");
+}

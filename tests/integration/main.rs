@@ -20,6 +20,7 @@ mod http_events;
 mod http_pool;
 mod http_routes;
 mod https_backend;
+mod lambda;
 mod limits;
 mod management;
 mod mgmt_hardening;

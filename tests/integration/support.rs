@@ -218,16 +218,27 @@ impl Gateway {
 
     /// Starts a gateway with `config` and extra command-line `args`.
     pub fn start_with(config: &str, args: &[&str]) -> Gateway {
-        Gateway::spawn(config, args, None)
+        Gateway::spawn(config, args, None, None)
+    }
+
+    /// Starts a gateway with `config` and an environment of its own: the test's
+    /// `AWS_*` variables are removed, then `env` is set (AWS credentials, SPEC §12).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::spawn(config, &[], None, Some(env))
     }
 
     /// Starts a gateway whose soft open-file limit starts at `soft` (set by `sh`'s
     /// `ulimit` before `exec`, so the pid is the gateway's).
     pub fn start_with_soft_nofile(config: &str, soft: u32) -> Gateway {
-        Gateway::spawn(config, &[], Some(soft))
+        Gateway::spawn(config, &[], Some(soft), None)
     }
 
-    fn spawn(config: &str, args: &[&str], soft_nofile: Option<u32>) -> Gateway {
+    fn spawn(
+        config: &str,
+        args: &[&str],
+        soft_nofile: Option<u32>,
+        env: Option<&[(&str, &str)]>,
+    ) -> Gateway {
         let config_path = write_config(config);
         let mut command = match soft_nofile {
             None => Command::new(binary()),
@@ -239,6 +250,14 @@ impl Gateway {
                 c
             }
         };
+        if let Some(env) = env {
+            for (k, _) in std::env::vars() {
+                if k.starts_with("AWS_") {
+                    command.env_remove(k);
+                }
+            }
+            command.envs(env.iter().copied());
+        }
         let mut child = command
             .arg("--config")
             .arg(&config_path)
@@ -390,9 +409,27 @@ pub fn run_to_exit(config: &str, args: &[&str]) -> Exit {
     run_path_to_exit(&config_path, args)
 }
 
+/// As [`run_to_exit`], with the environment of [`Gateway::start_with_env`].
+pub fn run_to_exit_with_env(config: &str, env: &[(&str, &str)]) -> Exit {
+    run_to_exit_in(&write_config(config), &[], Some(env))
+}
+
 /// As [`run_to_exit`], with an existing (or missing) config path.
 pub fn run_path_to_exit(config_path: &Path, args: &[&str]) -> Exit {
-    let mut child = Command::new(binary())
+    run_to_exit_in(config_path, args, None)
+}
+
+fn run_to_exit_in(config_path: &Path, args: &[&str], env: Option<&[(&str, &str)]>) -> Exit {
+    let mut command = Command::new(binary());
+    if let Some(env) = env {
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                command.env_remove(k);
+            }
+        }
+        command.envs(env.iter().copied());
+    }
+    let mut child = command
         .arg("--config")
         .arg(config_path)
         .args(args)
