@@ -194,6 +194,13 @@ fn tls_listener(
 
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(config: Config) -> Result<(), Error> {
+    // Handled from the start: a SIGHUP (a log rotation hook) during startup must not
+    // end the process; signals that arrive before the thread below runs wait for it.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])?;
     raise_fd_limit();
     let config = Arc::new(config);
     let n = config.server.workers;
@@ -256,11 +263,6 @@ pub fn run(config: Config) -> Result<(), Error> {
         )?);
     }
 
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ])?;
     let reload_wakers = wakers.clone();
     std::thread::Builder::new()
         .name("wsgate-signals".into())

@@ -253,6 +253,28 @@ fn lookup(name: &str) -> Option<Var> {
 /// Writes a value: JSON-escaped (invalid UTF-8 replaced, so the line stays valid
 /// JSON), or as is with control characters as `\xHH`.
 fn write_text(out: &mut Vec<u8>, json: bool, v: &[u8]) {
+    // A value from a client (a 16 KiB User-Agent) is cut, so a line costs bounded
+    // work however small the message that makes it.
+    let (v, cut) = match v.len() > MAX_VALUE_BYTES {
+        true => {
+            let mut end = MAX_VALUE_BYTES;
+            while end > MAX_VALUE_BYTES - 3 && v[end] & 0xc0 == 0x80 {
+                end -= 1; // not inside a UTF-8 character
+            }
+            (&v[..end], true)
+        }
+        false => (v, false),
+    };
+    write_value(out, json, v);
+    if cut {
+        out.extend_from_slice(b"...");
+    }
+}
+
+/// Longest value written into a line (bytes of the value, before escaping).
+pub const MAX_VALUE_BYTES: usize = 1024;
+
+fn write_value(out: &mut Vec<u8>, json: bool, v: &[u8]) {
     if json {
         match std::str::from_utf8(v) {
             Ok(_) => json::escape_into(out, v),

@@ -1,3 +1,4 @@
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::*;
@@ -189,5 +190,63 @@ fn lines_are_written_in_batches_by_size_or_age() {
     assert_eq!((w.due(), w.buffered()), (None, 0));
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.lines().all(|l| l == "RRRRRRRRRRRRRRR="), "whole lines");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn long_client_values_are_cut_and_stay_valid_json() {
+    let ua = String::from_utf8_lossy(&[0xff; 16 * 1024]).into_owned();
+    let id = identity(Some(&ua));
+    let r = Record {
+        request_id: b"RRRRRRRRRRRRRRR=",
+        identity: Some(&id),
+        ..Record::default()
+    };
+    let line = render("{\"ua\":\"$context.identity.userAgent\"}", &r);
+    let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+    let ua = v["ua"].as_str().unwrap();
+    assert!(ua.ends_with("..."), "cut and marked");
+    assert!(line.len() < 4 * MAX_VALUE_BYTES, "{} bytes", line.len());
+}
+
+#[test]
+fn a_full_pipe_is_retried_after_a_delay_not_at_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::env::temp_dir().join(format!("wsgate-alog-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log.fifo");
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path; mkfifo only reads it.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo");
+    // A reader that never reads, so the writer's open succeeds and the pipe fills.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .unwrap();
+    let settings = writer::Settings {
+        path: writer::Destination::File(path.clone()),
+        format: std::sync::Arc::new(
+            Format::compile("$context.requestId padding-padding-padding").unwrap(),
+        ),
+    };
+    let mut w = writer::Writer::open(&settings).unwrap();
+    let r = Record {
+        request_id: b"RRRRRRRRRRRRRRR=",
+        ..Record::default()
+    };
+    while w.buffered() < 200 * 1024 {
+        w.log(&config(), &r);
+    }
+    w.flush(); // the pipe takes 64 KiB at most
+    assert!(w.buffered() > 0, "a full pipe leaves lines waiting");
+    let now = std::time::Instant::now();
+    let due = w.due().unwrap();
+    assert!(
+        due > now + writer::FLUSH_DELAY / 2,
+        "the next try waits, else the worker would spin"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

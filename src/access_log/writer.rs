@@ -38,6 +38,8 @@ pub const BUFFER_BYTES: usize = 256 * 1024;
 /// under light load (+11% CPU per message in the suite), a write per 64 KiB or
 /// 50 ms costs next to nothing, and a line is at most that late.
 pub const FLUSH_BYTES: usize = 64 * 1024;
+/// Room a line needs at the least; a buffer with less left drops lines unrendered.
+const MIN_LINE_ROOM: usize = 64;
 pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Writes to a pipe up to this size are atomic (POSIX `PIPE_BUF` on Linux).
 const PIPE_BUF: usize = 4096;
@@ -137,6 +139,9 @@ pub struct Writer {
     buf: Vec<u8>,
     /// When the oldest line in `buf` was buffered (`None`: `buf` is empty).
     waiting_since: Option<std::time::Instant>,
+    /// The destination took less than what waited: no new try before this (a full
+    /// pipe must not make the worker spin).
+    retry_at: Option<std::time::Instant>,
     /// The line being rendered (reused).
     line: Vec<u8>,
     /// Lines dropped since [`Writer::take_dropped`] last looked.
@@ -163,6 +168,7 @@ impl Writer {
             format: settings.format.clone(),
             buf: Vec::with_capacity(BUFFER_BYTES),
             waiting_since: None,
+            retry_at: None,
             line: Vec::with_capacity(1024),
             dropped: 0,
             failing: false,
@@ -171,6 +177,11 @@ impl Writer {
 
     /// Renders one line into the buffer, or drops it (counted) when it does not fit.
     pub fn log(&mut self, config: &Config, r: &Record<'_>) {
+        if self.buf.len() + MIN_LINE_ROOM > BUFFER_BYTES {
+            // Full: dropped before any rendering work.
+            self.dropped += 1;
+            return;
+        }
         self.line.clear();
         self.format.render(&mut self.line, config, r);
         self.line.push(b'\n');
@@ -192,10 +203,12 @@ impl Writer {
     /// [`FLUSH_DELAY`]); `None` while nothing waits.
     pub fn due(&self) -> Option<std::time::Instant> {
         let since = self.waiting_since?;
-        if self.buf.len() >= FLUSH_BYTES {
-            return Some(since);
-        }
-        Some(since + FLUSH_DELAY)
+        let due = if self.buf.len() >= FLUSH_BYTES {
+            since
+        } else {
+            since + FLUSH_DELAY
+        };
+        Some(self.retry_at.map_or(due, |r| r.max(due)))
     }
 
     /// Writes what the destination takes now; the rest waits for the next turn.
@@ -237,6 +250,9 @@ impl Writer {
         self.buf.drain(..done);
         if self.buf.is_empty() {
             self.waiting_since = None;
+            self.retry_at = None;
+        } else {
+            self.retry_at = Some(std::time::Instant::now() + FLUSH_DELAY);
         }
     }
 

@@ -862,8 +862,14 @@ impl Worker {
                     self.index
                 );
             }
+            // close_notify only on an established session whose output is all out:
+            // before the handshake (a refused PROXY header, a stalled handshake) a
+            // refused client gets no byte (SPEC §10.2), and after half a record the
+            // alert would corrupt the stream.
             if let Some(tls) = conn.tls.as_mut() {
-                tls.goodbye(&mut conn.stream);
+                if conn.proxy.is_none() && !tls.is_handshaking() && conn.out.is_none() {
+                    tls.goodbye(&mut conn.stream);
+                }
             }
             // Closing the socket removes it from the epoll set: no deregister call.
             conn.release(&mut self.shared.pool);

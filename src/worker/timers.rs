@@ -124,10 +124,16 @@ impl Worker {
                     return self.close_with(key, close::GOING_AWAY, "Idle timeout");
                 }
                 if conn.pong_due.is_some_and(|d| now >= d) {
-                    if !conn.session.pong_seen() {
+                    if conn.session.pong_seen() {
+                        conn.pong_due = None;
+                    } else if conn.read_paused || conn.session.is_holding() {
+                        // Reading waits (calls in flight at their limit, or output
+                        // the client has not taken): the pong may be among the
+                        // bytes not read yet.
+                        conn.pong_due = Some(now + l.pong_timeout);
+                    } else {
                         return self.close_with(key, close::GOING_AWAY, "Ping timeout");
                     }
-                    conn.pong_due = None;
                 }
                 if conn.ping_at.is_some_and(|d| now >= d) {
                     let (interval, pong_timeout) = (l.ping_interval, l.pong_timeout);

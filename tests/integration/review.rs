@@ -158,5 +158,65 @@ fn an_upgrade_closed_in_the_same_read_is_counted_and_logged() {
         (n >= 1.0).then_some(n)
     });
     assert_eq!(connects, 1.0);
-    assert!(gw.stderr().contains("event=connect "), "{}", gw.stderr());
+    // Log lines are written once per loop turn and read from a pipe: wait for it.
+    eventually("the connect log line", Duration::from_secs(5), || {
+        gw.stderr().contains("event=connect ").then_some(())
+    });
+}
+
+#[test]
+fn a_client_held_at_the_in_flight_limit_is_not_closed_for_a_pong_it_sent() {
+    // Its pong sits behind frames the gateway holds until a call finishes; the
+    // pong deadline must not close it meanwhile.
+    let backend = Backend::start(|r| Reply::ok(r.message().unwrap_or_default()).delay_ms(2500));
+    let mut c = api_config(
+        "$request.body.action",
+        None,
+        "ping_interval = \"1s\"\npong_timeout = \"1s\"\nmax_inflight_per_connection = 1",
+    );
+    c.push_str(&aws_integration(
+        "backend",
+        &backend.url("/ws"),
+        "timeout = \"10s\"",
+    ));
+    c.push_str(&route("$default", "backend"));
+    let gw = Gateway::start_with(&c, &["--workers", "1"]);
+    let mut raw = gw.raw();
+    raw.send_text("one");
+    raw.send_text("two"); // held: one call is in flight
+    let mut texts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while texts.len() < 2 {
+        assert!(Instant::now() < deadline, "got {texts:?}");
+        let f = raw.frame();
+        match f.opcode {
+            9 => raw.send(true, 10, &f.payload), // our pong, behind "two"
+            OP_TEXT => texts.push(String::from_utf8(f.payload).unwrap()),
+            8 => panic!(
+                "closed with {:?} {:?} after {texts:?}",
+                f.close_code(),
+                String::from_utf8_lossy(&f.payload[2..])
+            ),
+            _ => {}
+        }
+    }
+    assert_eq!(texts, ["one", "two"]);
+}
+
+#[test]
+fn a_refused_proxy_header_on_a_tls_listener_gets_no_byte() {
+    let dir = temp_dir();
+    let pki = crate::tls::make_pki(&dir, "refuse");
+    let c = echo_config("").replace("[server]\n", "[server]\nproxy_protocol = \"v2\"\n")
+        + &format!(
+            "[server.tls]\ncert = {}\nkey = {}\n",
+            toml_str(&pki.cert.to_string_lossy()),
+            toml_str(&pki.key.to_string_lossy())
+        );
+    let gw = Gateway::start(&c);
+    let mut s = tcp(gw.listen);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut got);
+    assert!(got.is_empty(), "a refused connection was sent {got:?}");
 }
