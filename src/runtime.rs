@@ -138,6 +138,7 @@ fn on_sighup(
         ("server.tls", &listeners[0], &mut configs.client),
         ("management.tls", &listeners[1], &mut configs.management),
     ];
+    let mut reloaded = Vec::new();
     for (table, listener, slot) in slots {
         let Some(l) = listener else {
             continue;
@@ -145,16 +146,21 @@ fn on_sighup(
         match l.load() {
             Ok(c) => {
                 *slot = Some(c);
-                log::info!(
-                    "SIGHUP: {table}: reloaded {} and {}",
-                    l.files.cert.display(),
-                    l.files.key.display()
-                );
+                reloaded.push((table, l));
             }
             Err(e) => log::error!("SIGHUP: {table}.{}: {e}; keeping the previous pair", e.key),
         }
     }
+    // Published before it is logged: a connection accepted after the line uses the
+    // new pair (workers check the generation at every accept).
     reload.publish(configs);
+    for (table, l) in reloaded {
+        log::info!(
+            "SIGHUP: {table}: reloaded {} and {}",
+            l.files.cert.display(),
+            l.files.key.display()
+        );
+    }
     for w in wakers {
         let _ = w.wake();
     }

@@ -44,6 +44,9 @@ impl Worker {
         loop {
             match self.management.accept() {
                 Ok((mut stream, _)) => {
+                    if self.reload.generation() != self.reload_seen {
+                        self.on_reload(); // a SIGHUP's pair, from the first accept on
+                    }
                     self.admin_generation = self.admin_generation.wrapping_add(1);
                     let generation = self.admin_generation;
                     let entry = self.admin.vacant_entry();

@@ -508,6 +508,11 @@ impl Worker {
                 }
             }
         }
+        if self.reload.generation() != self.reload_seen {
+            // A SIGHUP's pair is taken at the first accept after it (the wake-up
+            // that also brings it may come later in this turn).
+            self.on_reload();
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if key >= id::MAX_SLOTS {
