@@ -148,6 +148,12 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
 /// management API; every other one keeps the handshake's answers. An incomplete or
 /// malformed head is `false` (the handshake stashes or refuses it as usual).
 pub fn is_connections_request(buf: &[u8], stage: &str) -> bool {
+    // Upgrades pay one scan of the request line: no `connections/` in it, no call.
+    let first = &buf[..buf.len().min(MAX_URL_BYTES + 64)];
+    let line = &first[..find(first, b"\r\n").unwrap_or(first.len())];
+    if find(line, b"connections/").is_none() {
+        return false;
+    }
     let Some(end) = find(&buf[..buf.len().min(MAX_HEADER_BYTES)], b"\r\n\r\n") else {
         return false;
     };

@@ -2,6 +2,16 @@
 //! port (with the management auth and bounds), while upgrades and every other
 //! request keep §3's answers; without it the client port answers as before.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use tungstenite::Message;
+
 use crate::mgmt::*;
 use crate::support::*;
 
@@ -129,4 +139,118 @@ fn the_setting_needs_an_authenticated_management_api() {
         "the error names the key: {}",
         exit.stderr
     );
+}
+
+#[test]
+fn boto3_drives_connections_on_the_client_port_with_sigv4() {
+    let (key, secret) = (
+        "AKIAWSGATEAPIPORT001",
+        "api/Port+Secret=Key0123456789abcdefXY",
+    );
+    let gw = two_workers(&format!(
+        "auth = \"sigv4\"\naccess_key_id = {}\nsecret_access_key = {}\non_api_listener = true",
+        toml_str(key),
+        toml_str(secret)
+    ));
+    let since = crate::backend::now_ms().to_string();
+    let (mut raw, id) = crate::sdk::client(&gw);
+    let python = crate::sdk::sdk_python();
+    // The SDK pointed at the API's own address, as an AWS handler builds it.
+    let url = format!("http://{}/prod", gw.listen);
+    let id_arg = format!("--id={id}");
+    let message = "posted by boto3 to the api port";
+    let args = [
+        "tests/sdk/management_sdk.py",
+        "--url",
+        &url,
+        &id_arg,
+        "--mode",
+        "ok",
+        "--message",
+        message,
+        "--access-key",
+        key,
+        "--secret-key",
+        secret,
+        "--user-agent",
+        crate::sdk::USER_AGENT,
+        "--not-before-ms",
+        &since,
+    ];
+    let (ok, out, err) = crate::sdk::run(&python, &args, Duration::from_secs(90));
+    assert!(
+        ok,
+        "management_sdk.py against the api port failed:\n{out}\n{err}\ngateway:\n{}",
+        gw.stderr()
+    );
+    assert_eq!(raw.recv_text(), message);
+    raw.expect_close_with(1000, "Connection Closed Normally");
+}
+
+#[test]
+fn over_tls_a_post_on_the_client_port_reaches_a_wss_client() {
+    let dir = temp_dir();
+    let pki = crate::tls::make_pki(&dir, "api");
+    let mut c = whoami_config(TOKEN, "");
+    c.push_str(&format!(
+        "[server.tls]\ncert = {}\nkey = {}\n",
+        toml_str(&pki.cert.to_string_lossy()),
+        toml_str(&pki.key.to_string_lossy())
+    ));
+    let gw = Gateway::start_with(&c, &["--workers", "2"]);
+    let config = tls_client(&pki.ca_pem);
+    let s = tls_connect(gw.listen, config.clone());
+    let url = format!("wss://localhost:{}/prod", gw.listen.port());
+    let (mut ws, _) = tungstenite::client(url.as_str(), s).expect("wss upgrade");
+    ws.send(Message::text("who am i")).unwrap();
+    let id = next_text(&mut ws);
+    // A keep-alive HTTPS connection to the same port: two requests.
+    let mut s = tls_connect(gw.listen, config);
+    let path = format!("/prod/@connections/{id}");
+    let mut bytes = request_bytes("POST", &path, OK, b"over https", false);
+    bytes.extend(request_bytes("GET", &path, OK, b"", true));
+    s.write_all(&bytes).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert!(text.contains("\"connectedAt\""), "{text}");
+    assert_eq!(next_text(&mut ws), "over https");
+}
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+fn tls_client(ca_pem: &str) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let c = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(c)
+}
+
+fn tls_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> Tls {
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(config, name).unwrap();
+    let mut s = StreamOwned::new(conn, tcp(addr));
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).expect("TLS handshake");
+    }
+    s
+}
+
+fn next_text(ws: &mut tungstenite::WebSocket<Tls>) -> String {
+    loop {
+        match ws.read().expect("a message") {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            m => panic!("unexpected {m:?}"),
+        }
+    }
 }
