@@ -254,3 +254,27 @@ fn next_text(ws: &mut tungstenite::WebSocket<Tls>) -> String {
         }
     }
 }
+
+#[test]
+fn management_bounds_hold_on_the_client_port() {
+    let gw = Gateway::start(&whoami_config(TOKEN, "max_message_bytes = 64"));
+    let mut raw = gw.raw();
+    let id = id_of(&mut raw);
+    let path = format!("/prod/@connections/{id}");
+    // A head split across writes (stashed by the handshake first), then handed over.
+    let req = request_bytes("POST", &path, OK, b"split", false);
+    let mut s = tcp(gw.listen);
+    for chunk in req.chunks(7) {
+        s.write_all(chunk).unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(read_response(&mut s).status, 200);
+    assert_eq!(raw.recv_text(), "split");
+    // Over max_message_bytes: 413.
+    call(gw.listen, "POST", &path, OK, &[b'x'; 65]).expect_error(413, "PayloadTooLargeException");
+    // An incomplete next head on the handed-over connection: closed at the header
+    // timeout (5 s), not left open.
+    s.write_all(b"GET /prod/@connections/").unwrap();
+    wait_closed(&mut s, Duration::from_secs(10));
+}
