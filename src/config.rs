@@ -143,6 +143,7 @@ struct RawManagement {
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
     public_paths: Option<Vec<String>>,
+    on_api_listener: Option<bool>,
     tls: Option<RawTls>,
 }
 
@@ -300,6 +301,9 @@ pub struct Management {
     pub public_paths: PublicPaths,
     /// `[management.tls]`: the management API is served over HTTPS.
     pub tls: Option<crate::tls::Files>,
+    /// `on_api_listener` (SPEC §13): the client listener also serves
+    /// `@connections` requests, with this auth (never `none`).
+    pub on_api_listener: bool,
 }
 
 /// The management paths answered without auth (`management.public_paths`, SPEC §8);
@@ -875,10 +879,18 @@ impl Validator<'_> {
                 }
             }
         }
+        let on_api_listener = raw.on_api_listener.unwrap_or(false);
+        if on_api_listener && matches!(auth, Auth::None) {
+            return Err(self.err(
+                "management.on_api_listener",
+                "on_api_listener = true needs auth = \"token\" or \"sigv4\" (the client port is not loopback-only)",
+            ));
+        }
         Ok(Management {
             listen,
             auth,
             public_paths,
+            on_api_listener,
             tls: self.tls("management.tls", raw.tls)?,
         })
     }
@@ -1575,6 +1587,17 @@ route_response = true
         ))
         .unwrap_err();
         assert_eq!(e.key, "management.auth");
+    }
+
+    #[test]
+    fn connections_on_the_api_listener_need_auth() {
+        let e = parse_str(&format!("{ECHO}\n[management]\non_api_listener = true\n")).unwrap_err();
+        assert_eq!(e.key, "management.on_api_listener");
+        let c = parse_str(&format!(
+            "{ECHO}\n[management]\non_api_listener = true\nauth = \"token\"\ntoken = \"t\"\n"
+        ))
+        .unwrap();
+        assert!(c.management.on_api_listener);
     }
 
     #[test]

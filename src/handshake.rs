@@ -141,6 +141,46 @@ pub fn parse<'b>(buf: &'b [u8], stage: &str) -> Result<Option<Upgrade<'b>>, Reje
     parse_resumed(buf, stage, 0)
 }
 
+/// `management.on_api_listener` (SPEC §13): whether `buf` starts with a complete
+/// request head that is a `@connections` call rather than an upgrade: its path
+/// (percent-decoded) is `/{stage}/@connections/...` or `/@connections/...` and it
+/// does not ask for `Upgrade: websocket`. Such a connection is handed to the
+/// management API; every other one keeps the handshake's answers. An incomplete or
+/// malformed head is `false` (the handshake stashes or refuses it as usual).
+pub fn is_connections_request(buf: &[u8], stage: &str) -> bool {
+    // Upgrades pay one scan of the request line: no `connections/` in it, no call.
+    let first = &buf[..buf.len().min(MAX_URL_BYTES + 64)];
+    let line = &first[..find(first, b"\r\n").unwrap_or(first.len())];
+    if find(line, b"connections/").is_none() {
+        return false;
+    }
+    let Some(end) = find(&buf[..buf.len().min(MAX_HEADER_BYTES)], b"\r\n\r\n") else {
+        return false;
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(
+        req.parse(&buf[..end + 4]),
+        Ok(httparse::Status::Complete(_))
+    ) {
+        return false;
+    }
+    let target = req.path.unwrap_or("");
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let path = crate::percent::decode(path.as_bytes());
+    let rest = path
+        .strip_prefix(b"/")
+        .and_then(|p| p.strip_prefix(stage.as_bytes()))
+        .filter(|r| r.starts_with(b"/@connections/"))
+        .unwrap_or(&path);
+    if !rest.starts_with(b"/@connections/") {
+        return false;
+    }
+    !req.headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("upgrade") && has_token(h.value, b"websocket"))
+}
+
 /// [`parse`] of a head whose first `seen` bytes were already looked at (and held no
 /// complete head): the search for its end resumes there, so a head that arrives a
 /// byte at a time costs linear, not quadratic, work.
@@ -406,5 +446,21 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(s.contains("Sec-WebSocket-Version: 13\r\n"));
+    }
+
+    #[test]
+    fn connections_requests_are_told_from_upgrades() {
+        let yes = |r: &str| is_connections_request(r.as_bytes(), "prod");
+        assert!(yes(
+            "POST /prod/@connections/abc HTTP/1.1\r\nHost: x\r\n\r\nbody"
+        ));
+        assert!(yes("GET /@connections/abc HTTP/1.1\r\n\r\n"));
+        assert!(yes("DELETE /prod/%40connections/abc%3D HTTP/1.1\r\n\r\n"));
+        assert!(!yes("POST /prod/@connections/abc HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!yes("POST /other/@connections/abc HTTP/1.1\r\n\r\n"));
+        assert!(!yes("GET /prod HTTP/1.1\r\n\r\n"));
+        assert!(!yes(
+            "GET /prod/@connections/a HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
+        ));
     }
 }

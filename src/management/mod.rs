@@ -83,6 +83,9 @@ pub struct Conn {
     /// With TLS: `out[..sealed]` are records the socket has not taken yet, the rest
     /// is plaintext still to encrypt (so `out.len()` counts everything unsent).
     sealed: usize,
+    /// Handed over from the client listener (SPEC §13): only `@connections` is
+    /// served; `/health` and `/metrics` get §3's 404 there.
+    pub api_listener: bool,
 }
 
 impl Conn {
@@ -107,7 +110,28 @@ impl Conn {
             tls: None,
             accepted: now,
             sealed: 0,
+            api_listener: false,
         }
+    }
+
+    /// A client-listener connection whose first request is a `@connections` call
+    /// (SPEC §13): its socket, its TLS session (if any), the plaintext already read
+    /// (`input`) and the TLS records it has not written yet (`sealed_out`).
+    pub fn handed_over(
+        stream: TcpStream,
+        generation: u32,
+        now: Instant,
+        tls: Option<Box<crate::tls::Session>>,
+        input: &[u8],
+        sealed_out: Vec<u8>,
+    ) -> Conn {
+        let mut c = Conn::new(stream, generation, now);
+        c.input.extend_from_slice(input);
+        c.sealed = sealed_out.len();
+        c.out = sealed_out;
+        c.tls = tls;
+        c.api_listener = true;
+        c
     }
 
     /// The received bytes not yet consumed by a request.

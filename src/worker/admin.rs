@@ -198,7 +198,14 @@ impl Worker {
                 c.close_after = true;
             }
             let generation = c.generation;
-            match parsed.decision {
+            let decision = match parsed.decision {
+                // On the client listener only `@connections` is served (SPEC §13).
+                Decision::Metrics | Decision::Health if c.api_listener => Decision::Respond(
+                    Response::error(404, "NotFoundException", "no such resource"),
+                ),
+                d => d,
+            };
+            match decision {
                 Decision::Respond(r) => self.respond(key, &r),
                 Decision::Refused(why) => {
                     metrics::add(&self.metrics.worker(self.index).management_refused, 1);
@@ -293,6 +300,53 @@ impl Worker {
                 TimerKind::Health,
             ));
         }
+    }
+
+    /// `management.on_api_listener` (SPEC §13): the client connection `key`, still
+    /// handshaking, sent a `@connections` request (`input`: the plaintext read so far,
+    /// its head complete). Its socket, TLS session and input move into the management
+    /// slab and it is served from then on as a management connection. It never was a
+    /// client: no `$connect`/`$disconnect`, no connect count; its client timer goes.
+    pub(super) fn hand_over(&mut self, key: usize, input: &[u8]) -> Option<usize> {
+        self.cancel_client_timer(key);
+        let mut conn = self.conns.try_remove(key)?;
+        let sealed_out = conn.out.take().unwrap_or_default();
+        conn.release(&mut self.shared.pool);
+        self.admin_generation = self.admin_generation.wrapping_add(1);
+        let generation = self.admin_generation;
+        let entry = self.admin.vacant_entry();
+        let admin_key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let mut stream = conn.stream;
+        if self
+            .poll
+            .registry()
+            .reregister(&mut stream, token::management(admin_key), interest)
+            .is_err()
+        {
+            return None;
+        }
+        let mut c = management::Conn::handed_over(
+            stream,
+            generation,
+            self.now,
+            conn.tls.take(),
+            input,
+            sealed_out,
+        );
+        let at = self.now + management::IDLE_TIMEOUT;
+        c.idle_timer = Some(
+            self.timers
+                .arm(at, admin_key, generation, TimerKind::AdminIdle),
+        );
+        entry.insert(c);
+        Some(admin_key)
+    }
+
+    /// Serves a connection [`Worker::hand_over`] moved here (its input may already
+    /// hold complete requests, so no readiness event is waited for).
+    pub(super) fn serve_handed_over(&mut self, admin_key: usize) {
+        self.drive_admin(admin_key);
     }
 
     fn respond(&mut self, key: usize, r: &Response) {

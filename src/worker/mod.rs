@@ -595,6 +595,7 @@ impl Worker {
     fn read_available(&mut self, key: usize) -> bool {
         let mut rbuf = std::mem::take(&mut self.rbuf);
         let mut gone = false;
+        let mut handed = None;
         while let Some(conn) = self.conns.get_mut(key) {
             if conn.session.state() == State::Done {
                 break;
@@ -708,6 +709,18 @@ impl Worker {
                     rbuf[start..STASH_BYTES].copy_from_slice(&stash);
                     self.shared.pool.give(stash);
                 }
+                let end = STASH_BYTES + read;
+                if was == State::Handshaking
+                    && self.shared.config.management.on_api_listener
+                    && handshake::is_connections_request(
+                        &rbuf[start..end],
+                        &self.shared.config.api.stage,
+                    )
+                {
+                    // SPEC §13: a `@connections` call, served by the management API.
+                    handed = self.hand_over(key, &rbuf[start..end]);
+                    break;
+                }
                 conn.session
                     .process(&mut rbuf[start..STASH_BYTES + read], &mut self.shared);
             }
@@ -722,6 +735,9 @@ impl Worker {
             }
         }
         self.rbuf = rbuf;
+        if let Some(admin_key) = handed {
+            self.serve_handed_over(admin_key);
+        }
         gone
     }
 
