@@ -647,6 +647,11 @@ impl Validator<'_> {
             identity_sources.push(source);
         }
         let cache_ttl = self.duration(&key("cache_ttl"), raw.cache_ttl.as_deref(), "0s")?;
+        if !cache_ttl.is_zero() && identity_sources.is_empty() {
+            // The cache is keyed by the identity values: without any, every client
+            // would share the first client's answer.
+            return Err(self.err(key("cache_ttl"), "needs identity_sources (the cache key)"));
+        }
         let ri = RawIntegration {
             kind: "aws_proxy".into(),
             uri: Some(raw.uri),

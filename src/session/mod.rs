@@ -316,7 +316,6 @@ impl Session {
 
     /// The `$connect` answer of an abandoned session: `$disconnect` is owed when it
     /// accepted; either way nothing more happens on this connection.
-
     pub fn on_abandoned_connect(
         &mut self,
         outcome: &Outcome<'_>,

@@ -7,6 +7,7 @@ mod mgmt;
 mod support;
 
 mod access_log;
+mod authorizer;
 mod backpressure;
 mod client_addr;
 mod closes;
