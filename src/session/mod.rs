@@ -1278,6 +1278,7 @@ impl Session {
         if let Some(w) = sx.access_log.as_mut() {
             r.connection_id = &self.id;
             r.identity = self.identity.as_deref();
+            r.authorizer = self.authorizer.as_deref();
             w.log(&sx.config, &r);
         }
     }
