@@ -464,9 +464,12 @@ impl Worker {
         self.shared.pool.give(request);
         let elapsed = self.now.saturating_duration_since(started);
         let ok = matches!(&outcome, Outcome::Reply { status, .. } if (200..300).contains(status));
-        self.metrics
-            .worker(self.index)
-            .integration(route, elapsed, ok);
+        if kind != CallKind::Authorize {
+            // The route's integration metrics count its own backend, not its authorizer.
+            self.metrics
+                .worker(self.index)
+                .integration(route, elapsed, ok);
+        }
         match (&outcome, kind) {
             (Outcome::Failed, _) | (Outcome::TimedOut, _) => {
                 log::info!(

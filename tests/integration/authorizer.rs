@@ -375,3 +375,46 @@ fn config_errors_name_the_key() {
         "authorizers.auth.timeout",
     );
 }
+
+#[test]
+fn frames_sent_before_the_101_wait_for_authorizer_and_connect() {
+    let b = backend();
+    let gw = gateway(&b, "");
+    let mut s = tcp(gw.listen);
+    let mut bytes = upgrade_bytes("/prod?token=allow", &ws_headers("127.0.0.1"));
+    bytes.extend_from_slice(&masked(true, OP_TEXT, b"early"));
+    std::io::Write::write_all(&mut s, &bytes).unwrap();
+    let resp = read_response(&mut s);
+    assert_eq!(resp.status, 101, "{resp:?}");
+    let mut raw = Raw { stream: s };
+    assert_eq!(raw.recv_text(), "early");
+}
+
+#[test]
+fn a_client_that_leaves_while_the_authorizer_runs_costs_nothing() {
+    let b = backend();
+    let gw = gateway(
+        &b,
+        "timeout = \"300ms\""
+            .replace("timeout", "cache_ttl")
+            .as_str(),
+    );
+    let mut s = tcp(gw.listen);
+    std::io::Write::write_all(
+        &mut s,
+        &upgrade_bytes("/prod?token=slow", &ws_headers("127.0.0.1")),
+    )
+    .unwrap();
+    b.wait_for("authorizer call", |r| r.path().starts_with("/auth"));
+    drop(s);
+    // The gateway goes on serving; the one that left never reached `$connect`.
+    assert_eq!(try_connect(&gw, Some("allow")).0, 101);
+    let connect = wait_route_event(&b, "CONNECT");
+    // Past the authorizer's timeout (500ms): the abandoned call has ended too.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(route_events(&b, "CONNECT").len(), 1);
+    // Only the connection that got in owes a `$disconnect`.
+    for d in route_events(&b, "DISCONNECT") {
+        assert_eq!(d.connection_id(), connect.connection_id());
+    }
+}
