@@ -201,9 +201,11 @@ pub fn is_unauthorized_error(payload: &[u8]) -> bool {
 }
 
 /// IAM-style wildcard match (`*`: any run, `?`: one character, case-sensitive). The
-/// greedy two-pointer walk resumes only from the latest `*`, so it does at most
-/// `pattern.len() × text.len()` steps whatever the pattern (no exponential
-/// backtracking on `*a*a*a…`); both sides are bounded by the 8 KB result.
+/// greedy two-pointer walk resumes only from the latest `*` (an earlier star never
+/// needs revisiting), so it does at most `pattern.len() × text.len()` steps whatever
+/// the pattern: no exponential backtracking on `*a*a*a…`. The text is the
+/// `methodArn` or `execute-api:Invoke` (bounded by the config), so the work is linear
+/// in the authorizer's result.
 pub fn matches(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
