@@ -40,6 +40,7 @@ fn bench(c: &mut Criterion) {
                 request_id: b"Yb7cD9eF0gH1iJ2=",
                 identity: &identity,
                 now_ms: 1_795_508_107_456,
+                authorizer: None,
             };
             event::write_message(
                 &mut out,

@@ -72,6 +72,21 @@ struct RawConfig {
     access_log: Option<RawAccessLog>,
     #[serde(default)]
     aws: RawAws,
+    #[serde(default)]
+    authorizers: BTreeMap<String, RawAuthorizer>,
+}
+
+/// `[authorizers.NAME]` (SPEC §11).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthorizer {
+    #[serde(rename = "type")]
+    kind: String,
+    uri: String,
+    #[serde(default)]
+    identity_sources: Vec<String>,
+    timeout: Option<String>,
+    cache_ttl: Option<String>,
 }
 
 /// `[aws]` (SPEC §11, §12).
@@ -185,6 +200,7 @@ struct RawRoute {
     #[serde(default)]
     route_response: bool,
     throttling: Option<RawLimit>,
+    authorizer: Option<String>,
 }
 
 /// `[throttling]` (SPEC §10.3); every key defaults to 0 = unlimited.
@@ -229,6 +245,31 @@ pub struct Config {
     pub access_log: Option<crate::access_log::writer::Settings>,
     pub throttling: Throttling,
     pub aws: Aws,
+    /// `[authorizers.*]` (SPEC §11); a route names one by index.
+    pub authorizers: Vec<Authorizer>,
+}
+
+/// A REQUEST authorizer (SPEC §11): its call rides an `aws_proxy` integration of its
+/// own (appended to [`Config::integrations`], so it gets a pool like any backend).
+#[derive(Debug)]
+pub struct Authorizer {
+    pub name: String,
+    /// Index into [`Config::integrations`].
+    pub integration: usize,
+    pub identity_sources: Vec<IdentitySource>,
+    /// `cache_ttl` [ext]; zero: no cache.
+    pub cache_ttl: Duration,
+    /// `arn:aws:execute-api:{region}:{account}:{api}/{stage}/$connect`.
+    pub method_arn: String,
+}
+
+/// Where an identity value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A handshake header (name lower-cased).
+    Header(String),
+    /// A query-string parameter.
+    Query(String),
 }
 
 /// `[aws]` (SPEC §11, §12).
@@ -407,6 +448,8 @@ pub struct Route {
     pub route_response: bool,
     /// The route's own message limit (unlimited when it sets none).
     pub throttling: Limit,
+    /// `authorizer` (only on `$connect`): index into [`Config::authorizers`].
+    pub authorizer: Option<usize>,
 }
 
 /// Largest frame or message a configuration may allow (the 64-bit length field is
@@ -475,6 +518,13 @@ impl Validator<'_> {
             integrations.push(self.integration(&name, ri, &api.stage_variables, &raw.aws, &aws)?);
             names.push(name);
         }
+        let mut authorizers = Vec::new();
+        for (name, ra) in raw.authorizers {
+            let integration = integrations.len();
+            let (a, i) = self.authorizer(&name, ra, integration, &api, &raw.aws, &aws)?;
+            integrations.push(i);
+            authorizers.push(a);
+        }
         let mut routes = Vec::new();
         let (mut connect_route, mut disconnect_route, mut default_route) = (None, None, None);
         let mut custom = Vec::new();
@@ -513,11 +563,32 @@ impl Validator<'_> {
                 )),
                 _ => custom.push((key.clone(), id)),
             }
+            let authorizer = match rr.authorizer {
+                None => None,
+                Some(_) if key != "$connect" => {
+                    return Err(self.err(
+                        format!("routes.\"{key}\".authorizer"),
+                        "only $connect takes an authorizer",
+                    ))
+                }
+                Some(a) => Some(
+                    authorizers
+                        .iter()
+                        .position(|x: &Authorizer| x.name == a)
+                        .ok_or_else(|| {
+                            self.err(
+                                format!("routes.\"{key}\".authorizer"),
+                                format!("no authorizer named \"{a}\" (define [authorizers.{a}])"),
+                            )
+                        })?,
+                ),
+            };
             routes.push(Route {
                 key,
                 integration,
                 route_response: rr.route_response,
                 throttling: route_throttling,
+                authorizer,
             });
         }
         let expression = Expression::parse(&api.route_selection_expression)
@@ -539,7 +610,96 @@ impl Validator<'_> {
             throttling,
             access_log,
             aws,
+            authorizers,
         })
+    }
+
+    /// `[authorizers.NAME]`: the authorizer and the `aws_proxy` integration its calls
+    /// ride (an HTTP URI or a Lambda function ARN, as an integration's `uri`).
+    fn authorizer(
+        &self,
+        name: &str,
+        raw: RawAuthorizer,
+        integration: usize,
+        api: &Api,
+        raw_aws: &RawAws,
+        aws: &Aws,
+    ) -> Result<(Authorizer, Integration), Error> {
+        let key = |field: &str| format!("authorizers.{name}.{field}");
+        if raw.kind != "request" {
+            return Err(self.err(
+                key("type"),
+                format!("\"{}\" is not supported (only \"request\")", raw.kind),
+            ));
+        }
+        let mut identity_sources = Vec::new();
+        for s in &raw.identity_sources {
+            let source = if let Some(h) = s.strip_prefix("route.request.header.") {
+                IdentitySource::Header(h.to_ascii_lowercase())
+            } else if let Some(q) = s.strip_prefix("route.request.querystring.") {
+                IdentitySource::Query(q.to_string())
+            } else {
+                return Err(self.err(
+                    key("identity_sources"),
+                    format!("\"{s}\" is not route.request.header.NAME or route.request.querystring.NAME"),
+                ));
+            };
+            if matches!(&source, IdentitySource::Header(n) | IdentitySource::Query(n) if n.is_empty())
+            {
+                return Err(self.err(key("identity_sources"), format!("\"{s}\" names nothing")));
+            }
+            identity_sources.push(source);
+        }
+        let cache_ttl = self.duration(&key("cache_ttl"), raw.cache_ttl.as_deref(), "0s")?;
+        if !cache_ttl.is_zero() && identity_sources.is_empty() {
+            // The cache is keyed by the identity values: without any, every client
+            // would share the first client's answer.
+            return Err(self.err(key("cache_ttl"), "needs identity_sources (the cache key)"));
+        }
+        let ri = RawIntegration {
+            kind: "aws_proxy".into(),
+            uri: Some(raw.uri),
+            response: None,
+            timeout: raw.timeout,
+            connect_timeout: None,
+            pool_size: None,
+            max_queued_requests: None,
+            request_parameters: None,
+            status: None,
+            response_template: None,
+            tls_ca: None,
+        };
+        let inner = format!("authorizer:{name}");
+        let mut i = self
+            .integration(&inner, ri, &api.stage_variables, raw_aws, aws)
+            .map_err(|mut e| {
+                let prefix = format!("integrations.{inner}.");
+                if let Some(rest) = e.key.strip_prefix(&prefix) {
+                    e.key = key(rest);
+                }
+                e
+            })?;
+        if let IntegrationKind::Http(h) = &mut i.kind {
+            // The authorizer's answer is read as its own result, never a proxy result.
+            h.lambda = false;
+        }
+        let method_arn = format!(
+            "arn:aws:execute-api:{}:{}:{}/{}/$connect",
+            aws.region.as_deref().unwrap_or("local"),
+            aws.account_id,
+            api.name,
+            api.stage
+        );
+        Ok((
+            Authorizer {
+                name: name.to_string(),
+                integration,
+                identity_sources,
+                cache_ttl,
+                method_arn,
+            },
+            i,
+        ))
     }
 
     /// `[aws]`: the region (file, else `AWS_REGION` / `AWS_DEFAULT_REGION`) and the

@@ -30,6 +30,8 @@ pub struct Common<'a> {
     pub request_id: &'a [u8],
     pub identity: &'a Identity,
     pub now_ms: u64,
+    /// What the `$connect` authorizer allowed with (`requestContext.authorizer`).
+    pub authorizer: Option<&'a crate::authorizer::Context>,
 }
 
 /// Writes `s` as a JSON string, quotes included (the one escaper, [`crate::json`]).
@@ -104,6 +106,10 @@ fn write_context(out: &mut Vec<u8>, c: &Common<'_>, kind: &Kind<'_>) {
     write_str(out, c.connection_id);
     out.extend_from_slice(b",\"apiId\":");
     write_str(out, c.api.name.as_bytes());
+    if let Some(a) = c.authorizer {
+        out.push(b',');
+        a.write_json(out);
+    }
     out.push(b'}');
 }
 
@@ -267,6 +273,41 @@ pub fn write_connect(
     out.extend_from_slice(b",\"isBase64Encoded\":false}");
 }
 
+/// The REQUEST authorizer event (SPEC §11): CONNECT's maps and `requestContext`,
+/// with `type` and `methodArn`, and empty maps when there is no query.
+pub fn write_authorizer(
+    out: &mut Vec<u8>,
+    c: &Common<'_>,
+    method_arn: &str,
+    headers: &[(String, String)],
+    query: Option<&str>,
+) {
+    out.extend_from_slice(b"{\"type\":\"REQUEST\",\"methodArn\":");
+    write_str(out, method_arn.as_bytes());
+    out.push(b',');
+    write_maps(out, "headers", "multiValueHeaders", headers);
+    out.push(b',');
+    let pairs = query.map(query_pairs).unwrap_or_default();
+    write_maps(
+        out,
+        "queryStringParameters",
+        "multiValueQueryStringParameters",
+        &pairs,
+    );
+    out.extend_from_slice(b",\"stageVariables\":{");
+    for (i, (k, v)) in c.api.stage_variables.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k.as_bytes());
+        out.push(b':');
+        write_str(out, v.as_bytes());
+    }
+    out.extend_from_slice(b"},");
+    write_context(out, c, &Kind::Connect);
+    out.push(b'}');
+}
+
 /// The DISCONNECT event (SPEC §5: the headers AWS sends, with empty values).
 pub fn write_disconnect(out: &mut Vec<u8>, c: &Common<'_>, code: u16, reason: &[u8]) {
     let headers = [
@@ -314,6 +355,7 @@ mod tests {
             request_id: b"REQ",
             identity: id,
             now_ms: 1_795_508_107_456,
+            authorizer: None,
         }
     }
 

@@ -13,6 +13,8 @@ pub enum CallKind {
     Connect,
     Message,
     Disconnect,
+    /// The `$connect` route's authorizer (SPEC §11), before `$connect` itself.
+    Authorize,
 }
 
 /// A backend call the session asks the worker to make.
@@ -58,6 +60,7 @@ pub struct Input<'a> {
     pub message_id: &'a [u8],
     pub identity: &'a Identity,
     pub now_ms: u64,
+    pub authorizer: Option<&'a crate::authorizer::Context>,
 }
 
 impl Input<'_> {
@@ -69,6 +72,7 @@ impl Input<'_> {
             request_id: self.request_id,
             identity: self.identity,
             now_ms: self.now_ms,
+            authorizer: self.authorizer,
         }
     }
 }
@@ -76,8 +80,16 @@ impl Input<'_> {
 /// What the request carries besides the ids.
 pub enum Body<'a> {
     Connect(&'a Handshake<'a>),
-    Message { data: &'a [u8], binary: bool },
-    Disconnect { code: u16, reason: &'a [u8] },
+    Message {
+        data: &'a [u8],
+        binary: bool,
+    },
+    Disconnect {
+        code: u16,
+        reason: &'a [u8],
+    },
+    /// The authorizer event, with the authorizer's `methodArn`.
+    Authorize(&'a Handshake<'a>, &'a str),
 }
 
 /// Writes the complete HTTP request for one call into `out`; `scratch` is reused for
@@ -106,6 +118,9 @@ pub fn write_request(
                 Body::Disconnect { code, reason } => {
                     event::write_disconnect(scratch, &c, code, reason)
                 }
+                Body::Authorize(h, arn) => {
+                    event::write_authorizer(scratch, &c, arn, h.headers, h.query)
+                }
             }
             let signed: &[u8] = match &http.invoke {
                 Some(invoke) => signer.sign(
@@ -133,7 +148,7 @@ pub fn write_request(
                 _ => (b"", false),
             };
             let handshake = match body {
-                Body::Connect(h) => Some(h),
+                Body::Connect(h) | Body::Authorize(h, _) => Some(h),
                 _ => handshake,
             };
             let ev = mapping::Event {
@@ -149,6 +164,7 @@ pub fn write_request(
                 headers: handshake.map_or(&[], |h| h.headers),
                 query: handshake.and_then(|h| h.query),
                 body: Some(data).filter(|_| !binary),
+                authorizer: input.authorizer,
             };
             // Mapped headers into `scratch`, then the mapped query after them; a
             // parameter without a value is left out (see `mapping`). `out` (a pooled

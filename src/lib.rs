@@ -5,6 +5,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod access_log;
+pub mod authorizer;
 pub mod aws;
 pub mod buf;
 pub mod close;

@@ -30,6 +30,9 @@ pub enum Source {
     Static(String),
     /// `context.NAME`
     Context(ContextVar),
+    /// `context.authorizer.NAME`: `principalId`, `integrationLatency` or a key of
+    /// the `$connect` authorizer's context (SPEC §11).
+    Authorizer(String),
     /// `stageVariables.NAME`
     StageVariable(String),
     /// `route.request.header.NAME` (the handshake's headers)
@@ -95,6 +98,8 @@ pub struct Event<'a> {
     pub query: Option<&'a str>,
     /// The text message; `None` for binary messages and connection events.
     pub body: Option<&'a [u8]>,
+    /// What the `$connect` authorizer allowed with.
+    pub authorizer: Option<&'a crate::authorizer::Context>,
 }
 
 /// Whether `name` is a parameter name AWS accepts (`^[a-zA-Z0-9._$-]+$`); every such
@@ -143,6 +148,12 @@ pub fn parse_target(t: &str) -> Result<Target, String> {
 pub fn parse_source(s: &str) -> Result<Source, String> {
     if let Some(text) = s.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
         return Ok(Source::Static(text.to_string()));
+    }
+    if let Some(name) = s
+        .strip_prefix("context.authorizer.")
+        .filter(|n| !n.is_empty())
+    {
+        return Ok(Source::Authorizer(name.to_string()));
     }
     if let Some(name) = s.strip_prefix("context.") {
         return CONTEXT_VARS
@@ -225,6 +236,7 @@ impl Source {
         let value: &[u8] = match self {
             Source::Static(text) => text.as_bytes(),
             Source::Context(var) => var.value(ev),
+            Source::Authorizer(name) => ev.authorizer?.get(name)?.as_bytes(),
             Source::StageVariable(name) => ev
                 .stage_variables
                 .iter()
@@ -337,6 +349,7 @@ pub fn fuzz_http_proxy_request(data: &[u8]) {
         message_id: b"MSG",
         identity: &identity,
         now_ms: 0,
+        authorizer: None,
     };
     let handshake = Handshake {
         headers: &headers,
@@ -463,6 +476,7 @@ mod tests {
             headers,
             query: Some("a=1&q=x%20y&q=last"),
             body: Some(br#"{"action":"send","room":{"id":7}}"#),
+            authorizer: None,
         }
     }
 

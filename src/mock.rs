@@ -7,6 +7,8 @@ enum Part {
     Literal(Box<[u8]>),
     InputBody,
     Context(Var),
+    /// `$context.authorizer.NAME` (SPEC §11); empty without an authorizer.
+    Authorizer(Box<str>),
 }
 
 /// A `$context.*` variable a template may name.
@@ -44,6 +46,7 @@ pub struct Context<'a> {
     pub stage: &'a str,
     pub event_type: &'a str,
     pub body: &'a [u8],
+    pub authorizer: Option<&'a crate::authorizer::Context>,
 }
 
 impl Template {
@@ -75,6 +78,11 @@ impl Template {
                     };
                     let part = if name == "input.body" {
                         Part::InputBody
+                    } else if let Some(v) = name
+                        .strip_prefix("context.authorizer.")
+                        .filter(|v| !v.is_empty())
+                    {
+                        Part::Authorizer(v.into())
                     } else if let Some(v) = name.strip_prefix("context.") {
                         let var = VARS
                             .iter()
@@ -138,6 +146,10 @@ fn piece<'a>(p: &'a Part, cx: &Context<'a>) -> &'a [u8] {
         Part::Context(Var::MessageId) => cx.message_id,
         Part::Context(Var::Stage) => cx.stage.as_bytes(),
         Part::Context(Var::EventType) => cx.event_type.as_bytes(),
+        Part::Authorizer(name) => cx
+            .authorizer
+            .and_then(|a| a.get(name))
+            .map_or(b"", str::as_bytes),
     }
 }
 
@@ -155,6 +167,7 @@ mod tests {
             stage: "prod",
             event_type: "MESSAGE",
             body,
+            authorizer: None,
         };
         let mut out = Vec::new();
         t.render_into(&cx, &mut out);

@@ -12,6 +12,8 @@ pub struct Ids<'a> {
     pub connection: &'a [u8],
     pub request: &'a [u8],
     pub message: &'a [u8],
+    /// The `$connect` authorizer's context, for `$context.authorizer.*`.
+    pub authorizer: Option<&'a crate::authorizer::Context>,
 }
 
 /// Appends `{"message": "<text>", "connectionId":"<id>", "requestId":"<id>"}` as one
@@ -70,6 +72,7 @@ pub fn mock_route(
         stage: &config.api.stage,
         event_type: "MESSAGE",
         body,
+        authorizer: ids.authorizer,
     };
     let len = template.rendered_len(&cx);
     // An empty result sends nothing (SPEC §5), but an echo of an empty message is
@@ -115,6 +118,7 @@ pub fn mock_connect(out: &mut Vec<u8>, config: &Config, route: usize, ids: &Ids<
         stage: &config.api.stage,
         event_type: "CONNECT",
         body: b"",
+        authorizer: ids.authorizer,
     };
     let mut body = Vec::with_capacity(template.rendered_len(&cx));
     template.render_into(&cx, &mut body);

@@ -49,9 +49,9 @@ enum Var {
     IntegrationError,
     DisconnectStatusCode,
     DisconnectReason,
-    /// `authorizer.principalId|status|latency|error|<key>`: authorizers come later
-    /// (SPEC §11); until then these render `-`.
-    Authorizer,
+    /// `authorizer.principalId|integrationLatency|latency|<key>` (SPEC §11): the
+    /// connection's authorizer context; `-` without one (and for `status`/`error`).
+    Authorizer(Box<str>),
     /// Documented by AWS for WebSocket APIs but without a value here (`waf.*`,
     /// `identity.caller`, ...): accepted so an AWS format loads, always `-`.
     Unsupported,
@@ -101,10 +101,9 @@ const NAMES: &[(&str, Var)] = &[
     ("identity.userArn", Var::Unsupported),
 ];
 
-/// Prefixes whose every name is accepted: `authorizer.<key>` is the authorizer's
-/// context (SPEC §11); the others are AWS features wsgate does not have.
+/// Prefixes whose every name is accepted: AWS features wsgate does not have
+/// (`authorizer.<key>`, the authorizer's context, is looked up first).
 const PREFIXES: &[(&str, Var)] = &[
-    ("authorizer.", Var::Authorizer),
     ("authorize.", Var::Unsupported),
     ("authenticate.", Var::Unsupported),
     ("waf.", Var::Unsupported),
@@ -235,7 +234,17 @@ impl Format {
             }
             Var::DisconnectStatusCode => num(out, r.disconnect.map(|(c, _)| u64::from(c))),
             Var::DisconnectReason => text(out, r.disconnect.map(|(_, t)| t.as_bytes())),
-            Var::Authorizer | Var::Unsupported => out.push(b'-'),
+            Var::Authorizer(name) => {
+                let name = match &**name {
+                    "latency" => "integrationLatency",
+                    n => n,
+                };
+                text(
+                    out,
+                    r.authorizer.and_then(|a| a.get(name)).map(str::as_bytes),
+                )
+            }
+            Var::Unsupported => out.push(b'-'),
         }
     }
 }
@@ -243,6 +252,9 @@ impl Format {
 fn lookup(name: &str) -> Option<Var> {
     if let Some((_, v)) = NAMES.iter().find(|(n, _)| *n == name) {
         return Some(v.clone());
+    }
+    if let Some(key) = name.strip_prefix("authorizer.").filter(|k| !k.is_empty()) {
+        return Some(Var::Authorizer(key.into()));
     }
     PREFIXES
         .iter()
@@ -384,6 +396,8 @@ pub struct Record<'a> {
     pub integration: Option<Integration>,
     /// `disconnectStatusCode` / `disconnectReason`.
     pub disconnect: Option<(u16, &'a str)>,
+    /// The connection's authorizer context (`authorizer.*`).
+    pub authorizer: Option<&'a crate::authorizer::Context>,
 }
 
 impl Record<'_> {

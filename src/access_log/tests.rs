@@ -83,6 +83,7 @@ fn every_variable_renders_from_the_record() {
             error: Some("boom"),
         }),
         disconnect: Some((4001, "bye")),
+        authorizer: None,
     };
     let vars = [
         ("requestId", "REQ"),
@@ -249,4 +250,24 @@ fn a_full_pipe_is_retried_after_a_delay_not_at_once() {
         "the next try waits, else the worker would spin"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn authorizer_variables_render_the_connection_context() {
+    let crate::authorizer::Decision::Allow(mut a) = crate::authorizer::evaluate(
+        br#"{"principalId":"p1","policyDocument":{"Statement":[{"Action":"*","Effect":"Allow","Resource":"*"}]},"context":{"tenant":"t9","n":3}}"#,
+        "arn",
+    ) else {
+        panic!("allowed")
+    };
+    a.set_latency(12);
+    let r = Record {
+        authorizer: Some(&a),
+        ..Record::default()
+    };
+    let line = render(
+        "$context.authorizer.principalId $context.authorizer.tenant $context.authorizer.n $context.authorizer.latency $context.authorizer.integrationLatency $context.authorizer.missing $context.authorizer.status",
+        &r,
+    );
+    assert_eq!(line, "p1 t9 3 12 12 - -");
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::access_log::{self, EventType, Integration, Record};
 use crate::buf::Pool;
 use crate::close;
-use crate::config::{Config, IntegrationKind};
+use crate::config::{Config, IdentitySource, IntegrationKind};
 use crate::event::{self, Identity};
 use crate::forwarded;
 use crate::frame;
@@ -54,6 +54,17 @@ const SCRATCH_KEEP_BYTES: usize = 256 * 1024;
 struct Pending {
     accept: [u8; 28],
     protocols: Option<Vec<u8>>,
+    /// While the authorizer runs: what `$connect` needs once it allows.
+    replay: Option<Box<Replay>>,
+}
+
+/// The handshake data `$connect` needs after its authorizer answered (SPEC §11).
+#[derive(Debug)]
+struct Replay {
+    headers: Vec<(String, String)>,
+    query: Option<String>,
+    /// The identity-source values, the authorizer cache's key.
+    cache_key: Vec<u8>,
 }
 
 /// One connection's protocol state. Holds buffers only while it needs them.
@@ -97,6 +108,8 @@ pub struct Session {
     bucket: Option<Box<Bucket>>,
     /// `peer_ip` came from a PROXY protocol header: no `X-Forwarded-For` is believed.
     proxied: bool,
+    /// What the `$connect` authorizer allowed with (SPEC §11); only with one.
+    authorizer: Option<Box<crate::authorizer::Context>>,
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -120,6 +133,8 @@ pub struct Scratch {
     /// Signs Lambda integrations' Invoke API calls (SPEC §12); keeps its key and
     /// buffers between calls.
     pub signer: crate::aws::sigv4::Signer,
+    /// Authorizer answers kept for `cache_ttl` (SPEC §11).
+    pub auth_cache: crate::authorizer::Cache,
     /// This worker's access log (SPEC §10.4), when `[access_log]` is configured; the
     /// worker opens it and writes it out once per loop turn.
     pub access_log: Option<access_log::Writer>,
@@ -185,6 +200,7 @@ impl Scratch {
             active: false,
             now_ms: time::now_ms(),
             signer: Default::default(),
+            auth_cache: Default::default(),
             access_log: None,
             listen_port: config.server.listen.port(),
             forwarded_proto: if config.server.tls.is_some() {
@@ -234,6 +250,7 @@ impl Session {
             held: false,
             bucket: None,
             proxied: false,
+            authorizer: None,
         }
     }
 
@@ -288,6 +305,13 @@ impl Session {
     /// Whether the client left while `$connect` was pending.
     pub fn is_abandoned(&self) -> bool {
         self.abandoned
+    }
+
+    /// The client left while the authorizer ran: nothing was registered, nothing is
+    /// owed.
+    pub fn on_abandoned_authorize(&mut self) {
+        self.pending = None;
+        self.state = State::Done;
     }
 
     /// The `$connect` answer of an abandoned session: `$disconnect` is owed when it
@@ -513,11 +537,50 @@ impl Session {
             }
             return true;
         };
+        let config = sx.config.clone();
+        if let Some(a) = config.routes[route].authorizer {
+            let headers = match &self.headers {
+                Some(h) => h.to_vec(),
+                None => with_forwarded(event::request_headers(head)),
+            };
+            return self.authorize(up, route, a, headers, sx);
+        }
+        let parsed;
+        let headers: &[(String, String)] = match &self.headers {
+            Some(h) => h,
+            None => {
+                parsed = with_forwarded(event::request_headers(head));
+                &parsed
+            }
+        };
+        // The headers are parsed before they are needed; only HTTP `$connect` reads
+        // them, and an upgrade is not the message path.
+        let pending = Pending {
+            accept: up.accept,
+            protocols: up.protocols.map(<[u8]>::to_vec),
+            replay: None,
+        };
+        let headers = headers.to_vec();
+        self.run_connect(route, pending, &headers, up.query, sx)
+    }
+
+    /// Runs `$connect`'s integration (after its authorizer, if any): a mock answers
+    /// now, an HTTP backend is called. `true` when the connection is open.
+    fn run_connect(
+        &mut self,
+        route: usize,
+        p: Pending,
+        headers: &[(String, String)],
+        query: Option<&str>,
+        sx: &mut Scratch,
+    ) -> bool {
         let request_id = sx.seq.next_id();
         let config = sx.config.clone();
         match &config.integrations[config.routes[route].integration].kind {
             IntegrationKind::Mock { .. } => {
+                let authorizer = self.authorizer.as_deref();
                 let ids = reply::Ids {
+                    authorizer,
                     connection: &self.id,
                     request: &request_id,
                     message: b"",
@@ -534,22 +597,11 @@ impl Session {
                     self.state = State::Done;
                     return false;
                 }
-                self.accept(&up.accept, None, sx);
+                self.accept(&p.accept, None, sx);
                 true
             }
             IntegrationKind::Http(_) => {
-                let parsed;
-                let headers: &[(String, String)] = match &self.headers {
-                    Some(h) => h,
-                    None => {
-                        parsed = with_forwarded(event::request_headers(head));
-                        &parsed
-                    }
-                };
-                let hs = Handshake {
-                    headers,
-                    query: up.query,
-                };
+                let hs = Handshake { headers, query };
                 let call = self.call(
                     sx,
                     route,
@@ -559,14 +611,200 @@ impl Session {
                     Body::Connect(&hs),
                 );
                 sx.outbox.push(call);
-                self.pending = Some(Box::new(Pending {
-                    accept: up.accept,
-                    protocols: up.protocols.map(<[u8]>::to_vec),
-                }));
+                self.pending = Some(Box::new(p));
                 self.state = State::Connecting;
                 false
             }
         }
+    }
+
+    /// `$connect` has an authorizer (SPEC §11): refuse at once when an identity source
+    /// is missing, answer from the cache, or call the authorizer.
+    fn authorize(
+        &mut self,
+        up: &handshake::Upgrade<'_>,
+        route: usize,
+        a: usize,
+        headers: Vec<(String, String)>,
+        sx: &mut Scratch,
+    ) -> bool {
+        let config = sx.config.clone();
+        let authorizer = &config.authorizers[a];
+        let mut cache_key = Vec::new();
+        let mut value = Vec::new();
+        for source in &authorizer.identity_sources {
+            let found = match source {
+                IdentitySource::Header(name) => headers
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| {
+                        value.clear();
+                        value.extend_from_slice(v.as_bytes());
+                    }),
+                IdentitySource::Query(name) => up
+                    .query
+                    .and_then(|q| event::query_value(q, name.as_bytes(), &mut value)),
+            };
+            if found.is_none() || value.is_empty() {
+                return self.refuse_authorizer(401, None, sx);
+            }
+            cache_key.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            cache_key.extend_from_slice(&value);
+        }
+        let pending = Pending {
+            accept: up.accept,
+            protocols: up.protocols.map(<[u8]>::to_vec),
+            replay: None,
+        };
+        if !authorizer.cache_ttl.is_zero() {
+            if let Some(d) = sx.auth_cache.get(a, &cache_key, sx.now_ms).cloned() {
+                return self.apply_decision(route, pending, d, &headers, up.query, sx);
+            }
+        }
+        let request_id = sx.seq.next_id();
+        let hs = Handshake {
+            headers: &headers,
+            query: up.query,
+        };
+        let call = self.call(
+            sx,
+            route,
+            CallKind::Authorize,
+            request_id,
+            b"",
+            Body::Authorize(&hs, &authorizer.method_arn),
+        );
+        sx.outbox.push(call);
+        self.pending = Some(Box::new(Pending {
+            replay: Some(Box::new(Replay {
+                headers,
+                query: up.query.map(str::to_string),
+                cache_key,
+            })),
+            ..pending
+        }));
+        self.state = State::Connecting;
+        false
+    }
+
+    /// The authorizer answered: go on with `$connect`, or refuse the upgrade.
+    /// `true` when the connection opened.
+    pub fn on_authorize_outcome(
+        &mut self,
+        outcome: Outcome<'_>,
+        call: &access_log::Call<'_>,
+        sx: &mut Scratch,
+    ) -> bool {
+        use crate::authorizer::{evaluate, Decision};
+        if self.state != State::Connecting {
+            return false;
+        }
+        let Some(mut p) = self.pending.take() else {
+            return false;
+        };
+        let Some(replay) = p.replay.take() else {
+            return false;
+        };
+        let config = sx.config.clone();
+        let Some(route) = config.connect_route else {
+            return false;
+        };
+        let Some(a) = config.routes[route].authorizer else {
+            return false;
+        };
+        let authorizer = &config.authorizers[a];
+        let decision = match outcome {
+            Outcome::Reply { status, body, .. } => match evaluate(body, &authorizer.method_arn) {
+                Decision::Unauthorized => Decision::Unauthorized,
+                _ if !(200..300).contains(&status) => {
+                    Decision::Error("the authorizer answered a non-2xx status")
+                }
+                d => d,
+            },
+            Outcome::Failed => Decision::Error("the authorizer is unreachable or failed"),
+            Outcome::TimedOut => Decision::Error("the authorizer timed out"),
+        };
+        let decision = match decision {
+            Decision::Allow(mut c) => {
+                c.set_latency(call.latency_ms);
+                Decision::Allow(c)
+            }
+            Decision::Error(why) => {
+                log::error!("authorizer {}: {why}", authorizer.name);
+                Decision::Error(why)
+            }
+            d => d,
+        };
+        if !authorizer.cache_ttl.is_zero() && !matches!(decision, Decision::Error(_)) {
+            let ttl = authorizer.cache_ttl.as_millis() as u64;
+            sx.auth_cache.put(
+                a,
+                replay.cache_key,
+                sx.now_ms.saturating_add(ttl),
+                decision.clone(),
+            );
+        }
+        self.apply_decision(
+            route,
+            *p,
+            decision,
+            &replay.headers,
+            replay.query.as_deref(),
+            sx,
+        );
+        self.state == State::Open
+    }
+
+    /// Carries out an authorizer's decision: `$connect` runs on Allow.
+    fn apply_decision(
+        &mut self,
+        route: usize,
+        p: Pending,
+        decision: crate::authorizer::Decision,
+        headers: &[(String, String)],
+        query: Option<&str>,
+        sx: &mut Scratch,
+    ) -> bool {
+        use crate::authorizer::Decision;
+        match decision {
+            Decision::Allow(c) => {
+                self.authorizer = Some(Box::new(c));
+                self.run_connect(route, p, headers, query, sx)
+            }
+            Decision::Deny => self.refuse_authorizer(403, None, sx),
+            Decision::Unauthorized => self.refuse_authorizer(401, None, sx),
+            Decision::Error(_) => {
+                self.refuse_authorizer(500, Some(access_log::INTEGRATION_FAILURE), sx)
+            }
+        }
+    }
+
+    /// Refuses the upgrade with the authorizer's JSON answer for `status`.
+    fn refuse_authorizer(
+        &mut self,
+        status: u16,
+        error: Option<access_log::ErrorInfo>,
+        sx: &mut Scratch,
+    ) -> bool {
+        use crate::authorizer::{FAILED, FORBIDDEN, UNAUTHORIZED};
+        let body = match status {
+            401 => UNAUTHORIZED,
+            403 => FORBIDDEN,
+            _ => FAILED,
+        };
+        handshake::write_status(&mut sx.wbuf, status, None, "application/json", body);
+        self.state = State::Done;
+        if sx.access_log.is_some() {
+            let request_id = sx.seq.next_id();
+            let mut r = connect_record(&request_id, sx.now_ms, status);
+            r.error = error;
+            self.access(sx, r);
+        }
+        if status < 500 {
+            metrics::add(&sx.metrics.worker(sx.worker).client_errors, 1);
+        }
+        false
     }
 
     fn accept(&mut self, accept: &[u8; 28], protocol: Option<&[u8]>, sx: &mut Scratch) {
@@ -591,6 +829,7 @@ impl Session {
             message_id,
             identity: self.identity.as_deref().expect("set at the upgrade"),
             now_ms,
+            authorizer: self.authorizer.as_deref(),
         }
     }
 
@@ -838,9 +1077,14 @@ impl Session {
             ..
         } = sx;
         let config = &**config;
-        let IntegrationKind::Http(http) =
-            &config.integrations[config.routes[route].integration].kind
-        else {
+        let integration = match kind {
+            CallKind::Authorize => {
+                let a = config.routes[route].authorizer.expect("an authorizer call");
+                config.authorizers[a].integration
+            }
+            _ => config.routes[route].integration,
+        };
+        let IntegrationKind::Http(http) = &config.integrations[integration].kind else {
             unreachable!("only HTTP integrations make calls");
         };
         let mut request = pool.take();
@@ -974,7 +1218,9 @@ impl Session {
         match &config.integrations[config.routes[route].integration].kind {
             IntegrationKind::Mock { status, .. } => {
                 let failed = config.routes[route].route_response && !(200..300).contains(status);
+                let authorizer = self.authorizer.as_deref();
                 let ids = reply::Ids {
+                    authorizer,
                     connection: &self.id,
                     request: &request_id,
                     message: &message_id,
@@ -1032,6 +1278,7 @@ impl Session {
         if let Some(w) = sx.access_log.as_mut() {
             r.connection_id = &self.id;
             r.identity = self.identity.as_deref();
+            r.authorizer = self.authorizer.as_deref();
             w.log(&sx.config, &r);
         }
     }

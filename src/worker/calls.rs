@@ -54,7 +54,7 @@ impl Worker {
 
     fn start_call(&mut self, client: Option<(usize, u32)>, out: Outgoing) {
         let config = &self.shared.config;
-        let integration = config.routes[out.route].integration;
+        let integration = integration_of(config, out.route, out.kind);
         let IntegrationKind::Http(http) = &config.integrations[integration].kind else {
             unreachable!("only HTTP integrations make calls");
         };
@@ -308,14 +308,38 @@ impl Worker {
             );
         }
         let route = self.calls[ck].route;
-        let integration = self.shared.config.routes[route].integration;
+        let kind = self.calls[ck].kind;
+        let integration = integration_of(&self.shared.config, route, kind);
         let (lambda, invoke) = match &self.shared.config.integrations[integration].kind {
             IntegrationKind::Http(h) => (h.lambda, h.invoke.as_ref()),
             _ => (false, None),
         };
         let range = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &buf[r]);
         let invoke_failed = invoke.filter(|_| resp.function_error || resp.status >= 300);
-        if let Some(invoke) = invoke_failed {
+        if kind == CallKind::Authorize && invoke.is_some() && resp.function_error {
+            // A Lambda authorizer that throws "Unauthorized" refuses with 401 (SPEC
+            // §11); any other function error is the authorizer failing.
+            let body = &buf[resp.body.clone()];
+            if crate::authorizer::is_unauthorized_error(body) {
+                self.finish_call(
+                    ck,
+                    Outcome::Reply {
+                        status: 200,
+                        body: b"\"Unauthorized\"",
+                        content_type: None,
+                        protocol: None,
+                    },
+                );
+            } else {
+                let detail = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                log::error!(
+                    "worker {}: Lambda authorizer failed: {}",
+                    self.index,
+                    detail.escape_debug()
+                );
+                self.finish_call(ck, Outcome::Failed);
+            }
+        } else if let Some(invoke) = invoke_failed {
             // A function error or an Invoke API error: "Internal server error" (SPEC
             // §12). The log names the function, never credentials: an Invoke API
             // error's body can quote the canonical request (the session token), so
@@ -440,9 +464,12 @@ impl Worker {
         self.shared.pool.give(request);
         let elapsed = self.now.saturating_duration_since(started);
         let ok = matches!(&outcome, Outcome::Reply { status, .. } if (200..300).contains(status));
-        self.metrics
-            .worker(self.index)
-            .integration(route, elapsed, ok);
+        if kind != CallKind::Authorize {
+            // The route's integration metrics count its own backend, not its authorizer.
+            self.metrics
+                .worker(self.index)
+                .integration(route, elapsed, ok);
+        }
         match (&outcome, kind) {
             (Outcome::Failed, _) | (Outcome::TimedOut, _) => {
                 log::info!(
@@ -520,6 +547,25 @@ impl Worker {
                     self.resumes.push(key);
                 }
             }
+            CallKind::Authorize if conn.session.is_abandoned() => {
+                conn.session.on_abandoned_authorize();
+                return self.close(key);
+            }
+            CallKind::Authorize => {
+                let opened = conn
+                    .session
+                    .on_authorize_outcome(outcome, call, &mut self.shared);
+                // Allowed: `$connect`'s own call, if it has one, goes out now.
+                self.start_calls(Some((key, generation)));
+                if opened {
+                    self.sync_timer(key);
+                    let conn = &mut self.conns[key];
+                    conn.session.resume(&mut self.shared);
+                    self.start_calls(Some((key, generation)));
+                    self.finish_output(key);
+                    return self.resume_reading(key);
+                }
+            }
             CallKind::Disconnect => {}
         }
         self.finish_output(key);
@@ -574,5 +620,13 @@ impl Worker {
         if let Some(out) = conn.session.disconnect_call(&mut self.shared) {
             self.start_call(None, out);
         }
+    }
+}
+
+/// The integration a call rides: the route's, or its authorizer's.
+fn integration_of(config: &crate::config::Config, route: usize, kind: CallKind) -> usize {
+    match (kind, config.routes[route].authorizer) {
+        (CallKind::Authorize, Some(a)) => config.authorizers[a].integration,
+        _ => config.routes[route].integration,
     }
 }

@@ -32,10 +32,15 @@ fn route_responses_that_pile_up_past_twice_the_limit_close_with_1008() {
     // (The gateway may close before all are written: write errors are expected.)
     let body = "x".repeat(1_000_000);
     raw.write_lossy(&masked(true, OP_TEXT, body.as_bytes()).repeat(24));
-    backend.wait_until("24 MESSAGE calls", WAIT, |r| r.len() >= 24);
+    // Until the calls are made (generous: 24 MB through the fixture is slow on a busy
+    // 2-core machine), or the gateway already closed the client for its queue.
+    let t = Instant::now();
+    while backend.requests().len() < 24 && t.elapsed() < Duration::from_secs(60) {
+        thread::sleep(Duration::from_millis(100));
+    }
     thread::sleep(Duration::from_millis(1500)); // the echoes come back, unread
     let (mut echoes, mut close) = (0, None);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while close.is_none() && Instant::now() < deadline {
         let f = raw.frame();
         match f.opcode {
