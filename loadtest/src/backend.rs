@@ -3,6 +3,17 @@
 //! (`echo`), or the `body` field of an API Gateway event (`event-body`, what `rr`
 //! needs through an `aws_proxy` route); optionally after a delay and/or chunked.
 //! Pipelined requests are answered in order; all replies of a read go out in one write.
+//!
+//! With `event-body` it also stands in for the two other things wsgate calls:
+//! - the Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`, what a
+//!   Lambda `uri` with `[aws] lambda_endpoint` pointing here sends): the reply is a
+//!   Lambda proxy result `{"statusCode":200,"body":"<the event's body>"}` (just
+//!   `{"statusCode":200}` for events without a body). Signatures are not verified
+//!   (the gateway's tests do that), but an Invoke without an
+//!   `Authorization: AWS4-HMAC-SHA256 ...` header counts as a fault;
+//! - a REQUEST authorizer (a body with `"type":"REQUEST"` and a `methodArn`, over plain
+//!   HTTP or Invoke): the reply is a policy allowing `execute-api:Invoke` on that
+//!   methodArn.
 
 use crate::cpu;
 use crate::http::{self, Parsed};
@@ -39,6 +50,11 @@ pub struct BackendResult {
     pub requests: u64,
     pub connections: u64,
     pub bad_requests: u64,
+    /// Lambda Invoke requests without a SigV4 `Authorization` header.
+    pub faults: u64,
+    /// Of `requests`: Lambda Invoke calls and authorizer calls.
+    pub invokes: u64,
+    pub authorizations: u64,
     pub elapsed: Duration,
     pub cpu: cpu::CpuTimes,
 }
@@ -55,6 +71,9 @@ impl BackendResult {
             .add("requests", self.requests)
             .add("connections", self.connections)
             .add("bad_requests", self.bad_requests)
+            .add("invokes", self.invokes)
+            .add("authorizations", self.authorizations)
+            .add("faults", self.faults)
             .add("backend_cpu_user_s", r3(self.cpu.user.as_secs_f64()))
             .add("backend_cpu_sys_s", r3(self.cpu.sys.as_secs_f64()))
             .add("backend_cpu_us_per_request", r3(per));
@@ -76,6 +95,9 @@ struct ThreadStats {
     requests: u64,
     connections: u64,
     bad: u64,
+    faults: u64,
+    invokes: u64,
+    authorizations: u64,
 }
 
 impl Backend {
@@ -117,6 +139,9 @@ impl Backend {
                 r.requests += s.requests;
                 r.connections += s.connections;
                 r.bad_requests += s.bad;
+                r.faults += s.faults;
+                r.invokes += s.invokes;
+                r.authorizations += s.authorizations;
             }
         }
         r.elapsed = self.started.elapsed();
@@ -324,7 +349,18 @@ fn handle_input(
                         Mode::Echo => req_body,
                         Mode::EventBody => {
                             body_buf.clear();
-                            http::event_body(req_body, body_buf);
+                            event_reply(req_body, h.lambda_invoke, body_buf, st);
+                            if h.lambda_invoke && !h.sigv4 {
+                                st.faults += 1;
+                                // 1st, 10th, 100th, ...: visible while the backend runs.
+                                if is_power_of_ten(st.faults) {
+                                    eprintln!(
+                                        "wsgate-load backend: fault: Invoke request without a \
+                                         SigV4 Authorization header ({} on this thread)",
+                                        st.faults
+                                    );
+                                }
+                            }
                             body_buf
                         }
                     };
@@ -350,6 +386,54 @@ fn handle_input(
         c.close_after = true;
     }
     r.is_ok()
+}
+
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
+}
+
+/// The `event-body` reply to `req` in `out`: an authorizer's Allow policy, else the
+/// event's body, wrapped as a Lambda proxy result when the call is a Lambda Invoke.
+fn event_reply(req: &[u8], lambda_invoke: bool, out: &mut Vec<u8>, st: &mut ThreadStats) {
+    if lambda_invoke {
+        st.invokes += 1;
+    }
+    if authorizer_policy(req, out) {
+        st.authorizations += 1;
+        return;
+    }
+    if !lambda_invoke {
+        http::event_body(req, out);
+        return;
+    }
+    out.extend_from_slice(b"{\"statusCode\":200");
+    let mark = out.len();
+    if http::event_body(req, out) {
+        let body = out.split_off(mark);
+        out.extend_from_slice(b",\"body\":");
+        http::push_json_string(out, &body);
+    }
+    out.push(b'}');
+}
+
+/// An Allow policy for a REQUEST authorizer event's methodArn in `out`; false (and `out`
+/// untouched) when `req` is not such an event.
+pub fn authorizer_policy(req: &[u8], out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    if !http::authorizer_method_arn(req, out) {
+        return false;
+    }
+    let arn = out.split_off(start);
+    out.extend_from_slice(
+        b"{\"principalId\":\"u\",\"policyDocument\":{\"Version\":\"2012-10-17\",\
+          \"Statement\":[{\"Action\":\"execute-api:Invoke\",\"Effect\":\"Allow\",\"Resource\":",
+    );
+    http::push_json_string(out, &arn);
+    out.extend_from_slice(b"}]}}");
+    true
 }
 
 fn reason(status: u16) -> &'static str {

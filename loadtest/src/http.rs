@@ -125,6 +125,10 @@ pub struct RequestHead {
     pub total_len: usize,
     /// `Connection: close` was asked.
     pub close: bool,
+    /// The Lambda Invoke API: `POST /2015-03-31/functions/{name}/invocations`.
+    pub lambda_invoke: bool,
+    /// An `Authorization: AWS4-HMAC-SHA256 ...` header is present (not verified).
+    pub sigv4: bool,
 }
 
 /// Parses one request with a Content-Length (or no) body.
@@ -139,6 +143,13 @@ pub fn parse_request(buf: &[u8]) -> Parsed<RequestHead> {
     let close = r.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
     });
+    let lambda_invoke = r.method == Some("POST")
+        && r.path.is_some_and(|p| {
+            p.starts_with("/2015-03-31/functions/") && p.ends_with("/invocations")
+        });
+    let sigv4 = r.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("authorization") && h.value.starts_with(b"AWS4-HMAC-SHA256 ")
+    });
     match body_framing(r.headers) {
         Framing::Length(n) => {
             if buf.len() < hl + n {
@@ -148,6 +159,8 @@ pub fn parse_request(buf: &[u8]) -> Parsed<RequestHead> {
                     body_start: hl,
                     total_len: hl + n,
                     close,
+                    lambda_invoke,
+                    sigv4,
                 })
             }
         }
@@ -189,6 +202,44 @@ pub fn event_body(event: &[u8], out: &mut Vec<u8>) -> bool {
         }
     }
     true
+}
+
+/// The `methodArn` string of a REQUEST authorizer event (`"type":"REQUEST"`), unescaped,
+/// appended to `out`; false when `event` is not one.
+pub fn authorizer_method_arn(event: &[u8], out: &mut Vec<u8>) -> bool {
+    if find(event, b"\"type\":\"REQUEST\"").is_none() {
+        return false;
+    }
+    let Some(i) = find(event, b"\"methodArn\":\"") else {
+        return false;
+    };
+    let start = out.len();
+    if unescape(&event[i + 13..], out).is_none() {
+        out.truncate(start);
+        return false;
+    }
+    true
+}
+
+/// Appends `s` as a JSON string (quotes included).
+pub fn push_json_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    for &c in s {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            c if c < 0x20 => {
+                out.extend_from_slice(b"\\u00");
+                out.push(b"0123456789abcdef"[(c >> 4) as usize]);
+                out.push(b"0123456789abcdef"[(c & 15) as usize]);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(b'"');
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
