@@ -8,6 +8,7 @@ mod support;
 
 mod access_log;
 mod api_listener;
+mod aws_chat;
 mod backpressure;
 mod client_addr;
 mod closes;
