@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -34,16 +34,26 @@ struct Emulator {
 impl Emulator {
     fn start(store: &Path) -> Emulator {
         let dir = example_dir();
-        let setup = Command::new("sh")
-            .arg(dir.join("setup.sh"))
-            .output()
-            .expect("examples/aws-chat/setup.sh needs sh, node and npm on PATH");
-        assert!(
-            setup.status.success(),
-            "examples/aws-chat/setup.sh (npm install) failed: {}{}",
-            String::from_utf8_lossy(&setup.stdout),
-            String::from_utf8_lossy(&setup.stderr)
-        );
+        // One `npm install` per test process: two at once in one folder would race.
+        static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
+        let setup = SETUP.get_or_init(|| {
+            let out = Command::new("sh")
+                .arg(example_dir().join("setup.sh"))
+                .output()
+                .map_err(|e| format!("cannot run sh: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        });
+        if let Err(e) = setup {
+            panic!("examples/aws-chat/setup.sh (npm install; needs node and npm) failed: {e}");
+        }
         let mut child = Command::new("node")
             .arg(dir.join("emulator.js"))
             .arg("0")
