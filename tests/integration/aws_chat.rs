@@ -262,6 +262,14 @@ fn aws_chat_handlers_fan_out_through_connections_on_the_api_listener() {
         users.push((raw, new_id(&store, &before)));
     }
     chat(&gw, &emu, &store, users);
+    // The emulator takes only SigV4-shaped calls (the gateway's passed above).
+    let emulator: SocketAddr = ([127, 0, 0, 1], emu.port).into();
+    let unsigned = http(
+        emulator,
+        b"POST /2015-03-31/functions/onconnect/invocations HTTP/1.1\r\nHost: x\r\n\
+          Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(unsigned.status, 403, "{unsigned:?}");
 }
 
 /// The example exactly as written, `$connect` behind `authorizer.js` (SPEC §11):
