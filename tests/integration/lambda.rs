@@ -274,14 +274,14 @@ fn a_lambda_uri_without_credentials_or_region_is_a_startup_error() {
     let fixture = invoke_fixture();
     let config = lambda_config(&fixture.url(""), "region = \"us-east-1\"", ARN, "");
     let mut gw_env = vec![("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")];
-    let exit = run_to_exit_with_env(&config, &gw_env);
+    let exit = run_to_exit_with_env(&config, &[], &gw_env);
     assert!(
         !exit.status.success() && exit.stderr.contains("needs AWS credentials"),
         "{exit:?}"
     );
     gw_env.extend(ENV);
     let config = lambda_config(&fixture.url(""), "", ARN, "");
-    let exit = run_to_exit_with_env(&config, &gw_env);
+    let exit = run_to_exit_with_env(&config, &[], &gw_env);
     assert!(
         !exit.status.success() && exit.stderr.contains("region"),
         "{exit:?}"

@@ -9,6 +9,7 @@ mod support;
 mod access_log;
 mod api_listener;
 mod authorizer;
+mod aws_chat;
 mod backpressure;
 mod client_addr;
 mod closes;

@@ -410,8 +410,8 @@ pub fn run_to_exit(config: &str, args: &[&str]) -> Exit {
 }
 
 /// As [`run_to_exit`], with the environment of [`Gateway::start_with_env`].
-pub fn run_to_exit_with_env(config: &str, env: &[(&str, &str)]) -> Exit {
-    run_to_exit_in(&write_config(config), &[], Some(env))
+pub fn run_to_exit_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Exit {
+    run_to_exit_in(&write_config(config), args, Some(env))
 }
 
 /// As [`run_to_exit`], with an existing (or missing) config path.
