@@ -326,10 +326,10 @@ impl Worker {
     /// Writes the access-log lines when they are due (`all`: whatever waits).
     fn flush_access_log(&mut self, all: bool) {
         if let Some(log) = self.shared.access_log.as_mut() {
-            if !all && log.due().is_none_or(|due| due > self.now) {
-                return;
+            if all || log.due().is_some_and(|due| due <= self.now) {
+                log.flush();
             }
-            log.flush();
+            // Drops are counted every turn, written or not.
             let dropped = log.take_dropped();
             if dropped > 0 {
                 metrics::add(&self.metrics.worker(self.index).access_log_dropped, dropped);
