@@ -497,6 +497,19 @@ impl Worker {
         self.drain_progress();
     }
 
+    /// A call (`$connect`'s, or an authorizer's when `$connect` has none) answered
+    /// and the upgrade went out: the connection's timers start, the frames it sent
+    /// early are processed, and reading goes on (it stopped at the early-input
+    /// bound, and bytes that waited meanwhile raise no new event).
+    fn upgraded_after_call(&mut self, key: usize, generation: u32) {
+        self.sync_timer(key);
+        let conn = &mut self.conns[key];
+        conn.session.resume(&mut self.shared);
+        self.start_calls(Some((key, generation)));
+        self.finish_output(key);
+        self.resume_reading(key);
+    }
+
     /// Hands a call's outcome to its client's session, if the client is still there.
     fn deliver(
         &mut self,
@@ -524,14 +537,7 @@ impl Worker {
                     .session
                     .on_connect_outcome(outcome, call, &mut self.shared)
                 {
-                    self.sync_timer(key);
-                    let conn = &mut self.conns[key];
-                    conn.session.resume(&mut self.shared);
-                    self.start_calls(Some((key, generation)));
-                    // Reading stopped at the early-input bound; bytes that waited
-                    // meanwhile raise no new event.
-                    self.finish_output(key);
-                    return self.resume_reading(key);
+                    return self.upgraded_after_call(key, generation);
                 }
             }
             CallKind::Message => {
@@ -558,12 +564,7 @@ impl Worker {
                 // Allowed: `$connect`'s own call, if it has one, goes out now.
                 self.start_calls(Some((key, generation)));
                 if opened {
-                    self.sync_timer(key);
-                    let conn = &mut self.conns[key];
-                    conn.session.resume(&mut self.shared);
-                    self.start_calls(Some((key, generation)));
-                    self.finish_output(key);
-                    return self.resume_reading(key);
+                    return self.upgraded_after_call(key, generation);
                 }
             }
             CallKind::Disconnect => {}
