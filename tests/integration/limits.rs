@@ -3,7 +3,7 @@
 //! client that sends a lot while `$connect` is pending still gets its `$disconnect`
 //! (9), and `lastActiveAt` / `route.request.header.*` mean what SPEC §5 and §8 say (12).
 
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,20 +29,9 @@ fn a_client_that_never_reads_cannot_queue_past_the_outbound_limit() {
         .set_write_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let batch = kib_messages(64);
-    let cap = 256 * 1024 * 1024;
-    let mut sent = 0usize;
-    let mut peak = start_rss;
-    while sent < cap {
-        match slow.stream.write(&batch) {
-            Ok(n) => sent += n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-            Err(e) => panic!("write failed after {sent} bytes: {e}"),
-        }
-        if sent % (8 << 20) < batch.len() {
-            peak = peak.max(gw.rss_kib());
-        }
-    }
-    peak = peak.max(gw.rss_kib());
+    let (sent, peak) = flood_until_stalled(&gw, batch.len(), 256 << 20, || {
+        slow.stream.write_all(&batch)
+    });
     // The limit (1 MiB) plus socket buffers on both sides; far below what one
     // unbounded loop turn queued before.
     assert!(

@@ -932,3 +932,34 @@ pub fn parse_error_frame(frame: &str, message: &str) -> (String, String) {
     );
     (conn.to_string(), req.to_string())
 }
+
+/// Calls `write` (one batch of `batch` bytes to a client that never reads) until it
+/// fails because the gateway stopped reading (would block or timed out) or `cap`
+/// bytes went out. Returns the bytes sent and the gateway's RSS peak (KiB) meanwhile.
+pub fn flood_until_stalled(
+    gw: &Gateway,
+    batch: usize,
+    cap: usize,
+    mut write: impl FnMut() -> io::Result<()>,
+) -> (usize, u64) {
+    let mut sent = 0usize;
+    let mut peak = gw.rss_kib();
+    while sent < cap {
+        match write() {
+            Ok(()) => sent += batch,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("write failed after {sent} bytes: {e}"),
+        }
+        if sent % (8 << 20) < batch {
+            peak = peak.max(gw.rss_kib());
+        }
+    }
+    (sent, peak.max(gw.rss_kib()))
+}

@@ -499,31 +499,13 @@ fn a_tls_client_that_never_reads_cannot_queue_past_the_outbound_limit() {
     sock.set_write_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let batch = masked(true, OP_TEXT, &[b'x'; 1024]).repeat(16);
-    let cap = 256usize << 20;
-    let mut sent = 0usize;
-    let mut peak = start_rss;
-    'outer: while sent < cap {
-        conn.writer().write_all(&batch).unwrap();
-        sent += batch.len();
+    let (sent, peak) = flood_until_stalled(&gw, batch.len(), 256 << 20, || {
+        conn.writer().write_all(&batch)?;
         while conn.wants_write() {
-            match conn.write_tls(&mut sock) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break 'outer
-                }
-                Err(e) => panic!("write failed after {sent} bytes: {e}"),
-            }
+            conn.write_tls(&mut sock)?;
         }
-        if sent % (8 << 20) < batch.len() {
-            peak = peak.max(gw.rss_kib());
-        }
-    }
-    peak = peak.max(gw.rss_kib());
+        Ok(())
+    });
     assert!(
         sent < 64 << 20,
         "the gateway kept reading a TLS client that never reads: {} MiB accepted",
