@@ -336,3 +336,22 @@ fn proxy_protocol_seeds_pass_the_target() {
     assert!(parse(&seed(&all, "plain_get")[1..], Mode::Any).is_err());
     assert!(parse(&seed(&all, "v2_huge_length")[1..], Mode::V2).is_err());
 }
+
+#[test]
+fn authorizer_seeds_pass_the_target() {
+    let all = seeds("authorizer");
+    assert!(!all.is_empty(), "authorizer has seeds");
+    let arn = "arn:aws:execute-api:local:000000000000:chat/prod/$connect";
+    for (name, data) in &all {
+        let result = std::panic::catch_unwind(|| crate::authorizer::evaluate(data, arn));
+        assert!(result.is_ok(), "authorizer seed {name} panicked");
+    }
+    assert!(matches!(
+        crate::authorizer::evaluate(&seed(&all, "allow"), arn),
+        crate::authorizer::Decision::Allow(_)
+    ));
+    assert!(matches!(
+        crate::authorizer::evaluate(&seed(&all, "unauthorized"), arn),
+        crate::authorizer::Decision::Unauthorized
+    ));
+}
