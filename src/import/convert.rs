@@ -484,7 +484,13 @@ fn stage(
             p.warn(w, "AccessLogSettings.DestinationArn is not supported; access log lines go to wsgate's access_log.path (stdout)");
         }
         if let Some(Value::String(f)) = a.remove("Format") {
-            g.access_log_format = Some(f);
+            match crate::access_log::Format::compile(&f) {
+                Ok(_) => g.access_log_format = Some(f),
+                Err(e) => p.warn(
+                    w,
+                    &format!("AccessLogSettings.Format: {}; access logging left off", e.0),
+                ),
+            }
         }
         for k in a.keys() {
             p.warn(
@@ -512,8 +518,15 @@ fn models(c: &mut Convert, g: &mut Gateway, api: &str, w: &mut Vec<String>) -> R
                 );
             }
         }
+        // JSON text either way, so the config never mistakes it for a file name.
         let schema = match p.take("Schema") {
-            Some(Value::String(s)) => s,
+            Some(Value::String(s)) => match serde_json::from_str::<Value>(&s) {
+                Ok(Value::Object(_)) => s.trim().to_string(),
+                _ => {
+                    p.warn(w, "Schema is not a JSON object; model skipped");
+                    continue;
+                }
+            },
             Some(v @ Value::Object(_)) => v.to_string(),
             _ => {
                 p.warn(w, "Schema is missing or not a JSON object; model skipped");
