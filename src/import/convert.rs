@@ -409,7 +409,12 @@ fn throttle(p: &Props, s: &Map<String, Value>, w: &mut Vec<String>, what: &str) 
             _ => p.warn(w, &format!("{what}.{k} is not supported; ignored")),
         }
     }
-    // AWS applies its account burst when only a rate is set; a bucket needs both.
+    t
+}
+
+/// A bucket needs both numbers: a burst AWS would take from its account default
+/// becomes the rate's (at least 1).
+fn complete(mut t: Throttle) -> Throttle {
     if let (Some(r), None) = (t.rate, t.burst) {
         t.burst = Some(r.ceil().max(1.0));
     }
@@ -469,7 +474,7 @@ fn stage(
         g.stage_variables = text_map(v);
     }
     if let Some(Value::Object(d)) = p.take("DefaultRouteSettings") {
-        g.throttling = throttle(&p, &d, w, "DefaultRouteSettings");
+        g.throttling = complete(throttle(&p, &d, w, "DefaultRouteSettings"));
     }
     if let Some(Value::Object(rs)) = p.take("RouteSettings") {
         for (key, s) in rs {
@@ -876,14 +881,18 @@ fn routes(c: &mut Convert, g: &mut Gateway, api: &str, w: &mut Vec<String>) -> R
         }
         if let Some(t) = c.route_settings.remove(&key) {
             match key.as_str() {
-                "$connect" => g.connect_throttling = t,
+                "$connect" => g.connect_throttling = complete(t),
                 "$disconnect" => p.warn(
                     w,
                     "RouteSettings.$disconnect throttling is not supported; ignored",
                 ),
                 _ => {
-                    let mut t = t;
+                    // What a route leaves unset, it takes from the stage's defaults.
                     let stage = g.throttling;
+                    let mut t = complete(Throttle {
+                        rate: t.rate.or(stage.rate),
+                        burst: t.burst.or(stage.burst),
+                    });
                     for (x, s, what) in [
                         (&mut t.rate, stage.rate, "ThrottlingRateLimit"),
                         (&mut t.burst, stage.burst, "ThrottlingBurstLimit"),

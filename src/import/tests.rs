@@ -409,3 +409,81 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn settings_that_need_adjusting_are_adjusted_with_a_warning() {
+    let extra = "  S:
+    Type: AWS::ApiGatewayV2::Stage
+    Properties:
+      ApiId: !Ref Api
+      StageName: s
+      DefaultRouteSettings: {ThrottlingRateLimit: 10, ThrottlingBurstLimit: 4, LoggingLevel: INFO}
+      RouteSettings:
+        $default: {ThrottlingRateLimit: 50}
+        $connect: {ThrottlingRateLimit: 5, ThrottlingBurstLimit: 2}
+        gone: {ThrottlingRateLimit: 1}
+      AccessLogSettings: {Format: \"\"}
+  C:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: {ApiId: !Ref Api, RouteKey: $connect, Target: integrations/I}
+  M:
+    Type: AWS::ApiGatewayV2::Model
+    Properties: {ApiId: !Ref Api, Name: m, Schema: 'not json'}
+  RR:
+    Type: AWS::ApiGatewayV2::RouteResponse
+    Properties: {ApiId: !Ref Api, RouteId: Elsewhere, RouteResponseKey: $default}
+  Self:
+    Type: AWS::Lambda::Function
+    Properties: {FunctionName: x, Unknown: 1}
+";
+    let out = mini("n", "http://127.0.0.1:1/", extra).unwrap();
+    assert_eq!(
+        out.warnings,
+        [
+            "warning: Stage S: DefaultRouteSettings.LoggingLevel is not supported; execution logs are wsgate's own (--log-level)",
+            "warning: Stage S: AccessLogSettings.Format: the format is empty; access logging left off",
+            "warning: Model M: Schema is not a JSON object; model skipped",
+            "warning: Route R: RouteSettings.$default.ThrottlingRateLimit 50 is above the stage's 10; lowered to it (a route may only lower the stage's limits)",
+            "warning: RouteResponse RR: RouteId Elsewhere names no converted route; ignored",
+            "warning: Stage S: RouteSettings.gone: no route with this key; ignored",
+        ]
+    );
+    let b = body(&out);
+    assert!(
+        b.contains(
+            "[throttling]\nconnect_rate = 5.0\nconnect_burst = 2.0\nrate = 10.0\nburst = 4.0\n"
+        ),
+        "{b}"
+    );
+    assert!(
+        b.contains("throttling = { rate = 10.0, burst = 4.0 }"),
+        "{b}"
+    );
+    assert!(!b.contains("[access_log]") && !b.contains("[models"), "{b}");
+}
+
+#[test]
+fn hostile_templates_end_in_errors_not_hangs() {
+    // A function named after itself, a Sub inside a Join inside ... 70 deep.
+    let e = mini(
+        "!Ref F",
+        "http://127.0.0.1:1/",
+        "  F: {Type: AWS::Lambda::Function, Properties: {FunctionName: !Ref F}}\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("nested too deeply"), "{e}");
+    let deep = "[".repeat(70) + &"]".repeat(70);
+    let e = mini(&format!("!Join ['', {deep}]"), "http://127.0.0.1:1/", "").unwrap_err();
+    assert!(
+        e.contains("nested too deeply") || e.contains("recursion"),
+        "{e}"
+    );
+    // YAML aliases that would expand a billion times.
+    let mut laughs = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (i, c) in "bcdefghij".chars().enumerate() {
+        let prev = (b'a' + i as u8) as char;
+        laughs.push_str(&format!("{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+    }
+    laughs.push_str("Resources: {}\n");
+    assert!(convert(&laughs, &Options::default()).is_err());
+}
