@@ -329,8 +329,14 @@ fn yaml_of(g: &Gen) -> String {
     );
     for (key, f, two_way) in &g.routes {
         let k = id(key);
+        // Both YAML spellings of the URI: a `!Sub` and a `!Join` with a `!GetAtt`.
+        let uri = if key.len() % 2 == 0 {
+            format!("!Sub arn:aws:apigateway:${{AWS::Region}}:lambda:path/2015-03-31/functions/${{{k}Fn.Arn}}/invocations")
+        } else {
+            format!("!Join ['', ['arn:aws:apigateway:', !Ref 'AWS::Region', ':lambda:path/2015-03-31/functions/', !GetAtt {k}Fn.Arn, /invocations]]")
+        };
         y.push_str(&format!(
-            "  {k}Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      FunctionName: !Join ['-', [!Ref AWS::StackName, {f}]]\n  {k}Integ:\n    Type: AWS::ApiGatewayV2::Integration\n    Properties:\n      ApiId: !Ref Api\n      IntegrationType: AWS_PROXY\n      IntegrationUri: !Sub arn:aws:apigateway:${{AWS::Region}}:lambda:path/2015-03-31/functions/${{{k}Fn.Arn}}/invocations\n  {k}Route:\n    Type: AWS::ApiGatewayV2::Route\n    Properties:\n      ApiId: !Ref Api\n      RouteKey: {key}\n      Target: !Join [/, [integrations, !Ref {k}Integ]]\n"
+            "  {k}Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      FunctionName: !Join ['-', [!Ref AWS::StackName, {f}]]\n  {k}Integ:\n    Type: AWS::ApiGatewayV2::Integration\n    Properties:\n      ApiId: !Ref Api\n      IntegrationType: AWS_PROXY\n      IntegrationUri: {uri}\n  {k}Route:\n    Type: AWS::ApiGatewayV2::Route\n    Properties:\n      ApiId: !Ref Api\n      RouteKey: {key}\n      Target: !Join [/, [integrations, !Ref {k}Integ]]\n"
         ));
         if *two_way {
             y.push_str(&format!("  {k}Response:\n    Type: AWS::ApiGatewayV2::RouteResponse\n    Properties:\n      ApiId: !Ref Api\n      RouteId: !Ref {k}Route\n      RouteResponseKey: $default\n"));
