@@ -493,3 +493,47 @@ fn hostile_templates_end_in_errors_not_hangs() {
     laughs.push_str("Resources: {}\n");
     assert!(convert(&laughs, &Options::default()).is_err());
 }
+
+#[test]
+fn stage_is_picked_by_name_when_there_are_several() {
+    let stages = "  A: {Type: AWS::ApiGatewayV2::Stage, Properties: {ApiId: !Ref Api, StageName: alpha, StageVariables: {v: a}}}
+  B: {Type: AWS::ApiGatewayV2::Stage, Properties: {ApiId: !Ref Api, StageName: beta, StageVariables: {v: b}}}
+  D: {Type: AWS::ApiGatewayV2::Deployment, Properties: {ApiId: !Ref Api, StageName: alpha}}
+";
+    let e = mini("n", "http://127.0.0.1:1/", stages).unwrap_err();
+    assert_eq!(
+        e,
+        "the API Api has several stages (alpha, beta): pick one with --stage NAME"
+    );
+    let text = format!(
+        "{}{stages}",
+        MINI.replace("NAME", "n")
+            .replace("URI", "http://127.0.0.1:1/")
+    );
+    let pick = |s: &str| Options {
+        stage: Some(s.into()),
+        ..Default::default()
+    };
+    let b = body(&convert(&text, &pick("beta")).unwrap());
+    assert!(
+        b.contains("stage = \"beta\"\nstage_variables = { v = \"b\" }"),
+        "{b}"
+    );
+    let e = convert(&text, &pick("gamma")).unwrap_err();
+    assert_eq!(
+        e,
+        "--stage gamma: the API Api has no such stage (stages: alpha, beta)"
+    );
+    // No Stage resource: --stage names the path, else "/" with a warning.
+    let plain = mini("n", "http://127.0.0.1:1/", "").unwrap();
+    assert_eq!(plain.warnings, ["warning: Api Api: no AWS::ApiGatewayV2::Stage; clients connect to / (pick a path with --stage NAME)"]);
+    assert!(body(&plain).contains("stage = \"\""));
+    let named = convert(
+        &MINI
+            .replace("NAME", "n")
+            .replace("URI", "http://127.0.0.1:1/"),
+        &pick("v1"),
+    )
+    .unwrap();
+    assert!(named.warnings.is_empty() && body(&named).contains("stage = \"v1\""));
+}

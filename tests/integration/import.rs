@@ -19,7 +19,7 @@ use crate::backend::*;
 use crate::lambda;
 use crate::support::*;
 
-fn template(name: &str) -> PathBuf {
+pub fn template(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/templates")
         .join(name)
@@ -37,7 +37,7 @@ fn wsgate(args: &[&str]) -> Command {
 }
 
 /// Runs wsgate to its exit (at most 15 s): (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (i32, String, String) {
+pub fn run(args: &[&str]) -> (i32, String, String) {
     let child = wsgate(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -59,13 +59,13 @@ fn run(args: &[&str]) -> (i32, String, String) {
 }
 
 /// A gateway started with `args` (a template or a config), killed on drop.
-struct Served {
+pub struct Served {
     child: Child,
-    listen: SocketAddr,
+    pub listen: SocketAddr,
 }
 
 impl Served {
-    fn start(args: &[&str]) -> Served {
+    pub fn start(args: &[&str]) -> Served {
         let mut all = vec![
             "--listen",
             "127.0.0.1:0",
@@ -122,7 +122,7 @@ fn trace(fixture: &Backend, n: usize) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
-fn function_path(name: &str) -> String {
+pub fn function_path(name: &str) -> String {
     format!(
         "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3A{name}/invocations"
     )
@@ -339,7 +339,7 @@ fn the_cdk_template_answers_as_its_hand_written_config() {
 
 /// The authorizer function (`game-authorizer`: Allow for `?token=allow`, else
 /// Deny) and the game function (`GameFunction`: `pong:` and the message).
-fn game_fixture() -> Backend {
+pub fn game_fixture() -> Backend {
     Backend::start(|r| {
         if r.path().contains("game-authorizer") {
             let ev = r.event();
