@@ -63,6 +63,14 @@ pub fn toml(g: &Gateway, source: &str, pseudo: &[(&str, &str)]) -> String {
             .join(", ")
     );
     let _ = writeln!(o, "# [server] and [management] keep their defaults; set them here or with --listen / --management-listen.");
+    let _ = writeln!(
+        o,
+        "# Handlers that post to https://{{domainName}}/{{stage}}/@connections need [management]"
+    );
+    let _ = writeln!(
+        o,
+        "# on_api_listener = true with auth = \"sigv4\" and their credentials (SPEC §13)."
+    );
     o.push('\n');
     match &g.stage {
         Some((id, _)) if !id.is_empty() => {

@@ -23,12 +23,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn args<'a>(
-        arg: &'a Value,
-        n: usize,
-        at: &str,
-        f: &str,
-    ) -> Result<&'a [Value], String> {
+    fn args<'a>(arg: &'a Value, n: usize, at: &str, f: &str) -> Result<&'a [Value], String> {
         match arg {
             Value::Array(a) if a.len() == n => Ok(a),
             _ => Err(format!("{at}: {f} takes a list of {n} items")),
