@@ -312,17 +312,27 @@ pub fn convert(template: &Value, opts: &Options) -> Result<(Gateway, Vec<String>
     }
 
     // The WebSocket API.
-    let mut apis = Vec::new();
+    let (mut apis, mut others) = (Vec::new(), Vec::new());
     for id in c.of_type(&format!("{V2}Api")) {
         let p = c.props(&id, &format!("{V2}Api"))?;
-        if p.map.get("ProtocolType").and_then(Value::as_str) == Some("WEBSOCKET") {
-            apis.push(p);
+        match p.map.get("ProtocolType").and_then(Value::as_str) {
+            Some("WEBSOCKET") => apis.push(p),
+            other => {
+                let kind = other.unwrap_or("(none)").to_string();
+                others.push((p, kind));
+            }
         }
     }
     if apis.is_empty() {
         return Err(
             "the template has no WebSocket API (an AWS::ApiGatewayV2::Api with ProtocolType WEBSOCKET)"
                 .into(),
+        );
+    }
+    for (p, kind) in &others {
+        p.warn(
+            &mut c.w,
+            &format!("ProtocolType {kind} is not served (WebSocket APIs only); ignored"),
         );
     }
     let mut api = apis.remove(0);

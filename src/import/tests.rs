@@ -442,10 +442,14 @@ fn settings_that_need_adjusting_are_adjusted_with_a_warning() {
     Type: AWS::Lambda::Function
     Properties: {FunctionName: x, Unknown: 1}
 ";
-    let out = mini("n", "http://127.0.0.1:1/", extra).unwrap();
+    let extra = format!(
+        "{extra}  Http: {{Type: AWS::ApiGatewayV2::Api, Properties: {{ProtocolType: HTTP}}}}\n"
+    );
+    let out = mini("n", "http://127.0.0.1:1/", &extra).unwrap();
     assert_eq!(
         out.warnings,
         [
+            "warning: Api Http: ProtocolType HTTP is not served (WebSocket APIs only); ignored",
             "warning: Stage S: DefaultRouteSettings.LoggingLevel is not supported; execution logs are wsgate's own (--log-level)",
             "warning: Stage S: AccessLogSettings.Format: the format is empty; access logging left off",
             "warning: Model M: Schema is not a JSON object; model skipped",
