@@ -19,6 +19,7 @@ mod fuzz_corpus;
 pub mod handshake;
 pub mod http1;
 pub mod id;
+pub mod import;
 pub mod integration;
 pub mod json;
 pub mod logger;

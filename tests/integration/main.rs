@@ -23,6 +23,7 @@ mod http_events;
 mod http_pool;
 mod http_routes;
 mod https_backend;
+mod import;
 mod lambda;
 mod limits;
 mod management;
