@@ -44,6 +44,11 @@ pub struct GroupSendOpts {
     /// How long members may still receive after the senders stop.
     pub drain: Duration,
     pub progress: bool,
+    /// Skip the joins (the members stay in no group: a baseline for `hold`).
+    pub no_join: bool,
+    /// After the joins, print `held N` on stdout and hold every member idle this
+    /// long before sending (for an RSS reading of members in a group).
+    pub hold: Duration,
 }
 
 impl GroupSendOpts {
@@ -63,6 +68,8 @@ impl GroupSendOpts {
             connect_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(2),
             progress: true,
+            no_join: false,
+            hold: Duration::ZERO,
         }
     }
 }
@@ -287,14 +294,21 @@ pub fn run(o: &GroupSendOpts) -> crate::Result<GroupSendResult> {
             ids.extend(ids_rx.recv().unwrap_or_default());
         }
         total.members = ids.len() as u64;
-        match join_all(o, &ids) {
-            Ok(n) => total.joined = n,
-            Err(e) => {
-                eprintln!("group-send: joins failed: {e}");
-                total.mgmt_failures += 1;
+        if !o.no_join {
+            match join_all(o, &ids) {
+                Ok(n) => total.joined = n,
+                Err(e) => {
+                    eprintln!("group-send: joins failed: {e}");
+                    total.mgmt_failures += 1;
+                }
             }
+            total.join_failures = total.members - total.joined;
         }
-        total.join_failures = total.members - total.joined;
+        if !o.hold.is_zero() {
+            println!("held {}", ids.len());
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(o.hold);
+        }
         let senders: Vec<_> = (0..o.senders)
             .map(|i| {
                 let (barrier, shared) = (&barrier, &shared);
@@ -581,10 +595,11 @@ fn client_thread(
                 .iter()
                 .map(|a| a.load(Ordering::Acquire))
                 .collect();
-            let complete = members
-                .iter()
-                .filter(|m| m.alive)
-                .all(|m| m.next.iter().zip(&accepted).all(|(n, a)| n >= a));
+            let complete = o.no_join
+                || members
+                    .iter()
+                    .filter(|m| m.alive)
+                    .all(|m| m.next.iter().zip(&accepted).all(|(n, a)| n >= a));
             if complete || now >= until {
                 break;
             }
@@ -633,7 +648,7 @@ fn client_thread(
         .iter()
         .map(|a| a.load(Ordering::Acquire))
         .collect();
-    for m in members.iter_mut().filter(|m| m.alive) {
+    for m in members.iter_mut().filter(|m| m.alive && !o.no_join) {
         for (n, a) in m.next.iter().zip(&accepted) {
             tally.r.lost += a.saturating_sub(*n);
             tally.r.unexpected += n.saturating_sub(*a);

@@ -252,6 +252,13 @@ enum Cmd {
         id_action: String,
         #[arg(long, default_value = "2", value_parser = secs)]
         drain: Duration,
+        /// Do not join (members in no group: the baseline for --hold).
+        #[arg(long)]
+        no_join: bool,
+        /// After the joins print `held N` and keep the members idle this long (seconds)
+        /// before sending, for an RSS reading of connections in a group.
+        #[arg(long, default_value = "0", value_parser = secs)]
+        hold: Duration,
         #[command(flatten)]
         common: Common,
     },
@@ -534,6 +541,8 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
             payload,
             id_action,
             drain,
+            no_join,
+            hold,
             common,
         } => {
             let mut targets = gateway
@@ -553,6 +562,8 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
             o.payload = payload;
             o.id_action = id_action;
             o.drain = drain;
+            o.no_join = no_join;
+            o.hold = hold;
             o.progress = !common.quiet;
             let r = group_send::run(&o)?;
             r.report(&o).print(common.json);
