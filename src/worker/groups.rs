@@ -28,11 +28,15 @@ impl Worker {
         let conn = key as u32;
         match op {
             Op::Join(group) => match self.group.table.join(&group, conn) {
-                Ok(_) => Answer::Member,
+                Ok(_) => {
+                    self.count_memberships();
+                    Answer::Member
+                }
                 Err(why) => Answer::GroupCap(why),
             },
             Op::Leave(group) => {
                 self.group.table.leave(&group, conn);
+                self.count_memberships();
                 Answer::Member
             }
             _ => Answer::Gone,
@@ -41,7 +45,17 @@ impl Worker {
 
     /// The connection `key` is gone: its memberships go with it.
     pub(super) fn drop_memberships(&mut self, key: usize) {
+        let before = self.group.table.memberships();
         self.group.table.drop_conn(key as u32);
+        if self.group.table.memberships() != before {
+            self.count_memberships();
+        }
+    }
+
+    fn count_memberships(&self) {
+        let n = self.group.table.memberships() as u64;
+        let c = &self.metrics.worker(self.index).group_memberships;
+        c.store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `POST /@groups/{group}` or `POST /@broadcast` read by management connection
@@ -149,15 +163,17 @@ impl Worker {
         let mut framed = std::mem::take(&mut self.group.frame);
         framed.clear();
         frame::write_message(&mut framed, opcode, payload, max_frame);
-        let mut delivered = 0;
+        let (mut delivered, mut skipped) = (0, 0);
         for &k in &keys {
             let key = k as usize;
             let Some(conn) = self.conns.get(key) else {
                 continue;
             };
-            if conn.session.state() != State::Open
-                || conn.pending_out() + framed.len() > max_pending
-            {
+            if conn.session.state() != State::Open {
+                continue;
+            }
+            if conn.pending_out() + framed.len() > max_pending {
+                skipped += 1;
                 continue;
             }
             self.shared.wbuf.extend_from_slice(&framed);
@@ -165,6 +181,9 @@ impl Worker {
             self.shared.active = true;
             self.finish_output(key);
             delivered += 1;
+        }
+        if skipped > 0 {
+            crate::metrics::add(&self.metrics.worker(self.index).group_skipped, skipped);
         }
         keys.clear();
         self.group.keys = keys;

@@ -259,6 +259,19 @@ fn a_member_over_its_outbound_limit_is_skipped_whole_and_the_others_get_every_se
         got > 0 && got < SENDS,
         "the stalled member got {got} of {SENDS} sends of {BYTES} bytes"
     );
+    let text = m.call("GET", "/metrics", &[], b"").expect(200).text();
+    let skipped = metric_sum(&text, "wsgate_group_skipped_total", &[]);
+    assert_eq!(skipped as usize, SENDS - got, "{text}");
+    assert_eq!(metric_sum(&text, "wsgate_group_memberships", &[]), 2.0);
+    drop(slow);
+    eventually(
+        "the closed member's membership to go",
+        Duration::from_secs(5),
+        || {
+            let text = m.call("GET", "/metrics", &[], b"").expect(200).text();
+            (metric_sum(&text, "wsgate_group_memberships", &[]) == 1.0).then_some(())
+        },
+    );
 }
 
 #[test]
