@@ -205,6 +205,12 @@ pub enum Refused {
     WorkerCap,
 }
 
+/// The answer to a group send or broadcast: 202 `{"nodes": n}`, `n` the nodes that
+/// acknowledged (1 on one node; with NATS, the acks counted before the timeout).
+pub fn accepted(nodes: usize) -> Response {
+    Response::json(202, format!("{{\"nodes\":{nodes}}}").into_bytes())
+}
+
 /// The answer to a join a cap refused: 429 LimitExceededException, naming the cap.
 pub fn refusal(why: Refused) -> Response {
     let message = match why {

@@ -414,7 +414,7 @@ impl Response {
             Answer::Member => Response::json(204, Vec::new()),
             Answer::GroupCap(why) => crate::groups::refusal(why),
             // One node (SPEC §15: nodes that acknowledged).
-            Answer::Delivered => Response::json(202, b"{\"nodes\":1}".to_vec()),
+            Answer::Delivered => crate::groups::accepted(1),
         }
     }
 }

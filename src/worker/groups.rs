@@ -62,10 +62,13 @@ impl Worker {
     /// `admin_key`: one mailbox request per other worker (the payload shared), the
     /// local delivery, and 202 once every worker has acknowledged (`on_send_ack`).
     ///
-    /// Cluster mode (NATS, see `crate::groups`): instead of the loop over the other
-    /// workers below, publish once to `wsg.{name}.g` / `wsg.{name}.b` with a reply
-    /// subject, skip the local delivery (this node's workers receive the publish
-    /// too), and count node acks in `send_pending` until `request_timeout`.
+    /// Cluster mode (NATS, see `crate::groups`), the few lines to add here: instead of
+    /// the loop over the other workers and the local delivery below, publish once to
+    /// `wsg.{name}.g` / `wsg.{name}.b` (group in a header, `send.payload` as the body)
+    /// with a reply subject (this node's workers receive the publish like every other
+    /// node's and call `deliver_group` / `deliver_broadcast`); set `waiting`, count
+    /// node acks until `request_timeout` or until every node heard by heartbeat has
+    /// acked, then answer `crate::groups::accepted(acks)`.
     pub(super) fn start_send(&mut self, admin_key: usize, admin_generation: u32, send: Send) {
         let reply_to = ReplyTo {
             worker: self.index,
