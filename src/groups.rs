@@ -1,4 +1,4 @@
-//! Groups and broadcast [ext] (SPEC §15): `PUT /@groups/{group}/{id}` adds a
+//! Groups and broadcast \[ext\] (SPEC §15): `PUT /@groups/{group}/{id}` adds a
 //! connection to a group, `DELETE /@groups/{group}/{id}` removes it (leaving also
 //! happens on disconnect), `POST /@groups/{group}` sends the body to every member,
 //! `POST /@broadcast` to every open connection. Sends answer `202 {"nodes": n}`.

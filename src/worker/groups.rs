@@ -190,6 +190,9 @@ impl Worker {
         }
         keys.clear();
         self.group.keys = keys;
+        if framed.capacity() > crate::buf::KEEP_MAX_CAPACITY {
+            framed = Vec::new(); // one big message does not keep its buffer
+        }
         self.group.frame = framed;
         delivered
     }
