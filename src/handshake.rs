@@ -151,7 +151,10 @@ pub fn is_connections_request(buf: &[u8], stage: &str) -> bool {
     // Upgrades pay one scan of the request line: no `connections/` in it, no call.
     let first = &buf[..buf.len().min(MAX_URL_BYTES + 64)];
     let line = &first[..find(first, b"\r\n").unwrap_or(first.len())];
-    if find(line, b"connections/").is_none() {
+    if find(line, b"connections/").is_none()
+        && find(line, b"groups/").is_none()
+        && find(line, b"broadcast").is_none()
+    {
         return false;
     }
     let Some(end) = find(&buf[..buf.len().min(MAX_HEADER_BYTES)], b"\r\n\r\n") else {
@@ -173,7 +176,8 @@ pub fn is_connections_request(buf: &[u8], stage: &str) -> bool {
         .and_then(|p| p.strip_prefix(stage.as_bytes()))
         .filter(|r| r.starts_with(b"/@connections/"))
         .unwrap_or(&path);
-    if !rest.starts_with(b"/@connections/") {
+    // Groups and broadcast [ext] (SPEC §15) are management calls too.
+    if !rest.starts_with(b"/@connections/") && crate::groups::target(&path, stage).is_none() {
         return false;
     }
     !req.headers
@@ -455,6 +459,10 @@ mod tests {
             "POST /prod/@connections/abc HTTP/1.1\r\nHost: x\r\n\r\nbody"
         ));
         assert!(yes("GET /@connections/abc HTTP/1.1\r\n\r\n"));
+        assert!(yes("POST /prod/@groups/room HTTP/1.1\r\n\r\n"));
+        assert!(yes("PUT /@groups/room/abc HTTP/1.1\r\n\r\n"));
+        assert!(yes("POST /prod/%40broadcast HTTP/1.1\r\n\r\n"));
+        assert!(!yes("GET /prod/broadcast HTTP/1.1\r\n\r\n"));
         assert!(yes("DELETE /prod/%40connections/abc%3D HTTP/1.1\r\n\r\n"));
         assert!(!yes("POST /prod/@connections/abc HTTP/1.1\r\nHost: x\r\n"));
         assert!(!yes("POST /other/@connections/abc HTTP/1.1\r\n\r\n"));

@@ -16,6 +16,7 @@ pub mod forwarded;
 pub mod frame;
 #[cfg(test)]
 mod fuzz_corpus;
+pub mod groups;
 pub mod handshake;
 pub mod http1;
 pub mod id;

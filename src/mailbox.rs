@@ -26,6 +26,12 @@ pub enum Op {
     },
     /// Health check: answer at once.
     Ping,
+    /// Add the connection to this group (SPEC §15, `crate::groups`).
+    Join(Box<[u8]>),
+    /// Remove the connection from this group.
+    Leave(Box<[u8]>),
+    /// A group send or broadcast: deliver to this worker's members (no connection).
+    Send(crate::groups::Send),
 }
 
 /// Where an answer goes: a worker's management connection.
@@ -66,6 +72,12 @@ pub enum Answer {
     /// A body that is not UTF-8 while binary is rejected: 400.
     NotText,
     Pong,
+    /// Joined or left a group (or was already in / out of it): 204.
+    Member,
+    /// A group cap refused the join: 429.
+    GroupCap(crate::groups::Refused),
+    /// A worker delivered a group send or broadcast to its members.
+    Delivered,
 }
 
 /// One worker's inboxes.

@@ -45,6 +45,10 @@ pub struct Counters {
     pub connects_throttled: AtomicU64,
     /// Access-log lines dropped: the destination did not take them in time.
     pub access_log_dropped: AtomicU64,
+    /// Group memberships held (SPEC §15, `crate::groups`).
+    pub group_memberships: AtomicU64,
+    /// Group sends and broadcasts a member missed: its outbound buffer was full.
+    pub group_skipped: AtomicU64,
     routes: Box<[RouteCounters]>,
 }
 
@@ -209,6 +213,24 @@ impl Metrics {
             ),
         ];
         for (name, help, kind, f) in simple {
+            head(&mut s, name, help, kind);
+            let _ = writeln!(s, "{name}{{api=\"{api}\"}} {}", self.sum(f));
+        }
+        let groups: [Simple; 2] = [
+            (
+                "wsgate_group_memberships",
+                "Group memberships held (a connection in a group) [ext].",
+                "gauge",
+                |c| &c.group_memberships,
+            ),
+            (
+                "wsgate_group_skipped_total",
+                "Group sends and broadcasts a member missed because its outbound buffer was full.",
+                "counter",
+                |c| &c.group_skipped,
+            ),
+        ];
+        for (name, help, kind, f) in groups {
             head(&mut s, name, help, kind);
             let _ = writeln!(s, "{name}{{api=\"{api}\"}} {}", self.sum(f));
         }

@@ -1,6 +1,7 @@
 //! wsgate-load: the load generator and benchmark tools for wsgate.
 //!
-//! One module per subcommand (`rr`, `connect`, `idle`, `push`, `backend`, `floor`,
+//! One module per subcommand (`rr`, `connect`, `idle`, `push`, `cluster_push`,
+//! `group_send`, `backend`, `floor`,
 //! `abuse`, which runs `rr` and `connect` next to its own abusers) on
 //! shared pieces: `ws` (client handshake and frame codec), `http` (HTTP/1.1 request and
 //! response framing), `net` (sockets, loopback checks, write buffers), `tls` (the `wss://` client:
@@ -14,9 +15,11 @@
 
 pub mod abuse;
 pub mod backend;
+pub mod cluster_push;
 pub mod connect;
 pub mod cpu;
 pub mod floor;
+pub mod group_send;
 pub mod http;
 pub mod idle;
 pub mod net;

@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::time::Duration;
-use wsgate_load::{abuse, backend, connect, floor, idle, net, push, rr, tls, ws};
+use wsgate_load::{
+    abuse, backend, cluster_push, connect, floor, group_send, idle, net, push, rr, tls, ws,
+};
 
 #[derive(Parser)]
 #[command(
@@ -190,6 +192,73 @@ enum Cmd {
         /// Seconds to wait for outstanding pushes after the duration.
         #[arg(long, default_value = "2", value_parser = secs)]
         drain: Duration,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// `push` with clients spread over several gateway nodes and every push posted to
+    /// one management URL (a node owning none of them: each push crosses NATS). One
+    /// `--gateway` makes it the same-node push row.
+    ClusterPush {
+        /// Gateway nodes' client URLs, comma-separated (clients round robin over them).
+        #[arg(long, default_value = "ws://127.0.0.1:8080/", value_delimiter = ',')]
+        gateway: Vec<String>,
+        /// Management API the pushes go to (IP:PORT or http://IP:PORT).
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        mgmt: String,
+        /// Path prefix before /@connections (e.g. /prod).
+        #[arg(long, default_value = "")]
+        mgmt_prefix: String,
+        #[arg(short = 'c', long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 16)]
+        mgmt_conns: usize,
+        /// Total pushes per second (open loop); default flat out.
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value = "whoami")]
+        id_action: String,
+        #[arg(long, default_value = "2", value_parser = secs)]
+        drain: Duration,
+        /// Gateway (and NATS) pids, comma-separated: their CPU per push is reported.
+        #[arg(long, value_delimiter = ',')]
+        gateway_pid: Vec<u32>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Group sends: members join one group (PUT /@groups/{g}/{id}), senders post
+    /// POST /@groups/{g} in a loop; deliveries/s and exactly-once per member.
+    GroupSend {
+        /// Gateway nodes' client URLs, comma-separated (members round robin over them).
+        #[arg(long, default_value = "ws://127.0.0.1:8080/", value_delimiter = ',')]
+        gateway: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        mgmt: String,
+        /// Path prefix before /@groups (e.g. /prod).
+        #[arg(long, default_value = "")]
+        mgmt_prefix: String,
+        #[arg(long, default_value = "bench")]
+        group: String,
+        /// Group members (WebSocket clients).
+        #[arg(short = 'c', long, default_value_t = 1000)]
+        members: usize,
+        /// Sender connections (one send in flight each).
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value = "whoami")]
+        id_action: String,
+        #[arg(long, default_value = "2", value_parser = secs)]
+        drain: Duration,
+        /// Do not join (members in no group: the baseline for --hold).
+        #[arg(long)]
+        no_join: bool,
+        /// After the joins print `held N` and keep the members idle this long (seconds)
+        /// before sending, for an RSS reading of connections in a group.
+        #[arg(long, default_value = "0", value_parser = secs)]
+        hold: Duration,
         #[command(flatten)]
         common: Common,
     },
@@ -425,6 +494,78 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
             o.drain = drain;
             o.progress = !common.quiet;
             let r = push::run(&o)?;
+            r.report(&o).print(common.json);
+            exit_on_faults(r.faults())
+        }
+        Cmd::ClusterPush {
+            gateway,
+            mgmt,
+            mgmt_prefix,
+            clients,
+            mgmt_conns,
+            rate,
+            payload,
+            id_action,
+            drain,
+            gateway_pid,
+            common,
+        } => {
+            let targets = gateway
+                .iter()
+                .map(|u| ws::parse_url(u))
+                .collect::<wsgate_load::Result<Vec<_>>>()?;
+            let mut o = cluster_push::ClusterPushOpts::new(targets, net::parse_addr(&mgmt)?)?;
+            o.gateway_pids = gateway_pid;
+            let p = &mut o.push;
+            p.mgmt_prefix = mgmt_prefix;
+            p.clients = clients;
+            p.mgmt_conns = mgmt_conns;
+            p.threads = common.threads;
+            p.duration = common.duration;
+            p.rate = rate;
+            p.payload = payload;
+            p.id_action = id_action;
+            p.drain = drain;
+            p.progress = !common.quiet;
+            let r = cluster_push::run(&o)?;
+            r.report(&o).print(common.json);
+            exit_on_faults(r.faults())
+        }
+        Cmd::GroupSend {
+            gateway,
+            mgmt,
+            mgmt_prefix,
+            group,
+            members,
+            senders,
+            payload,
+            id_action,
+            drain,
+            no_join,
+            hold,
+            common,
+        } => {
+            let mut targets = gateway
+                .iter()
+                .map(|u| ws::parse_url(u))
+                .collect::<wsgate_load::Result<Vec<_>>>()?
+                .into_iter();
+            let first = targets.next().ok_or("at least one --gateway")?;
+            let mut o = group_send::GroupSendOpts::new(first, net::parse_addr(&mgmt)?);
+            o.more_targets = targets.collect();
+            o.mgmt_prefix = mgmt_prefix;
+            o.group = group;
+            o.members = members;
+            o.senders = senders;
+            o.threads = common.threads;
+            o.duration = common.duration;
+            o.payload = payload;
+            o.id_action = id_action;
+            o.drain = drain;
+            o.no_join = no_join;
+            o.hold = hold;
+            o.progress = !common.quiet;
+            let r = group_send::run(&o)?;
             r.report(&o).print(common.json);
             exit_on_faults(r.faults())
         }

@@ -39,6 +39,9 @@ pub struct PushOpts {
     pub connect_timeout: Duration,
     pub drain: Duration,
     pub progress: bool,
+    /// More gateway nodes (`cluster-push`): clients are spread over `target` and
+    /// these, round robin; pushes still go to `mgmt`.
+    pub more_targets: Vec<Target>,
 }
 
 impl PushOpts {
@@ -57,6 +60,7 @@ impl PushOpts {
             connect_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(2),
             progress: true,
+            more_targets: Vec::new(),
         }
     }
 }
@@ -218,6 +222,9 @@ const MGMT_BASE: usize = 1 << 23;
 
 pub fn run(o: &PushOpts) -> crate::Result<PushResult> {
     net::check_loopback(&o.target.addr)?;
+    for t in &o.more_targets {
+        net::check_loopback(&t.addr)?;
+    }
     net::check_loopback(&o.mgmt)?;
     if o.clients == 0 || o.threads == 0 || o.mgmt_conns == 0 {
         return Err("clients, threads and mgmt connections must be at least 1".into());
@@ -423,7 +430,12 @@ fn thread_main(
     };
     let mut clients: Vec<Client> = Vec::with_capacity(nc);
     for i in 0..nc {
-        match net::connect(o.target.addr, None, false) {
+        let node = (i + t) % (1 + o.more_targets.len());
+        let addr = match node {
+            0 => o.target.addr,
+            n => o.more_targets[n - 1].addr,
+        };
+        match net::connect(addr, None, false) {
             Ok(mut s) => {
                 poll.registry()
                     .register(

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use wsgate_load::{abuse, backend, connect, push, rr, ws};
+use wsgate_load::{abuse, backend, cluster_push, connect, group_send, push, rr, ws};
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -137,6 +137,39 @@ fn real_gateway_mock_routes_have_no_faults() {
     let r = connect::run(&c).unwrap();
     assert!(r.handshakes > 10, "{r:?}");
     assert_eq!(r.faults(), 0, "connect: {r:?}");
+}
+
+/// `group-send` and `cluster-push` (one node: the same-node rows) against the real
+/// gateway with two workers: every accepted send reaches every member once, in order.
+#[test]
+fn real_gateway_group_send_and_one_node_cluster_push_have_no_faults() {
+    let gw = start_gateway(&config("mock.toml"), "groups");
+    let target = ws::parse_url(&format!("ws://{}/", gw.ws)).unwrap();
+
+    let mut g = group_send::GroupSendOpts::new(target.clone(), gw.mgmt);
+    g.members = 40;
+    g.senders = 2;
+    g.threads = 2;
+    g.duration = Duration::from_millis(800);
+    g.progress = false;
+    let r = group_send::run(&g).unwrap();
+    assert_eq!(r.joined, 40, "{r:?}");
+    assert!(r.accepted > 10, "{r:?}");
+    assert_eq!(r.delivered, r.accepted * 40, "{r:?}");
+    assert_eq!(r.nodes, 1, "{r:?}");
+    assert_eq!(r.faults(), 0, "group-send: {r:?}");
+
+    // Two "nodes" that are the same gateway: the spreading and the report work.
+    let mut c = cluster_push::ClusterPushOpts::new(vec![target.clone(), target], gw.mgmt).unwrap();
+    c.gateway_pids = vec![gw.child.id()];
+    c.push.clients = 20;
+    c.push.mgmt_conns = 2;
+    c.push.duration = Duration::from_millis(800);
+    c.push.progress = false;
+    let r = cluster_push::run(&c).unwrap();
+    assert!(r.push.delivered > 50, "{r:?}");
+    assert_eq!(r.faults(), 0, "cluster-push: {r:?}");
+    assert!(r.gateway_cpu.is_some(), "{r:?}");
 }
 
 #[test]

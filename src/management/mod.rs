@@ -86,6 +86,10 @@ pub struct Conn {
     /// Handed over from the client listener (SPEC §13): only `@connections` is
     /// served; `/health` and `/metrics` get §3's 404 there.
     pub api_listener: bool,
+    /// A group send or broadcast waits for this many other workers' acks.
+    pub send_pending: usize,
+    /// A worker's queue was full: the send reached only some workers (429).
+    pub send_partial: bool,
 }
 
 impl Conn {
@@ -111,6 +115,8 @@ impl Conn {
             accepted: now,
             sealed: 0,
             api_listener: false,
+            send_pending: 0,
+            send_partial: false,
         }
     }
 
@@ -405,6 +411,10 @@ impl Response {
                 "the body is not UTF-8 and binary is rejected",
             ),
             Answer::Pong => Response::json(200, Vec::new()),
+            Answer::Member => Response::json(204, Vec::new()),
+            Answer::GroupCap(why) => crate::groups::refusal(why),
+            // One node (SPEC §15: nodes that acknowledged).
+            Answer::Delivered => crate::groups::accepted(1),
         }
     }
 }
@@ -421,6 +431,8 @@ pub enum Decision {
         id: ConnectionId,
         op: Op,
     },
+    /// A group send or broadcast (SPEC §15): to every worker (`crate::groups`).
+    Send(crate::groups::Send),
     /// Ask every worker whether it is alive.
     Health,
     Metrics,
@@ -599,6 +611,9 @@ pub fn decide(
         .filter(|r| r.starts_with(b"/@connections/"))
         .unwrap_or(&path);
     let Some(raw_id) = rest.strip_prefix(b"/@connections/") else {
+        if let Some(d) = crate::groups::decide(method, &path, req.body, config, workers, ids) {
+            return d;
+        }
         return Decision::Respond(Response::error(
             404,
             "NotFoundException",

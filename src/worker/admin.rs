@@ -229,6 +229,7 @@ impl Worker {
                     self.respond(key, &r);
                 }
                 Decision::Health => self.start_health(key, generation),
+                Decision::Send(send) => self.start_send(key, generation, send),
                 Decision::Connection { id, op } => {
                     if id.worker == self.index {
                         let answer = self.connection_op(id.slot, id.generation, op);
@@ -349,7 +350,7 @@ impl Worker {
         self.drive_admin(admin_key);
     }
 
-    fn respond(&mut self, key: usize, r: &Response) {
+    pub(super) fn respond(&mut self, key: usize, r: &Response) {
         if let Some(c) = self.admin.get_mut(key) {
             let close = c.close_after;
             r.write(&mut c.out, close);
@@ -450,6 +451,7 @@ impl Worker {
             };
             let answer = match req.op {
                 Op::Ping => Answer::Pong,
+                Op::Send(send) => self.deliver_send(&send),
                 op => self.connection_op(req.slot, req.generation, op),
             };
             mail.answer(req.reply_to, answer);
@@ -465,7 +467,9 @@ impl Worker {
             if c.generation != to.admin_generation {
                 continue;
             }
-            if answer == Answer::Pong {
+            if answer == Answer::Delivered {
+                self.on_send_ack(to.admin_key);
+            } else if answer == Answer::Pong {
                 if c.health_pending > 0 {
                     c.health_pending -= 1;
                     if c.health_pending == 0 {
@@ -537,6 +541,9 @@ impl Worker {
                 Answer::Closed
             }
             Op::Ping => Answer::Pong,
+            op @ (Op::Join(_) | Op::Leave(_)) => self.member_op(key, op),
+            // Not for one connection: `on_mail` and `start_send` deliver it.
+            Op::Send(_) => Answer::Gone,
         }
     }
 }

@@ -43,6 +43,7 @@ const RESUMES_PER_EVENT: usize = 16;
 
 mod admin;
 mod calls;
+mod groups;
 mod timers;
 
 /// The steps of a graceful shutdown (SPEC §1).
@@ -136,6 +137,8 @@ pub struct Worker {
     /// TLS clients whose input waits decrypted inside rustls, not in the socket (so
     /// no readiness event would come): read again at the end of this loop turn.
     read_again: Vec<usize>,
+    /// Group memberships of this worker's connections (SPEC §15).
+    group: groups::Local,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -178,6 +181,7 @@ impl Worker {
             reload: s.reload,
             reload_seen,
             read_again: Vec::new(),
+            group: groups::Local::default(),
             calls: Slab::new(),
             call_generation: 0,
             admin_generation: 0,
@@ -874,6 +878,7 @@ impl Worker {
         self.send_disconnect(key);
         self.cancel_client_timer(key);
         if let Some(mut conn) = self.conns.try_remove(key) {
+            self.drop_memberships(key);
             if conn.counted_open {
                 metrics::sub(&self.metrics.worker(self.index).open_connections, 1);
                 let (code, reason) = conn.session.close_status();

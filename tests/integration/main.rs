@@ -16,6 +16,7 @@ mod closes;
 mod config;
 mod cross_worker;
 mod frames;
+mod groups;
 mod handshake;
 mod http_connect;
 mod http_disconnect;
