@@ -45,6 +45,8 @@ pub struct Counters {
     pub connects_throttled: AtomicU64,
     /// Access-log lines dropped: the destination did not take them in time.
     pub access_log_dropped: AtomicU64,
+    /// SPEC §15's `wsgate_cluster_*` series (written only with `[cluster]`).
+    pub cluster: crate::cluster::metrics::Counters,
     routes: Box<[RouteCounters]>,
 }
 
@@ -301,6 +303,9 @@ impl Metrics {
                 self.route_sum(route, |r| &r.latency_sum_us) as f64 / 1e6
             );
             let _ = writeln!(s, "{name}_count{{{l}}} {count}");
+        }
+        if config.cluster.is_some() {
+            crate::cluster::metrics::render(&mut s, api, self.workers.iter().map(|w| &w.cluster));
         }
         s.into_bytes()
     }
