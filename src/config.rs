@@ -1476,6 +1476,10 @@ impl Validator<'_> {
             crate::cluster::validate(&raw).map_err(|(key, problem)| self.err(key, problem))?;
         let key = "cluster.request_timeout";
         let request_timeout = self.positive_duration(key, raw.request_timeout.as_deref(), "1s")?;
+        if request_timeout > Duration::from_secs(30) {
+            // A management call waits for it; the management idle timeout is 60 s.
+            return Err(self.err(key, "must be at most 30s"));
+        }
         let key = "cluster.isolation_timeout";
         let isolation_timeout = self.duration(key, raw.isolation_timeout.as_deref(), "5s")?;
         if isolation_timeout < 2 * crate::cluster::HEARTBEAT_INTERVAL {

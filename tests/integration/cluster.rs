@@ -28,10 +28,15 @@ fn secret() -> PathBuf {
 /// A [`whoami_config`]-like gateway on `ip` with two workers, in cluster `name` as
 /// node `node`, on the NATS servers `nats` (a TOML list).
 fn node_config(ip: &str, node: u8, nats: &str, secret: &Path) -> String {
+    node_config_with(ip, node, nats, secret, "")
+}
+
+/// As [`node_config`], with extra `[management]` lines.
+fn node_config_with(ip: &str, node: u8, nats: &str, secret: &Path, management: &str) -> String {
     let mut c = format!(
         "[api]\nname = \"test\"\nroute_selection_expression = \"$request.body.action\"\nstage = \"prod\"\n\n\
          [server]\nlisten = \"{ip}:0\"\nhandshake_timeout = \"1s\"\nworkers = 2\n\n\
-         [management]\nlisten = \"{ip}:0\"\n\n[limits]\n\n"
+         [management]\nlisten = \"{ip}:0\"\n{management}\n\n[limits]\n\n"
     );
     c.push_str(&mock_integration("who", "$context.connectionId"));
     c.push_str(&route("$default", "who"));
@@ -60,11 +65,15 @@ fn three_nodes(nats: &str) -> Vec<Gateway> {
 
 /// Waits until `/health` says every worker of `gw` is connected to NATS.
 fn wait_connected(gw: &Gateway) {
+    wait_connected_with(gw, &[]);
+}
+
+fn wait_connected_with(gw: &Gateway, headers: &[(&str, &str)]) {
     eventually(
         "every worker connected to NATS",
         Duration::from_secs(10),
         || {
-            let r = Mgmt::connect(gw.management).call("GET", "/health", &[], b"");
+            let r = Mgmt::connect(gw.management).call("GET", "/health", headers, b"");
             let v = r.json();
             (r.status == 200 && v["nats"]["connected"] == gw.workers as u64).then_some(())
         },
@@ -157,6 +166,36 @@ fn posts_gets_and_deletes_reach_connections_on_other_nodes() {
         metric_sum(&metrics, "wsgate_cluster_nats_connected", &[]),
         a.workers as f64
     );
+}
+
+/// SPEC §13 with §15: an AWS handler posting to `https://{domainName}/{stage}/@connections/{id}`
+/// reaches a connection on another node through the node it talks to.
+#[test]
+fn connections_calls_on_the_api_listener_reach_other_nodes() {
+    let nats = NatsServer::start();
+    let nats_list = format!("[\"{}\"]", nats.url());
+    let key = secret();
+    let auth = "auth = \"token\"\ntoken = \"s3cret\"\non_api_listener = true";
+    let a = Gateway::start(&node_config_with("127.0.0.2", 1, &nats_list, &key, auth));
+    let b = Gateway::start(&node_config_with("127.0.0.3", 2, &nats_list, &key, auth));
+    wait_connected_with(&a, &[("Authorization", "Bearer s3cret")]);
+    wait_connected_with(&b, &[("Authorization", "Bearer s3cret")]);
+    let mut on_b = Raw::connect(b.listen, "/prod");
+    let id_b = id_of(&mut on_b);
+    let mut m = Mgmt::connect(a.listen);
+    let path = format!("/prod/@connections/{id_b}");
+    let ok = [("Authorization", "Bearer s3cret")];
+    let r = eventually("a settled answer", Duration::from_secs(10), || {
+        let r = m.call("POST", &path, &ok, b"through a's api port");
+        (r.status != 503).then_some(r)
+    });
+    r.expect(200);
+    assert_eq!(on_b.recv_text(), "through a's api port");
+    m.call("GET", &path, &ok, b"").expect(200);
+    m.call("DELETE", &path, &ok, b"").expect(204);
+    on_b.expect_close(1000);
+    m.call("POST", &path, &ok, b"late")
+        .expect_error(410, "GoneException");
 }
 
 #[test]
