@@ -309,6 +309,8 @@ pub struct Cluster {
     pub isolated: bool,
     /// Management calls waiting on NATS.
     pub remote_calls: usize,
+    /// A node-number conflict was logged.
+    conflict_logged: bool,
 }
 
 /// What the caller does with a remote id before asking NATS.
@@ -340,6 +342,7 @@ impl Cluster {
             next_heartbeat: Instant::now(),
             isolated: false,
             remote_calls: 0,
+            conflict_logged: false,
             settings,
         };
         let (calls, hb) = (c.calls_subject.clone(), c.hb_subject.clone());
@@ -348,9 +351,19 @@ impl Cluster {
         c
     }
 
-    /// Notes a heartbeat.
-    pub fn on_heartbeat(&mut self, payload: &[u8], now: Instant) {
+    /// Notes a heartbeat. One that names this node with another epoch means two
+    /// running nodes share a node number (a configuration error that makes their
+    /// answers unreliable): logged once.
+    pub fn on_heartbeat(&mut self, payload: &[u8], now: Instant, own_epoch: u16) {
         if let Some(h) = Heartbeat::decode(payload) {
+            if h.node == self.settings.node && h.epoch != own_epoch && !self.conflict_logged {
+                self.conflict_logged = true;
+                log::error!(
+                    "another running node of cluster {} uses node number {}: give every node its own cluster.node",
+                    self.settings.name,
+                    h.node
+                );
+            }
             self.heard[h.node as usize] = Some(Heard {
                 at: now,
                 epoch: h.epoch,

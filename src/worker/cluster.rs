@@ -171,9 +171,9 @@ impl Worker {
                     payload,
                     ..
                 } => {
-                    let now = self.now;
+                    let (now, epoch) = (self.now, self.ids.epoch());
                     if let Some(c) = self.cluster.as_mut() {
-                        c.on_heartbeat(&payload, now);
+                        c.on_heartbeat(&payload, now, epoch);
                     }
                 }
                 Incoming::Msg {
