@@ -134,6 +134,8 @@ struct Pending {
     timer: Handle,
     sent: Instant,
     generation: u32,
+    /// Collects every answer until the time-out (see [`Client::request_many`]).
+    many: bool,
 }
 
 #[derive(Debug)]
@@ -317,6 +319,37 @@ impl Client {
         timers: &mut Wheel,
         now: Instant,
     ) -> Result<(), Refused> {
+        self.send_request(subject, payload, waiter, timeout, timers, now, false)
+    }
+
+    /// Like [`Client::request`], for a subject with several responders (a group
+    /// send that every node acknowledges): each answer comes back as an
+    /// [`Incoming::Reply`] with [`Outcome::Reply`] as it arrives, and the request ends
+    /// with exactly one final [`Outcome::TimedOut`] (or [`Outcome::NoResponders`]
+    /// when nobody listens) after `timeout`.
+    pub fn request_many(
+        &mut self,
+        subject: &[u8],
+        payload: &[u8],
+        waiter: Waiter,
+        timeout: Duration,
+        timers: &mut Wheel,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        self.send_request(subject, payload, waiter, timeout, timers, now, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_request(
+        &mut self,
+        subject: &[u8],
+        payload: &[u8],
+        waiter: Waiter,
+        timeout: Duration,
+        timers: &mut Wheel,
+        now: Instant,
+        many: bool,
+    ) -> Result<(), Refused> {
         self.admit(payload.len())?;
         if self.requests.len() >= MAX_REQUESTS {
             return Err(Refused::Full);
@@ -331,6 +364,7 @@ impl Client {
             timer,
             sent: now,
             generation,
+            many,
         });
         let mut reply = std::mem::take(&mut self.inbox);
         let base = reply.len();
@@ -629,7 +663,16 @@ impl Client {
             return;
         };
         match self.requests.get(key) {
-            Some(p) if p.generation == generation => {}
+            Some(p) if p.generation == generation => {
+                if p.many && m.status != Some(proto::NO_RESPONDERS) {
+                    out.push(Incoming::Reply {
+                        waiter: p.waiter,
+                        outcome: Outcome::Reply(m.payload.to_vec()),
+                        elapsed: now.saturating_duration_since(p.sent),
+                    });
+                    return;
+                }
+            }
             _ => return, // late: it timed out already
         }
         let p = self.requests.remove(key);
@@ -701,6 +744,7 @@ fn parse_reply_token(s: &[u8]) -> Option<(usize, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
 
     #[test]
     fn reply_tokens_round_trip_and_garbage_is_ignored() {
@@ -708,6 +752,121 @@ mod tests {
         assert_eq!(parse_reply_token(b"12-"), None);
         assert_eq!(parse_reply_token(b"x-1"), None);
         assert_eq!(parse_reply_token(b"1-99999999999"), None);
+    }
+
+    /// Reads from `s` until the text read contains `needle`; returns all of it.
+    fn read_until(s: &mut std::net::TcpStream, needle: &str) -> String {
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            let n = s.read(&mut b).expect("server read");
+            assert!(
+                n > 0,
+                "client closed; got {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&b[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// A scripted NATS server: handshake, a message, "no responders" for the
+    /// client's request, garbage (the client must reconnect), and a second
+    /// handshake in which the subscriptions must come again.
+    fn fake_server(l: std::net::TcpListener, tx: std::sync::mpsc::Sender<String>) {
+        let info = "INFO {\"server_id\":\"fake\",\"headers\":true,\"max_payload\":4096}\r\n";
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(info.as_bytes()).unwrap();
+        tx.send(read_until(&mut s, "PING\r\n")).unwrap();
+        s.write_all(b"PONG\r\n").unwrap();
+        let text = read_until(&mut s, "\r\nq\r\n");
+        let at = text.find("PUB req.x ").unwrap() + "PUB req.x ".len();
+        let reply = text[at..].split(' ').next().unwrap().to_string();
+        let out = format!(
+            "PING\r\nMSG a.b 2 2\r\nhi\r\nHMSG {reply} 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n"
+        );
+        s.write_all(out.as_bytes()).unwrap();
+        read_until(&mut s, "PONG\r\n");
+        s.write_all(b"GARBAGE\r\n").unwrap();
+        let (mut s2, _) = l.accept().unwrap();
+        s2.write_all(info.as_bytes()).unwrap();
+        tx.send(read_until(&mut s2, "PING\r\n")).unwrap();
+        s2.write_all(b"PONG\r\n").unwrap();
+        // Hold the connection until the test is done.
+        let _ = read_until(&mut s2, "never");
+    }
+
+    #[test]
+    fn handshake_messages_no_responders_and_resubscribe_after_garbage() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || fake_server(l, tx));
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(16);
+        let mut wheel = Wheel::new(Instant::now());
+        let mut c = Client::new(vec![addr], "t", Token(9), 1 << 20);
+        c.subscribe(b"a.b", Tag::Other(1));
+        let mut got: Vec<Incoming> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut requested = false;
+        let mut ups = 0;
+        while ups < 2 {
+            assert!(Instant::now() < deadline, "timed out; got {got:?}");
+            poll.poll(&mut events, Some(Duration::from_millis(10)))
+                .unwrap();
+            let now = Instant::now();
+            let mut out = Vec::new();
+            c.tick(poll.registry(), now, &mut out);
+            for _ in events.iter() {
+                c.on_event(poll.registry(), &mut wheel, now, &mut out);
+            }
+            if c.is_up() && !requested {
+                requested = true;
+                assert_eq!(c.max_payload(), 4096);
+                let w = Waiter::Token(7);
+                let r = c.request(b"req.x", b"q", w, Duration::from_secs(5), &mut wheel, now);
+                assert_eq!(r, Ok(()));
+                assert_eq!(c.publish(b"x", None, &[0; 5000]), Err(Refused::TooLarge));
+            }
+            c.flush(poll.registry(), now, &mut out);
+            ups += out.iter().filter(|i| matches!(i, Incoming::Up)).count();
+            got.extend(out);
+        }
+        let first = rx.recv().unwrap();
+        let second = rx.recv().unwrap();
+        for hello in [&first, &second] {
+            assert!(hello.contains("\"no_responders\":true"), "{hello}");
+            assert!(hello.contains("SUB a.b 2\r\n"), "{hello}");
+            assert!(hello.contains("SUB _INBOX."), "{hello}");
+        }
+        let text = format!("{got:?}");
+        assert!(
+            matches!(
+                &got[..],
+                [
+                    Incoming::Up,
+                    Incoming::Msg {
+                        tag: Tag::Other(1),
+                        ..
+                    },
+                    Incoming::Reply {
+                        waiter: Waiter::Token(7),
+                        outcome: Outcome::NoResponders,
+                        ..
+                    },
+                    Incoming::Down,
+                    Incoming::Up
+                ]
+            ),
+            "{text}"
+        );
+        assert_eq!(c.reconnects, 1);
+        assert_eq!(c.in_flight(), 0);
+        assert!(
+            wheel.is_empty(),
+            "the answered request's timer is cancelled"
+        );
     }
 
     #[test]

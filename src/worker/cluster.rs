@@ -183,10 +183,11 @@ impl Worker {
                     ..
                 } => self.serve_remote_call(reply.as_deref(), &payload),
                 Incoming::Msg {
-                    tag: Tag::Other(_), ..
-                } => {
-                    // Groups and broadcast subscribe with their own tags and hook in here.
-                }
+                    tag: Tag::Other(tag),
+                    subject,
+                    reply,
+                    payload,
+                } => self.on_cluster_message(tag, &subject, reply.as_deref(), &payload),
                 Incoming::Reply {
                     waiter:
                         Waiter::Admin {
@@ -198,13 +199,78 @@ impl Worker {
                     elapsed,
                 } => self.finish_remote_call(key, generation, node, outcome, elapsed),
                 Incoming::Reply {
-                    waiter: Waiter::Token(_),
+                    waiter: Waiter::Token(token),
+                    outcome,
                     ..
-                } => {
-                    // Other features' requests hook in here.
-                }
+                } => self.on_cluster_reply(token, outcome),
             }
         }
+    }
+
+    // -----------------------------------------------------------------------
+    // The API other cluster features (groups, broadcast) build on: subscribe with
+    // their own tag, publish, and request with their own token; what comes back is
+    // dispatched to the two hooks below.
+
+    /// Subscribes this worker to `subject` (kept across reconnects); its messages go
+    /// to [`Worker::on_cluster_message`] with `tag`. `None` on a single node or for
+    /// an invalid subject.
+    #[allow(dead_code)]
+    pub(super) fn cluster_subscribe(&mut self, subject: &[u8], tag: u32) -> Option<u64> {
+        let c = self.cluster.as_mut()?;
+        cluster::proto::valid_subject(subject).then(|| c.client.subscribe(subject, Tag::Other(tag)))
+    }
+
+    /// Publishes `payload` on `subject` (refused, never queued, while NATS is down
+    /// or the output is full).
+    #[allow(dead_code)]
+    pub(super) fn cluster_publish(
+        &mut self,
+        subject: &[u8],
+        payload: &[u8],
+    ) -> Result<(), Refused> {
+        let c = self.cluster.as_mut().ok_or(Refused::NotConnected)?;
+        c.client.publish(subject, None, payload)
+    }
+
+    /// Publishes a request that every subscriber of `subject` may answer: each
+    /// answer, then one final `TimedOut` after `request_timeout` (or
+    /// `NoResponders`), reach [`Worker::on_cluster_reply`] with `token`.
+    #[allow(dead_code)]
+    pub(super) fn cluster_request_many(
+        &mut self,
+        subject: &[u8],
+        payload: &[u8],
+        token: u64,
+    ) -> Result<(), Refused> {
+        let c = self.cluster.as_mut().ok_or(Refused::NotConnected)?;
+        let timeout = c.settings.request_timeout;
+        c.client.request_many(
+            subject,
+            payload,
+            Waiter::Token(token),
+            timeout,
+            &mut self.timers,
+            self.now,
+        )
+    }
+
+    /// A message on a subscription of [`Worker::cluster_subscribe`]: the hook for
+    /// groups and broadcast (nothing subscribes yet).
+    fn on_cluster_message(
+        &mut self,
+        tag: u32,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let _ = (tag, subject, reply, payload);
+    }
+
+    /// An answer to [`Worker::cluster_request_many`]: the hook for groups and
+    /// broadcast (nothing requests yet).
+    fn on_cluster_reply(&mut self, token: u64, outcome: Outcome) {
+        let _ = (token, outcome);
     }
 
     /// A management call for `id`, owned by another node: one NATS request to the
