@@ -436,3 +436,32 @@ fn cluster_config_is_validated() {
     let exit = run_to_exit(&ok, &["--check"]);
     assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
 }
+
+/// SPEC §15 with §7: the clients an isolated node closes get their `$disconnect`
+/// (1001 "Going away"), so the application learns they are gone.
+#[test]
+fn isolation_sends_each_closed_client_its_disconnect() {
+    let mut nats = NatsServer::start();
+    let backend = crate::backend::Backend::ok();
+    let mut config = node_config("127.0.0.2", 1, &format!("[\"{}\"]", nats.url()), &secret());
+    config.push_str(&crate::backend::aws_integration(
+        "backend",
+        &backend.url("/life"),
+        "",
+    ));
+    config.push_str(&crate::backend::one_way_route("$disconnect", "backend"));
+    let gw = Gateway::start(&config);
+    wait_connected(&gw);
+    let mut raw = Raw::connect(gw.listen, "/prod");
+    let id = id_of(&mut raw);
+    nats.kill();
+    raw.stream
+        .set_read_timeout(Some(ISOLATION + Duration::from_secs(3)))
+        .unwrap();
+    raw.expect_close_with(1001, "Going away");
+    let d = backend.wait_event_of("DISCONNECT", &id);
+    let ctx = &d.event()["requestContext"];
+    assert_eq!(ctx["disconnectStatusCode"], 1001, "{ctx}");
+    assert_eq!(ctx["disconnectReason"], "Going away", "{ctx}");
+    assert!(gw.stderr().contains("cut off from NATS"), "{}", gw.stderr());
+}
