@@ -170,6 +170,7 @@ pub struct Client {
     next_ping: Instant,
     connected_since: Option<Instant>,
     ever_connected: bool,
+    warned_unreachable: bool,
     /// Successful connections after the first.
     pub reconnects: u64,
     /// Index of the server connected to (or tried last), for log lines.
@@ -212,6 +213,7 @@ impl Client {
             next_ping: Instant::now(),
             connected_since: None,
             ever_connected: false,
+            warned_unreachable: false,
             reconnects: 0,
             current: 0,
         };
@@ -456,6 +458,16 @@ impl Client {
                     .map_or(String::new(), |a| a.to_string())
             );
             out.push(Incoming::Down);
+        } else if !self.ever_connected && !self.warned_unreachable {
+            // Once: a node that never reaches NATS says so (later attempts are quiet).
+            self.warned_unreachable = true;
+            log::warn!(
+                "nats: cannot connect to {}: {why}; retrying across {} server(s)",
+                self.servers
+                    .get(self.current)
+                    .map_or(String::new(), |a| a.to_string()),
+                self.servers.len()
+            );
         } else {
             log::debug!("nats connect attempt failed: {why}");
         }

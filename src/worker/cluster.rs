@@ -148,6 +148,8 @@ impl Worker {
                 Incoming::Up => {
                     if let Some(c) = self.cluster.as_mut() {
                         c.shared.set_up(self.index);
+                        // The next tick publishes the heartbeat at once if it is ours.
+                        c.next_heartbeat = self.now;
                         counters
                             .nats_connected
                             .store(1, std::sync::atomic::Ordering::Relaxed);

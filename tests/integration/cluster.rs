@@ -465,3 +465,27 @@ fn isolation_sends_each_closed_client_its_disconnect() {
     assert_eq!(ctx["disconnectReason"], "Going away", "{ctx}");
     assert!(gw.stderr().contains("cut off from NATS"), "{}", gw.stderr());
 }
+
+/// A node that never reaches NATS serves its clients only until `isolation_timeout`
+/// (it cannot prove to other nodes that they are alive), and says why in its log.
+#[test]
+fn a_node_that_never_reaches_nats_isolates_itself() {
+    let port = crate::nats_fixture::free_port("127.0.0.1");
+    let nats = format!("[\"nats://127.0.0.1:{port}\"]");
+    let gw = Gateway::start(&node_config("127.0.0.2", 1, &nats, &secret()));
+    let started = Instant::now();
+    let mut raw = Raw::connect(gw.listen, "/prod");
+    let id = id_of(&mut raw);
+    Mgmt::connect(gw.management).post(&id, b"local").expect(200);
+    assert_eq!(raw.recv_text(), "local");
+    raw.stream
+        .set_read_timeout(Some(ISOLATION + Duration::from_secs(3)))
+        .unwrap();
+    raw.expect_close_with(1001, "Going away");
+    assert!(started.elapsed() >= ISOLATION - Duration::from_millis(300));
+    let log = gw.stderr();
+    assert!(log.contains("nats: cannot connect to"), "{log}");
+    let health = Mgmt::connect(gw.management).call("GET", "/health", &[], b"");
+    health.expect(503);
+    assert_eq!(health.json()["nats"]["connected"], 0);
+}
