@@ -28,8 +28,8 @@
 //! # Statuses of a remote call
 //!
 //! Owner's answer → as is. No answer within `request_timeout` → 503. NATS "no
-//! responders" → 503 when the owner node was heard within `isolation_timeout`, else
-//! 410 ("heard" counts from this worker's own connection time, so a caller that was
+//! responders" → 503 when the owner node was heard within `isolation_timeout` (plus
+//! [`GONE_MARGIN`]), else 410 ("heard" counts from this worker's own connection time, so a caller that was
 //! itself reconnecting never concludes a node is gone). A heartbeat that shows the
 //! node restarted (another epoch) or has fewer workers → 410 without asking. This
 //! worker not connected, or its output or in-flight requests at their bound → 503.
@@ -62,6 +62,12 @@ use crate::management::Response;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a worker's cluster tick runs (reconnects, pings, heartbeats, isolation).
 pub const TICK: Duration = Duration::from_millis(100);
+/// What a caller adds to `isolation_timeout` before it calls a silent node gone
+/// (410). A cut-off node isolates `isolation_timeout` after its LAST worker lost
+/// NATS, and its last heartbeat may have left up to one interval (plus a tick)
+/// before that: without the margin a caller could answer 410 while the node still
+/// serves the connection. With it, a 410 is never early.
+pub const GONE_MARGIN: Duration = Duration::from_millis(1500);
 /// Bytes of NATS output a worker may have unsent; beyond it remote calls get 503.
 pub const OUT_LIMIT: usize = 8 * 1024 * 1024;
 /// Management calls one worker may have waiting on NATS at once.
@@ -380,12 +386,13 @@ impl Cluster {
         }
     }
 
-    /// Whether `node` was heard within `isolation_timeout`, counted from when this
-    /// worker's own connection came up (so our own outage proves nothing).
+    /// Whether `node` was heard within `isolation_timeout` plus [`GONE_MARGIN`],
+    /// counted from when this worker's own connection came up (so our own outage
+    /// proves nothing).
     pub fn heard_recently(&self, node: u8, now: Instant) -> bool {
         let listening = self.client.connected_since().unwrap_or(now);
         let last = self.heard[node as usize].map_or(listening, |h| h.at.max(listening));
-        now.saturating_duration_since(last) < self.settings.isolation_timeout
+        now.saturating_duration_since(last) < self.settings.isolation_timeout + GONE_MARGIN
     }
 }
 

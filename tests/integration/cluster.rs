@@ -236,8 +236,8 @@ fn a_killed_nodes_ids_are_503_then_410_never_another_status() {
         "410 is final: {statuses:?}"
     );
     assert!(
-        statuses[first_410].0 >= ISOLATION - Duration::from_millis(1100),
-        "410 only once the node was unheard for isolation_timeout: {statuses:?}"
+        statuses[first_410].0 >= ISOLATION + Duration::from_millis(300),
+        "410 only once the node was unheard for isolation_timeout + the margin: {statuses:?}"
     );
     // GET and DELETE agree.
     m.get(&id_b).expect_error(410, "GoneException");
@@ -488,4 +488,57 @@ fn a_node_that_never_reaches_nats_isolates_itself() {
     let health = Mgmt::connect(gw.management).call("GET", "/health", &[], b"");
     health.expect(503);
     assert_eq!(health.json()["nats"]["connected"], 0);
+}
+
+/// SPEC §15 "a 410 is never false": node B alone loses its NATS server (each node
+/// uses a different server of a NATS cluster). Node A answers 503 for B's id while B
+/// still serves the connection, and 410 only after B has closed it.
+#[test]
+fn a_410_comes_only_after_the_cut_off_node_closed_the_connection() {
+    let mut cluster = NatsCluster::start();
+    let key = secret();
+    let one = |i: usize| format!("[\"{}\"]", cluster.servers[i].url());
+    let a = Gateway::start(&node_config("127.0.0.2", 1, &one(0), &key));
+    let b = Gateway::start(&node_config("127.0.0.3", 2, &one(1), &key));
+    wait_connected(&a);
+    wait_connected(&b);
+    let mut on_b = Raw::connect(b.listen, "/prod");
+    let id_b = id_of(&mut on_b);
+    let mut m = Mgmt::connect(a.management);
+    post_settled(&mut m, &id_b, b"hello").expect(200);
+    assert_eq!(on_b.recv_text(), "hello");
+    on_b.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let closed_at = std::thread::spawn(move || loop {
+        let f = on_b.frame();
+        if f.opcode == 8 {
+            assert_eq!(f.close_code(), Some(1001), "{f:?}");
+            return Instant::now();
+        }
+    });
+    cluster.servers[1].kill();
+    let mut answers = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = m.post(&id_b, b"still there?");
+        answers.push((Instant::now(), r.status));
+        assert!(
+            r.status == 503 || r.status == 410,
+            "{:?}",
+            answers.iter().map(|a| a.1).collect::<Vec<_>>()
+        );
+        if r.status == 410 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 410 within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let closed_at = closed_at.join().expect("B closed its client with 1001");
+    let first_410 = answers.last().unwrap().0;
+    assert!(
+        first_410 > closed_at,
+        "410 {:?} before the close",
+        closed_at - first_410
+    );
 }
