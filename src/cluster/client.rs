@@ -881,6 +881,75 @@ mod tests {
         );
     }
 
+    /// `request_many`: every answer as it comes, then one final time-out from the
+    /// worker's wheel; a late answer after that is dropped.
+    #[test]
+    fn request_many_delivers_each_answer_then_one_time_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.write_all(b"INFO {\"max_payload\":4096}\r\n").unwrap();
+            read_until(&mut s, "PING\r\n");
+            s.write_all(b"PONG\r\n").unwrap();
+            let text = read_until(&mut s, "\r\ngo\r\n");
+            let at = text.find("PUB all ").unwrap() + "PUB all ".len();
+            let reply = text[at..].split(' ').next().unwrap().to_string();
+            let out = format!("MSG {reply} 1 2\r\nn1\r\nMSG {reply} 1 2\r\nn2\r\n");
+            s.write_all(out.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(900));
+            s.write_all(format!("MSG {reply} 1 4\r\nlate\r\n").as_bytes())
+                .unwrap();
+            let _ = read_until(&mut s, "never");
+        });
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(16);
+        let mut wheel = Wheel::new(Instant::now());
+        let mut c = Client::new(vec![addr], "t", Token(9), 1 << 20);
+        let mut got = Vec::new();
+        let mut expired = Vec::new();
+        let start = Instant::now();
+        let mut requested = false;
+        while start.elapsed() < Duration::from_millis(1300) {
+            poll.poll(&mut events, Some(Duration::from_millis(10)))
+                .unwrap();
+            let now = Instant::now();
+            let mut out = Vec::new();
+            c.tick(poll.registry(), now, &mut out);
+            for _ in events.iter() {
+                c.on_event(poll.registry(), &mut wheel, now, &mut out);
+            }
+            if c.is_up() && !requested {
+                requested = true;
+                let t = Duration::from_millis(500);
+                let w = Waiter::Token(3);
+                assert_eq!(c.request_many(b"all", b"go", w, t, &mut wheel, now), Ok(()));
+            }
+            c.flush(poll.registry(), now, &mut out);
+            wheel.expire(now, &mut expired);
+            for e in expired.drain(..) {
+                assert_eq!(e.kind, TimerKind::ClusterRequest);
+                out.extend(c.expire(e.key, e.generation, now));
+            }
+            got.extend(out.into_iter().filter_map(|i| match i {
+                Incoming::Reply {
+                    waiter, outcome, ..
+                } => Some((waiter, outcome)),
+                _ => None,
+            }));
+        }
+        let w = Waiter::Token(3);
+        assert_eq!(
+            got,
+            vec![
+                (w, Outcome::Reply(b"n1".to_vec())),
+                (w, Outcome::Reply(b"n2".to_vec())),
+                (w, Outcome::TimedOut),
+            ]
+        );
+        assert_eq!(c.in_flight(), 0);
+    }
+
     #[test]
     fn nothing_is_queued_while_down() {
         let mut c = Client::new(vec!["127.0.0.1:1".parse().unwrap()], "t", Token(1), 1024);
