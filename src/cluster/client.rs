@@ -154,7 +154,9 @@ pub struct Client {
     token: Token,
     stream: Option<TcpStream>,
     state: State,
+    /// Received bytes are `input[..filled]`; the rest is initialized room.
     input: Vec<u8>,
+    filled: usize,
     output: Vec<u8>,
     out_limit: usize,
     max_payload: usize,
@@ -199,6 +201,7 @@ impl Client {
                 retry_at: Instant::now(),
             },
             input: Vec::new(),
+            filled: 0,
             output: Vec::new(),
             out_limit,
             max_payload: proto::DEFAULT_MAX_PAYLOAD,
@@ -473,6 +476,7 @@ impl Client {
         }
         self.connected_since = None;
         self.input = Vec::new();
+        self.filled = 0;
         self.output = Vec::new();
         self.pings_out = 0;
         // Jitter: 50-100% of the backoff, so workers and nodes do not retry in step.
@@ -530,28 +534,23 @@ impl Client {
                 break;
             }
             reads += 1;
-            let len = self.input.len();
-            self.input.resize(len + READ_BYTES, 0);
-            match s.read(&mut self.input[len..]) {
-                Ok(0) => {
-                    self.input.truncate(len);
-                    return self.fail(registry, now, "closed by the server", out);
-                }
+            // Read into initialized spare room: the buffer only grows (to the
+            // largest operation plus one read), it is not zeroed per read.
+            let filled = self.filled;
+            if self.input.len() < filled + READ_BYTES {
+                self.input.resize(filled + READ_BYTES, 0);
+            }
+            match s.read(&mut self.input[filled..]) {
+                Ok(0) => return self.fail(registry, now, "closed by the server", out),
                 Ok(n) => {
-                    self.input.truncate(len + n);
+                    self.filled += n;
                     if let Err(e) = self.process(timers, now, out) {
                         return self.fail(registry, now, &e, out);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.input.truncate(len);
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.input.truncate(len),
-                Err(e) => {
-                    self.input.truncate(len);
-                    return self.fail(registry, now, &e.to_string(), out);
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail(registry, now, &e.to_string(), out),
             }
         }
         self.flush(registry, now, out);
@@ -564,10 +563,11 @@ impl Client {
         now: Instant,
         out: &mut Vec<Incoming>,
     ) -> Result<(), String> {
-        let input = std::mem::take(&mut self.input);
+        let mut input = std::mem::take(&mut self.input);
+        let filled = self.filled;
         let mut at = 0;
         let res = loop {
-            match proto::parse(&input[at..], self.max_payload) {
+            match proto::parse(&input[at..filled], self.max_payload) {
                 Ok(Some((op, n))) => {
                     at += n;
                     if let Err(e) = self.handle(op, timers, now, out) {
@@ -578,8 +578,11 @@ impl Client {
                 Err(e) => break Err(e.to_string()),
             }
         };
-        let mut input = input;
-        input.drain(..at);
+        input.copy_within(at..filled, 0);
+        self.filled = filled - at;
+        if self.filled == 0 && input.len() > 4 * READ_BYTES {
+            input = Vec::new(); // a large message's room is given back
+        }
         self.input = input;
         res
     }
