@@ -953,6 +953,45 @@ mod tests {
         assert_eq!(c.in_flight(), 0);
     }
 
+    proptest::proptest! {
+        /// Hostile server bytes, in any split, never panic the client and never
+        /// leave more than one operation's worth of input held: an operation is
+        /// taken, or the bytes are an error (then the connection is dropped).
+        #[test]
+        fn hostile_server_bytes_are_bounded(
+            chunks in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), 0..8),
+            ops in proptest::collection::vec(0usize..6, 0..8),
+        ) {
+            let mut c = Client::new(vec!["127.0.0.1:1".parse().unwrap()], "t", Token(1), 1024);
+            c.state = State::Ready;
+            c.max_payload = 1024;
+            let mut wheel = Wheel::new(Instant::now());
+            let mut out = Vec::new();
+            let valid = [
+                &b"PING\r\n"[..], b"MSG a 2 3\r\nabc\r\n", b"+OK\r\n",
+                b"HMSG _INBOX.x.1-1 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n",
+                b"INFO {\"max_payload\":2048}\r\n", b"-ERR 'x'\r\n",
+            ];
+            let mut stream: Vec<u8> = Vec::new();
+            for (i, chunk) in chunks.iter().enumerate() {
+                if let Some(o) = ops.get(i) {
+                    stream.extend_from_slice(valid[*o]);
+                }
+                stream.extend_from_slice(chunk);
+            }
+            for piece in stream.chunks(37) {
+                c.input.resize(c.filled + piece.len(), 0);
+                c.input[c.filled..c.filled + piece.len()].copy_from_slice(piece);
+                c.filled += piece.len();
+                if c.process(&mut wheel, Instant::now(), &mut out).is_err() {
+                    break;
+                }
+                proptest::prop_assert!(c.filled <= proto::MAX_CONTROL_LINE + c.max_payload + 2);
+            }
+        }
+    }
+
     #[test]
     fn nothing_is_queued_while_down() {
         let mut c = Client::new(vec!["127.0.0.1:1".parse().unwrap()], "t", Token(1), 1024);
