@@ -74,6 +74,7 @@ struct RawConfig {
     aws: RawAws,
     #[serde(default)]
     authorizers: BTreeMap<String, RawAuthorizer>,
+    cluster: Option<crate::cluster::RawCluster>,
 }
 
 /// `[authorizers.NAME]` (SPEC §11).
@@ -247,6 +248,8 @@ pub struct Config {
     pub aws: Aws,
     /// `[authorizers.*]` (SPEC §11); a route names one by index.
     pub authorizers: Vec<Authorizer>,
+    /// `[cluster]` (SPEC §15); `None`: a single node.
+    pub cluster: Option<crate::cluster::Settings>,
 }
 
 /// A REQUEST authorizer (SPEC §11): its call rides an `aws_proxy` integration of its
@@ -595,6 +598,7 @@ impl Validator<'_> {
             .map_err(|e| self.err("api.route_selection_expression", e.message))?;
         let table = Table::new(expression, custom, default_route);
         let access_log = raw.access_log.map(|a| self.access_log(a)).transpose()?;
+        let cluster = raw.cluster.map(|c| self.cluster(c)).transpose()?;
         Ok(Config {
             path: self.file.to_path_buf(),
             api,
@@ -611,6 +615,7 @@ impl Validator<'_> {
             access_log,
             aws,
             authorizers,
+            cluster,
         })
     }
 
@@ -1463,6 +1468,35 @@ impl Validator<'_> {
             return Err(self.err(key, "must be longer than 0s".to_string()));
         }
         Ok(d)
+    }
+
+    /// `[cluster]` (SPEC §15).
+    fn cluster(&self, raw: crate::cluster::RawCluster) -> Result<crate::cluster::Settings, Error> {
+        let (servers, node, secret) =
+            crate::cluster::validate(&raw).map_err(|(key, problem)| self.err(key, problem))?;
+        let key = "cluster.request_timeout";
+        let request_timeout = self.positive_duration(key, raw.request_timeout.as_deref(), "1s")?;
+        if request_timeout > Duration::from_secs(30) {
+            // A management call waits for it; the management idle timeout is 60 s.
+            return Err(self.err(key, "must be at most 30s"));
+        }
+        let key = "cluster.isolation_timeout";
+        let isolation_timeout = self.duration(key, raw.isolation_timeout.as_deref(), "5s")?;
+        if isolation_timeout < 2 * crate::cluster::HEARTBEAT_INTERVAL {
+            return Err(self.err(
+                key,
+                "must be at least 2s (two heartbeat intervals: one lost heartbeat must not make a node look gone)",
+            ));
+        }
+        Ok(crate::cluster::Settings {
+            nats: raw.nats,
+            servers,
+            name: raw.name,
+            node,
+            secret,
+            request_timeout,
+            isolation_timeout,
+        })
     }
 }
 

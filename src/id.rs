@@ -190,6 +190,12 @@ impl Codec {
         self.node
     }
 
+    /// This start's epoch (a cluster heartbeat carries it, so other nodes answer 410
+    /// for a restarted node's old ids without asking it).
+    pub fn epoch(&self) -> u16 {
+        self.epoch
+    }
+
     /// The id of this node's connection in `worker`'s `slot` with `generation`.
     pub fn connection(&self, worker: u8, slot: u32, generation: u64) -> Text {
         self.encode(&ConnectionId {

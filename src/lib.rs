@@ -9,6 +9,7 @@ pub mod authorizer;
 pub mod aws;
 pub mod buf;
 pub mod close;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod event;

@@ -49,6 +49,8 @@ pub struct Counters {
     pub group_memberships: AtomicU64,
     /// Group sends and broadcasts a member missed: its outbound buffer was full.
     pub group_skipped: AtomicU64,
+    /// SPEC §15's `wsgate_cluster_*` series (written only with `[cluster]`).
+    pub cluster: crate::cluster::metrics::Counters,
     routes: Box<[RouteCounters]>,
 }
 
@@ -323,6 +325,9 @@ impl Metrics {
                 self.route_sum(route, |r| &r.latency_sum_us) as f64 / 1e6
             );
             let _ = writeln!(s, "{name}_count{{{l}}} {count}");
+        }
+        if config.cluster.is_some() {
+            crate::cluster::metrics::render(&mut s, api, self.workers.iter().map(|w| &w.cluster));
         }
         s.into_bytes()
     }

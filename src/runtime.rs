@@ -214,7 +214,20 @@ pub fn run(config: Config) -> Result<(), Error> {
     let admins = bind_group(&config, "management.listen", config.management.listen, n)?;
     let listen = clients[0].local_addr()?;
     let management = admins[0].local_addr()?;
-    let ids = crate::id::Codec::random();
+    let ids = match &config.cluster {
+        // Every node decodes every other's ids (SPEC §6, §15); a random epoch per start.
+        Some(c) => {
+            let mut e = [0u8; 2];
+            let _ = getrandom::fill(&mut e);
+            let key = crate::id::Key::from_secret(&c.secret);
+            crate::id::Codec::new(key, c.node, u16::from_le_bytes(e))
+        }
+        None => crate::id::Codec::random(),
+    };
+    let cluster = config
+        .cluster
+        .as_ref()
+        .map(|_| Arc::new(crate::cluster::Shared::new(n)));
     let shutdown = Arc::new(AtomicBool::new(false));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
 
@@ -251,6 +264,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             shutdown: shutdown.clone(),
             hangups: hangups.clone(),
             reload: reload.clone(),
+            cluster: cluster.clone(),
         };
         let w = Worker::new(setup)?;
         let core = (config.server.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);

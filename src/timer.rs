@@ -33,6 +33,10 @@ pub enum Kind {
     AdminHead,
     /// A management connection's idle deadline.
     AdminIdle,
+    /// A NATS request's time-out (key and generation of the client's request).
+    ClusterRequest,
+    /// The cluster's periodic work: reconnects, pings, heartbeats, isolation.
+    ClusterTick,
 }
 
 /// Names one armed entry, for [`Wheel::cancel`]. A handle whose entry fired or was

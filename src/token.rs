@@ -5,6 +5,8 @@ use mio::Token;
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const MANAGEMENT_LISTENER: Token = Token(usize::MAX - 2);
 pub const WAKER: Token = Token(usize::MAX - 3);
+/// The worker's NATS connection (SPEC §15).
+pub const NATS: Token = Token(usize::MAX - 4);
 
 /// A decoded token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +14,7 @@ pub enum Kind {
     Listener,
     ManagementListener,
     Waker,
+    Nats,
     Client(usize),
     Management(usize),
     Upstream(usize),
@@ -34,6 +37,7 @@ pub fn decode(t: Token) -> Kind {
         LISTENER => Kind::Listener,
         MANAGEMENT_LISTENER => Kind::ManagementListener,
         WAKER => Kind::Waker,
+        NATS => Kind::Nats,
         Token(n) => match n & 3 {
             0 => Kind::Client(n >> 2),
             1 => Kind::Management(n >> 2),
@@ -55,5 +59,6 @@ mod tests {
         }
         assert_eq!(decode(LISTENER), Kind::Listener);
         assert_eq!(decode(WAKER), Kind::Waker);
+        assert_eq!(decode(NATS), Kind::Nats);
     }
 }

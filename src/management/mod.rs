@@ -632,6 +632,8 @@ pub fn decide(
     // names no connection.
     let id = match ids.decode(raw_id) {
         Ok(id) if ids.is_local(&id) && (id.worker as usize) < workers => id,
+        // SPEC §15: another node's id goes to its owner over NATS (`worker/cluster.rs`).
+        Ok(id) if config.cluster.is_some() && id.node != ids.node() => id,
         Ok(_) | Err(id::ParseError::NotIssued) => {
             return Decision::Respond(Response::from_answer(Answer::Gone))
         }

@@ -99,7 +99,7 @@ impl Worker {
     /// Answers, writes and reads a management connection until it waits on its peer
     /// or on another worker, or its unsent answers reach the bound (then it is not
     /// read: the kernel's buffers and TCP flow control hold the caller back).
-    fn drive_admin(&mut self, key: usize) {
+    pub(super) fn drive_admin(&mut self, key: usize) {
         let mut reads = 0;
         loop {
             let stop = self.serve_admin(key);
@@ -231,7 +231,9 @@ impl Worker {
                 Decision::Health => self.start_health(key, generation),
                 Decision::Send(send) => self.start_send(key, generation, send),
                 Decision::Connection { id, op } => {
-                    if id.worker == self.index {
+                    if id.node != self.ids.node() {
+                        self.remote_call(key, generation, id, op);
+                    } else if id.worker == self.index {
                         let answer = self.connection_op(id.slot, id.generation, op);
                         self.respond(key, &Response::from_answer(answer));
                     } else {
@@ -289,9 +291,9 @@ impl Worker {
         if pending + 1 < self.workers {
             // A worker's queue is full: it is not keeping up.
             c.health_pending = 0;
-            self.respond(key, &health(503, self.workers));
+            self.respond(key, &self.health_answer(503));
         } else if pending == 0 {
-            self.respond(key, &health(200, self.workers));
+            self.respond(key, &self.health_answer(200));
         } else {
             c.waiting = true;
             c.health_timer = Some(self.timers.arm(
@@ -435,7 +437,7 @@ impl Worker {
         c.health_timer = None;
         c.health_pending = 0;
         c.waiting = false;
-        self.respond(key, &health(503, self.workers));
+        self.respond(key, &self.health_answer(503));
         self.drive_admin(key);
     }
 
@@ -479,7 +481,7 @@ impl Worker {
                         if let Some(h) = c.health_timer.take() {
                             self.timers.cancel(h);
                         }
-                        self.respond(to.admin_key, &health(200, self.workers));
+                        self.respond(to.admin_key, &self.health_answer(200));
                     }
                 }
             } else {
@@ -548,7 +550,7 @@ impl Worker {
     }
 }
 
-fn health(status: u16, workers: usize) -> Response {
+pub(super) fn health(status: u16, workers: usize) -> Response {
     let body = format!(
         "{{\"status\":\"{}\",\"workers\":{workers}}}",
         if status == 200 { "ok" } else { "unavailable" }

@@ -44,6 +44,7 @@ const RESUMES_PER_EVENT: usize = 16;
 mod admin;
 mod calls;
 mod groups;
+mod cluster;
 mod timers;
 
 /// The steps of a graceful shutdown (SPEC §1).
@@ -75,6 +76,8 @@ pub struct Setup {
     pub hangups: Arc<AtomicU64>,
     /// What SIGHUP re-reads (the TLS pairs), published by the runtime.
     pub reload: Arc<tls::Reload>,
+    /// With `[cluster]`: the node's NATS state, shared by its workers (SPEC §15).
+    pub cluster: Option<Arc<crate::cluster::Shared>>,
 }
 
 pub struct Worker {
@@ -139,6 +142,10 @@ pub struct Worker {
     read_again: Vec<usize>,
     /// Group memberships of this worker's connections (SPEC §15).
     group: groups::Local,
+    /// With `[cluster]`: this worker's NATS connection and cluster state (SPEC §15).
+    cluster: Option<Box<crate::cluster::Cluster>>,
+    /// What the NATS connection delivered, handled after it (reused).
+    nats_incoming: Vec<crate::cluster::client::Incoming>,
 }
 
 /// Handle another thread uses to wake a worker (shutdown, later cross-worker mail).
@@ -174,7 +181,17 @@ impl Worker {
         };
         let hangups_seen = s.hangups.load(Ordering::Acquire);
         let reload_seen = s.reload.generation();
+        let cluster = match (&s.config.cluster, s.cluster) {
+            (Some(settings), Some(shared)) => Some(Box::new(crate::cluster::Cluster::new(
+                settings.clone(),
+                shared,
+                s.index,
+            ))),
+            _ => None,
+        };
         Ok(Worker {
+            cluster,
+            nats_incoming: Vec::new(),
             hangups: s.hangups,
             hangups_seen,
             tls: s.reload.configs(),
@@ -235,6 +252,7 @@ impl Worker {
     fn serve(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut expired = Vec::new();
+        self.start_cluster();
         loop {
             crate::logger::flush_thread();
             self.flush_access_log(false);
@@ -296,6 +314,7 @@ impl Worker {
                         }
                     }
                     TokenKind::Upstream(key) => self.on_upstream_event(key, ev),
+                    TokenKind::Nats => self.on_nats_event(),
                     TokenKind::Management(key) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.on_admin_event(key, ev.is_read_closed());
@@ -317,6 +336,7 @@ impl Worker {
             while let Some(key) = self.resumes.pop() {
                 self.resume_reading(key);
             }
+            self.flush_nats();
             self.shared.trim();
             let entries = &self.metrics.worker(self.index).timer_entries;
             if entries.load(Ordering::Relaxed) != self.timers.len() as u64 {
@@ -482,6 +502,9 @@ impl Worker {
         loop {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
+                    if self.refuse_isolated(&stream) {
+                        continue;
+                    }
                     if let Err(e) = self.add_client(stream, peer) {
                         log::warn!(
                             "worker {}: cannot register a connection from {peer}: {e}",
@@ -858,6 +881,8 @@ impl Worker {
             TimerKind::AdminHead | TimerKind::AdminIdle => {
                 self.on_admin_timer(e.key, e.generation, e.kind)
             }
+            TimerKind::ClusterRequest => self.on_cluster_timeout(e.key, e.generation),
+            TimerKind::ClusterTick => self.on_cluster_tick(),
         }
     }
 

@@ -4,6 +4,7 @@
 mod backend;
 mod chat;
 mod mgmt;
+mod nats_fixture;
 mod support;
 
 mod access_log;
@@ -13,6 +14,7 @@ mod aws_chat;
 mod backpressure;
 mod client_addr;
 mod closes;
+mod cluster;
 mod config;
 mod cross_worker;
 mod frames;
