@@ -408,6 +408,11 @@ pub fn encode_call(id: &crate::id::Text, op: &Op) -> Vec<u8> {
         Op::Post(body) => (b'P', body),
         Op::Get | Op::Ping => (b'G', b""),
         Op::Delete { reason, .. } => (b'D', reason.as_bytes()),
+        Op::Join(group) => (b'J', group),
+        Op::Leave(group) => (b'L', group),
+        // A group send is published to the group subject, never sent as a call;
+        // the owner refuses an empty `S` as malformed (400).
+        Op::Send(_) => (b'S', b""),
     };
     out.reserve(24 + body.len());
     out.push(letter);
@@ -433,6 +438,8 @@ pub fn decode_call(p: &[u8]) -> Option<(&[u8], Op)> {
     let op = match letter {
         b"P" => Op::Post(body.to_vec()),
         b"G" if body.is_empty() => Op::Get,
+        b"J" if crate::groups::valid_name(body) => Op::Join(body.into()),
+        b"L" if crate::groups::valid_name(body) => Op::Leave(body.into()),
         b"D" => {
             let code: u16 = std::str::from_utf8(it.next()?).ok()?.parse().ok()?;
             if !(code == 1000 || (4000..=4999).contains(&code)) || body.len() > 123 {

@@ -43,8 +43,8 @@ const RESUMES_PER_EVENT: usize = 16;
 
 mod admin;
 mod calls;
-mod groups;
 mod cluster;
+mod groups;
 mod timers;
 
 /// The steps of a graceful shutdown (SPEC §1).
