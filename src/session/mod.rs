@@ -85,8 +85,9 @@ pub struct Session {
     asm: Option<Vec<u8>>,
     /// A pong arrived since the last server ping.
     pong_seen: bool,
-    /// Set at the upgrade request: what every event of this connection repeats.
-    identity: Option<Box<Identity>>,
+    /// Set at the upgrade request: what every event of this connection repeats (its
+    /// client part shared, see [`intern`]).
+    identity: Option<Identity>,
     /// Handshake headers, kept only when an `http_proxy` mapping reads them.
     headers: Option<Box<[(String, String)]>>,
     pending: Option<Box<Pending>>,
@@ -141,6 +142,8 @@ pub struct Scratch {
     /// The metrics and the index of the worker this scratch belongs to.
     pub metrics: Arc<Metrics>,
     pub worker: u8,
+    /// Shared client identities (see [`intern`]).
+    pub clients: intern::Clients,
     /// A data frame went either way or a control frame came from the client since
     /// the worker last looked (it moves `lastActiveAt` and the idle deadline, SPEC §8).
     pub active: bool,
@@ -197,6 +200,7 @@ impl Scratch {
             keep_headers,
             metrics: Arc::new(Metrics::new(worker as usize + 1, routes)),
             worker,
+            clients: intern::Clients::default(),
             active: false,
             now_ms: time::now_ms(),
             signer: Default::default(),
@@ -273,7 +277,7 @@ impl Session {
 
     /// What the upgrade request said (`None` before it).
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_deref()
+        self.identity.as_ref()
     }
 
     /// Why the connection ended, for logs and `$disconnect` (1006 when no close frame
@@ -479,8 +483,6 @@ impl Session {
     /// A valid upgrade request: accept it now, or ask `$connect` first. `true` when
     /// the connection is open and frames may follow.
     fn on_upgrade(&mut self, up: &handshake::Upgrade<'_>, head: &[u8], sx: &mut Scratch) -> bool {
-        let text =
-            |b: Option<&[u8]>| b.map(|v| String::from_utf8_lossy(v).into_owned().into_boxed_str());
         // The client's address (SPEC §10.2); the header is only read for a trusted peer.
         let trusted = &sx.config.server.trusted_proxies;
         let xff = if !self.proxied && trusted.contains(self.peer_ip) {
@@ -493,14 +495,8 @@ impl Session {
             forwarded::set_headers(&mut h, &client, sx.listen_port, sx.forwarded_proto);
             h
         };
-        let identity = Identity {
-            source_ip: client.ip,
-            source_ip_text: client.ip.to_string().into_boxed_str(),
-            user_agent: text(up.user_agent),
-            host: text(up.host).unwrap_or_default(),
-            connected_at_ms: sx.now_ms,
-        };
-        self.identity = Some(Box::new(identity));
+        let shared = sx.clients.client(client.ip, up.user_agent, up.host);
+        self.identity = Some(Identity::with_client(shared, sx.now_ms));
         if let Some(t) = sx.throttle.as_deref_mut() {
             if !t.connect(sx.mono_us) {
                 // Over the connect bucket: refused before `$connect` runs (SPEC §10.3).
@@ -827,7 +823,7 @@ impl Session {
             connection_id: &self.id,
             request_id,
             message_id,
-            identity: self.identity.as_deref().expect("set at the upgrade"),
+            identity: self.identity.as_ref().expect("set at the upgrade"),
             now_ms,
             authorizer: self.authorizer.as_deref(),
         }
@@ -1277,7 +1273,7 @@ impl Session {
     fn access<'a>(&'a self, sx: &mut Scratch, mut r: Record<'a>) {
         if let Some(w) = sx.access_log.as_mut() {
             r.connection_id = &self.id;
-            r.identity = self.identity.as_deref();
+            r.identity = self.identity.as_ref();
             r.authorizer = self.authorizer.as_deref();
             w.log(&sx.config, &r);
         }
@@ -1315,6 +1311,8 @@ fn message_record<'a>(
         ..Record::default()
     }
 }
+
+pub mod intern;
 
 #[cfg(test)]
 mod tests;
