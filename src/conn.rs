@@ -11,13 +11,12 @@ use crate::buf::Pool;
 use crate::id;
 use crate::proxy_protocol::{self, Mode, Status};
 use crate::session::{Session, State};
-use crate::timer;
+use crate::timer::{self, Stamp};
 use crate::tls;
 
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
-    pub peer: SocketAddr,
     /// Low 32 bits of `id_generation`: what timer entries carry.
     pub generation: u32,
     /// The 40-bit generation in the connection id; management lookups compare it.
@@ -30,17 +29,18 @@ pub struct Conn {
     /// The connection's one timer entry (see `worker::timers`).
     pub timer: Option<timer::Handle>,
     /// The state the timer logic last saw, and since when the connection is in it
-    /// (accepted, opened, closing).
+    /// (accepted, opened, closing). Times are 8-byte [`Stamp`]s, not 16-byte
+    /// `Instant`s: every open connection keeps them.
     pub timed_state: State,
-    pub phase_since: Instant,
+    pub phase_since: Stamp,
     /// Last data frame in either direction or control frame from the client (SPEC §8).
-    pub last_active: Instant,
+    pub last_active: Stamp,
     /// When the upgrade completed (the maximum duration counts from it).
-    pub opened_at: Instant,
+    pub opened_at: Stamp,
     /// Server pings (`ping_interval`): when the next is due, and the deadline of the
     /// pong owed for the last one.
-    pub ping_at: Option<Instant>,
-    pub pong_due: Option<Instant>,
+    pub ping_at: Option<Stamp>,
+    pub pong_due: Option<Stamp>,
     /// Counted in the open-connections gauge.
     pub counted_open: bool,
     /// Reading stopped while output is backed up (or shutdown drains).
@@ -86,10 +86,9 @@ pub enum Flushed {
 
 impl Conn {
     pub fn new(stream: TcpStream, peer: SocketAddr, generation: u64, id: id::Text) -> Conn {
-        let now = Instant::now();
+        let now = Stamp::from(Instant::now());
         Conn {
             stream,
-            peer,
             generation: generation as u32,
             id_generation: generation,
             session: Session::new(id, peer.ip()),
@@ -107,6 +106,15 @@ impl Conn {
             read_closed: false,
             proxy: None,
             tls: None,
+        }
+    }
+
+    /// The TCP peer, for debug logs: asked of the socket, not kept (32 bytes per
+    /// connection); the client's address is the session's.
+    pub fn peer(&self) -> impl std::fmt::Display {
+        match self.stream.peer_addr() {
+            Ok(a) => a.to_string(),
+            Err(_) => "(gone)".to_string(),
         }
     }
 
