@@ -4,9 +4,10 @@
 //! Clients behind one address (a NAT, a load balancer, a test generator) send the same
 //! values over and over; keeping one copy per connection cost about 190 bytes of heap
 //! per idle connection (a boxed identity and three strings). A small per-worker
-//! direct-mapped cache hands out one shared copy instead: a lookup hashes the values
-//! (keyed, so a client cannot aim at a slot), compares with the slot's entry and
-//! reuses it, or makes a new entry that replaces the slot's. The cache holds at most
+//! 4-way set-associative cache hands out one shared copy instead: a lookup hashes the
+//! values (keyed, so a client cannot aim at a set), compares with the set's entries
+//! and reuses a match, or makes a new entry that replaces one of the set's in turn
+//! (so a few distinct clients, the common case, never evict each other). The cache holds at most
 //! [`SLOTS`] entries of each kind, so its memory is bounded whatever clients send; an
 //! entry lives as long as a connection or the cache holds it. A connection whose
 //! values nobody else sent still gets its own copy, as before.
@@ -21,6 +22,8 @@ use crate::event::Client;
 
 /// Entries of each cache (strings, clients).
 pub const SLOTS: usize = 64;
+/// Entries per set.
+const WAYS: usize = 4;
 
 /// A worker's caches.
 #[derive(Debug)]
@@ -58,8 +61,8 @@ impl Clients {
                 .map(|s| Arc::as_ptr(s) as *const u8 as usize),
             Arc::as_ptr(&host) as *const u8 as usize,
         ));
-        let slot = &mut self.clients[hash as usize % SLOTS];
-        if let Some(c) = slot {
+        let set = set_of(&mut self.clients, hash);
+        for c in set.iter().flatten() {
             let same_ua = match (&c.user_agent, &user_agent) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (None, None) => true,
@@ -75,21 +78,37 @@ impl Clients {
             user_agent,
             host,
         });
-        *slot = Some(c.clone());
+        replace(set, c.clone());
         c
     }
 
     /// The shared copy of a string.
     fn string(&mut self, bytes: &[u8]) -> Arc<str> {
         let text = String::from_utf8_lossy(bytes);
-        let slot = &mut self.strings[self.hasher.hash_one(&*text) as usize % SLOTS];
-        match slot {
-            Some(s) if **s == *text => s.clone(),
-            _ => {
-                let s: Arc<str> = Arc::from(&*text);
-                *slot = Some(s.clone());
-                s
-            }
+        let set = set_of(&mut self.strings, self.hasher.hash_one(&*text));
+        if let Some(s) = set.iter().flatten().find(|s| ***s == *text) {
+            return s.clone();
+        }
+        let s: Arc<str> = Arc::from(&*text);
+        replace(set, s.clone());
+        s
+    }
+}
+
+/// The set of `WAYS` entries a hash picks.
+fn set_of<T>(entries: &mut [Option<T>], hash: u64) -> &mut [Option<T>] {
+    let first = (hash as usize % (SLOTS / WAYS)) * WAYS;
+    &mut entries[first..first + WAYS]
+}
+
+/// Puts `v` in the set's first free entry, or else in its first (the others move up,
+/// so the oldest goes).
+fn replace<T>(set: &mut [Option<T>], v: T) {
+    match set.iter_mut().find(|e| e.is_none()) {
+        Some(e) => *e = Some(v),
+        None => {
+            set.rotate_left(1);
+            set[WAYS - 1] = Some(v);
         }
     }
 }
@@ -118,6 +137,30 @@ mod tests {
         assert_eq!(&*no_host.host, "");
         let lossy = c.client(ip, Some(b"a\xffb"), None);
         assert_eq!(lossy.user_agent.as_deref(), Some("a\u{fffd}b"));
+    }
+
+    #[test]
+    fn a_few_clients_never_evict_each_other() {
+        let mut c = Clients::default();
+        let first: Vec<Arc<Client>> = (1..=WAYS)
+            .map(|i| {
+                c.client(
+                    format!("127.0.0.{i}").parse().unwrap(),
+                    Some(b"ua"),
+                    Some(b"h"),
+                )
+            })
+            .collect();
+        for _ in 0..3 {
+            for (i, f) in first.iter().enumerate() {
+                let again = c.client(
+                    format!("127.0.0.{}", i + 1).parse().unwrap(),
+                    Some(b"ua"),
+                    Some(b"h"),
+                );
+                assert!(Arc::ptr_eq(f, &again));
+            }
+        }
     }
 
     #[test]
