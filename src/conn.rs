@@ -29,14 +29,13 @@ pub struct Conn {
     /// The connection's one timer entry (see `worker::timers`).
     pub timer: Option<timer::Handle>,
     /// The state the timer logic last saw, and since when the connection is in it
-    /// (accepted, opened, closing). Times are 8-byte [`Stamp`]s, not 16-byte
+    /// (accepted, opened, closing): while open, when the upgrade completed (the
+    /// maximum duration counts from it). Times are 8-byte [`Stamp`]s, not 16-byte
     /// `Instant`s: every open connection keeps them.
     pub timed_state: State,
     pub phase_since: Stamp,
     /// Last data frame in either direction or control frame from the client (SPEC §8).
     pub last_active: Stamp,
-    /// When the upgrade completed (the maximum duration counts from it).
-    pub opened_at: Stamp,
     /// Server pings (`ping_interval`): when the next is due, and the deadline of the
     /// pong owed for the last one.
     pub ping_at: Option<Stamp>,
@@ -98,7 +97,6 @@ impl Conn {
             timed_state: State::Handshaking,
             phase_since: now,
             last_active: now,
-            opened_at: now,
             ping_at: None,
             pong_due: None,
             counted_open: false,

@@ -123,19 +123,17 @@ impl Rare {
 pub struct Session {
     state: State,
     id: id::Text,
-    peer_ip: IpAddr,
+    /// The client's address until the upgrade request, then its identity.
+    who: Who,
     /// Reader state and buffers while a message is under way.
     partial: Option<Box<Partial>>,
     /// A pong arrived since the last server ping.
     pong_seen: bool,
-    /// Set at the upgrade request: what every event of this connection repeats (its
-    /// client part shared, see [`intern`]).
-    identity: Option<Identity>,
     /// Handshake headers, the pending upgrade, the close status, the authorizer's
     /// context: only while there is any.
     rare: Option<Box<Rare>>,
     /// Backend calls of this connection not answered yet.
-    inflight: usize,
+    inflight: u32,
     /// `$connect` succeeded (or there is none): `$disconnect` is owed.
     registered: bool,
     /// The client left while `$connect` was pending.
@@ -148,8 +146,29 @@ pub struct Session {
     /// This connection's message bucket, only when `throttling.per_connection` is set
     /// (made at its first message).
     bucket: Option<Box<Bucket>>,
-    /// `peer_ip` came from a PROXY protocol header: no `X-Forwarded-For` is believed.
-    proxied: bool,
+}
+
+/// Who the client is: what the handshake needs of it until the upgrade request, then
+/// what every event repeats. One field, since the first is not needed once the second
+/// exists.
+#[derive(Debug)]
+enum Who {
+    Peer {
+        /// The TCP peer, or the client a PROXY protocol header named.
+        ip: IpAddr,
+        /// `ip` came from a PROXY protocol header: no `X-Forwarded-For` is believed.
+        proxied: bool,
+    },
+    /// Set at the upgrade request (its client part shared, see [`intern`]).
+    Known(Identity),
+}
+
+/// The identity, once the upgrade request set it.
+fn known(who: &Who) -> Option<&Identity> {
+    match who {
+        Who::Known(i) => Some(i),
+        Who::Peer { .. } => None,
+    }
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -282,10 +301,12 @@ impl Session {
         Session {
             state: State::Handshaking,
             id,
-            peer_ip,
+            who: Who::Peer {
+                ip: peer_ip,
+                proxied: false,
+            },
             partial: None,
             pong_seen: false,
-            identity: None,
             rare: None,
             inflight: 0,
             registered: false,
@@ -293,15 +314,13 @@ impl Session {
             head_seen: 0,
             held: false,
             bucket: None,
-            proxied: false,
         }
     }
 
     /// A PROXY protocol header named the client (SPEC §10.2): it replaces the TCP
     /// peer as the connection's source address.
     pub fn set_proxied_client(&mut self, ip: IpAddr) {
-        self.peer_ip = ip;
-        self.proxied = true;
+        self.who = Who::Peer { ip, proxied: true };
     }
 
     /// Where the connection is in its life.
@@ -316,7 +335,7 @@ impl Session {
 
     /// What the upgrade request said (`None` before it).
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
+        known(&self.who)
     }
 
     /// Why the connection ended, for logs and `$disconnect` (1006 when no close frame
@@ -452,7 +471,7 @@ impl Session {
 
     /// Backend calls of this connection not answered yet.
     pub fn inflight(&self) -> usize {
-        self.inflight
+        self.inflight as usize
     }
 
     /// Whether frames wait, unprocessed, for in-flight calls to finish (see
@@ -482,7 +501,7 @@ impl Session {
     fn frames(&mut self, input: &mut [u8], mut pos: usize, sx: &mut Scratch) {
         while pos < input.len() && matches!(self.state, State::Open | State::Closing) {
             if self.state == State::Open
-                && self.inflight >= sx.config.limits.max_inflight_per_connection
+                && self.inflight as usize >= sx.config.limits.max_inflight_per_connection
             {
                 // TCP backpressure, not dropped messages: the rest waits here, and
                 // the worker reads no more, until a call finishes (SPEC §10.3).
@@ -534,18 +553,23 @@ impl Session {
     fn on_upgrade(&mut self, up: &handshake::Upgrade<'_>, head: &[u8], sx: &mut Scratch) -> bool {
         // The client's address (SPEC §10.2); the header is only read for a trusted peer.
         let trusted = &sx.config.server.trusted_proxies;
-        let xff = if !self.proxied && trusted.contains(self.peer_ip) {
+        let (peer_ip, proxied) = match &self.who {
+            Who::Peer { ip, proxied } => (*ip, *proxied),
+            // Not reached: one upgrade request per connection.
+            Who::Known(i) => (i.source_ip, true),
+        };
+        let xff = if !proxied && trusted.contains(peer_ip) {
             forwarded::xff_values(head)
         } else {
             Vec::new()
         };
-        let client = forwarded::client(self.peer_ip, self.proxied, xff.into_iter(), trusted);
+        let client = forwarded::client(peer_ip, proxied, xff.into_iter(), trusted);
         let with_forwarded = |mut h: Vec<(String, String)>| {
             forwarded::set_headers(&mut h, &client, sx.listen_port, sx.forwarded_proto);
             h
         };
         let shared = sx.clients.client(client.ip, up.user_agent, up.host);
-        self.identity = Some(Identity::with_client(shared, sx.now_ms));
+        self.who = Who::Known(Identity::with_client(shared, sx.now_ms));
         if let Some(t) = sx.throttle.as_deref_mut() {
             if !t.connect(sx.mono_us) {
                 // Over the connect bucket: refused before `$connect` runs (SPEC §10.3).
@@ -874,7 +898,7 @@ impl Session {
             connection_id: &self.id,
             request_id,
             message_id,
-            identity: self.identity.as_ref().expect("set at the upgrade"),
+            identity: known(&self.who).expect("set at the upgrade"),
             now_ms,
             authorizer: self.rare.as_deref().and_then(|r| r.authorizer.as_deref()),
         }
@@ -1341,7 +1365,7 @@ impl Session {
                 };
                 let call = self.call(sx, route, CallKind::Message, request_id, &message_id, data);
                 sx.outbox.push(call);
-                self.inflight += 1;
+                self.inflight = self.inflight.saturating_add(1);
             }
         }
     }
@@ -1360,7 +1384,7 @@ impl Session {
     fn access<'a>(&'a self, sx: &mut Scratch, mut r: Record<'a>) {
         if let Some(w) = sx.access_log.as_mut() {
             r.connection_id = &self.id;
-            r.identity = self.identity.as_ref();
+            r.identity = known(&self.who);
             r.authorizer = self.rare.as_deref().and_then(|r| r.authorizer.as_deref());
             w.log(&sx.config, &r);
         }

@@ -458,7 +458,6 @@ impl Worker {
             return;
         };
         conn.last_active = self.now.into();
-        conn.opened_at = self.now.into();
         conn.counted_open = true;
         if !l.ping_interval.is_zero() {
             conn.ping_at = Some((self.now + l.ping_interval).into());

@@ -33,7 +33,7 @@ pub(super) fn next_deadline(
         State::Closing | State::Done => Some(conn.phase_since.instant() + CLOSE_LINGER),
         State::Open => {
             let mut due = (conn.last_active.instant() + l.idle_timeout)
-                .min(conn.opened_at.instant() + l.max_connection_duration);
+                .min(conn.phase_since.instant() + l.max_connection_duration);
             for d in [conn.ping_at, conn.pong_due].into_iter().flatten() {
                 due = due.min(d.instant());
             }
@@ -117,7 +117,7 @@ impl Worker {
                 return self.close(key);
             }
             State::Open => {
-                if now >= conn.opened_at.instant() + l.max_connection_duration {
+                if now >= conn.phase_since.instant() + l.max_connection_duration {
                     return self.close_with(key, close::GOING_AWAY, "Maximum connection duration");
                 }
                 if now >= conn.last_active.instant() + l.idle_timeout {
