@@ -15,13 +15,12 @@ fn bench(c: &mut Criterion) {
         stage: "prod".into(),
         stage_variables: vec![("backend".into(), "127.0.0.1:3000".into())],
     };
-    let identity = Identity {
-        source_ip: "127.0.0.1".parse().unwrap(),
-        source_ip_text: "127.0.0.1".into(),
-        user_agent: Some("bench/1.0".into()),
-        host: "127.0.0.1:8080".into(),
-        connected_at_ms: 1_795_508_102_123,
-    };
+    let identity = Identity::new(
+        "127.0.0.1".parse().unwrap(),
+        Some("bench/1.0"),
+        "127.0.0.1:8080",
+        1_795_508_102_123,
+    );
     let body = format!(
         "{{\"action\":\"sendmessage\",\"data\":\"{}\"}}",
         "x".repeat(166)

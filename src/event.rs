@@ -2,6 +2,7 @@
 //! buffer: CONNECT, MESSAGE and DISCONNECT, field for field.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -10,16 +11,65 @@ use crate::config::Api;
 use crate::percent;
 use crate::time;
 
-/// What every event of one connection repeats, captured at the handshake.
+/// What every event of one connection repeats, captured at the handshake: 16 bytes
+/// per connection. The [`Client`] part (address, `User-Agent`, `Host`) is shared by
+/// every connection that sent the same values (the session interns it, see
+/// `session::intern`), so an idle connection holds no string of its own; fields read
+/// through to it (`identity.host`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    pub source_ip: IpAddr,
-    /// `source_ip` as text, formatted once per connection.
-    pub source_ip_text: Box<str>,
-    pub user_agent: Option<Box<str>>,
-    /// The Host header (`domainName`).
-    pub host: Box<str>,
+    client: Arc<Client>,
     pub connected_at_ms: u64,
+}
+
+/// The shared part of an [`Identity`]: immutable once made.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Client {
+    pub source_ip: IpAddr,
+    /// `source_ip` as text, formatted once per distinct client.
+    pub source_ip_text: Box<str>,
+    pub user_agent: Option<Arc<str>>,
+    /// The Host header (`domainName`).
+    pub host: Arc<str>,
+}
+
+impl Identity {
+    /// An identity over a (possibly shared) client.
+    pub fn with_client(client: Arc<Client>, connected_at_ms: u64) -> Identity {
+        Identity {
+            client,
+            connected_at_ms,
+        }
+    }
+
+    /// An identity with a client of its own (tests, benches, one-off callers).
+    pub fn new(
+        source_ip: IpAddr,
+        user_agent: Option<&str>,
+        host: &str,
+        connected_at_ms: u64,
+    ) -> Identity {
+        let client = Client {
+            source_ip,
+            source_ip_text: source_ip.to_string().into_boxed_str(),
+            user_agent: user_agent.map(Arc::from),
+            host: Arc::from(host),
+        };
+        Identity::with_client(Arc::new(client), connected_at_ms)
+    }
+
+    /// The shared client part.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+}
+
+impl std::ops::Deref for Identity {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 /// The fields that differ per event.
@@ -338,13 +388,12 @@ mod tests {
     }
 
     fn ident() -> Identity {
-        Identity {
-            source_ip: "127.0.0.1".parse().unwrap(),
-            source_ip_text: "127.0.0.1".into(),
-            user_agent: Some("ua/1".into()),
-            host: "h:1".into(),
-            connected_at_ms: 1_795_508_102_123,
-        }
+        Identity::new(
+            "127.0.0.1".parse().unwrap(),
+            Some("ua/1"),
+            "h:1",
+            1_795_508_102_123,
+        )
     }
 
     fn common<'a>(api: &'a Api, id: &'a Identity, route: &'a str) -> Common<'a> {

@@ -334,13 +334,7 @@ pub fn fuzz_http_proxy_request(data: &[u8]) {
         stage: "prod".into(),
         stage_variables: vec![("color".into(), "blue".into())],
     };
-    let identity = Identity {
-        source_ip: [192, 0, 2, 1].into(),
-        source_ip_text: "192.0.2.1".into(),
-        user_agent: None,
-        host: "h".into(),
-        connected_at_ms: 0,
-    };
+    let identity = Identity::new([192, 0, 2, 1].into(), None, "h", 0);
     let input = Input {
         api: &api,
         route_key: if mode == 2 { "$connect" } else { "send" },

@@ -83,6 +83,12 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Between messages: no frame and no message in progress, so the state is as
+    /// good as a fresh `Reader` (the rest is reset when a message starts).
+    pub fn is_idle(&self) -> bool {
+        self.frame.is_none() && self.message.is_none()
+    }
+
     /// Consumes bytes from the start of `input`, returning how many were used and the
     /// event completed by them, if any. `Ok((n, None))` means `input[n..]` (a partial
     /// header or control frame, at most [`MAX_PARTIAL_BYTES`]) must be kept and given

@@ -11,13 +11,12 @@ fn config() -> Config {
 }
 
 fn identity(ua: Option<&str>) -> Identity {
-    Identity {
-        source_ip: "10.0.0.7".parse().unwrap(),
-        source_ip_text: "10.0.0.7".into(),
-        user_agent: ua.map(Into::into),
-        host: "gw.example".into(),
-        connected_at_ms: 1_795_508_100_000,
-    }
+    Identity::new(
+        "10.0.0.7".parse().unwrap(),
+        ua,
+        "gw.example",
+        1_795_508_100_000,
+    )
 }
 
 fn render(format: &str, r: &Record<'_>) -> String {

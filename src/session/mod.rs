@@ -67,7 +67,54 @@ struct Replay {
     cache_key: Vec<u8>,
 }
 
-/// One connection's protocol state. Holds buffers only while it needs them.
+/// What a connection holds only while a message is under way: the frame reader's
+/// state, bytes not usable yet, a message being assembled. Boxed, and handed back to
+/// the worker's [`Scratch`] (which reuses it for the next connection that needs one)
+/// as soon as the reader is between messages with nothing stashed, so an idle
+/// connection pays one pointer for it, and the message path allocates nothing.
+#[derive(Debug, Default)]
+struct Partial {
+    reader: Reader,
+    /// Bytes received but not yet usable (a partial request head or frame header, or
+    /// everything sent while `$connect` is pending).
+    inbuf: Option<Vec<u8>>,
+    /// A message being assembled from several frames or reads.
+    asm: Option<Vec<u8>>,
+}
+
+impl Partial {
+    fn is_idle(&self) -> bool {
+        self.reader.is_idle() && self.inbuf.is_none() && self.asm.is_none()
+    }
+}
+
+/// [`Partial`]s a worker keeps for reuse.
+const PARTIALS_KEPT: usize = 1024;
+
+/// What few connections need, or only for a while: boxed, `None` while empty.
+#[derive(Debug, Default)]
+struct Rare {
+    /// Handshake headers, kept only when an `http_proxy` mapping reads them.
+    headers: Option<Box<[(String, String)]>>,
+    pending: Option<Box<Pending>>,
+    /// Why the connection ended, for `$disconnect` (default: 1006, no close frame).
+    close_status: Option<(u16, String)>,
+    /// What the `$connect` authorizer allowed with (SPEC §11); only with one.
+    authorizer: Option<Box<crate::authorizer::Context>>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.headers.is_none()
+            && self.pending.is_none()
+            && self.close_status.is_none()
+            && self.authorizer.is_none()
+    }
+}
+
+/// One connection's protocol state. Holds buffers only while it needs them; what an
+/// idle connection does not need lives in boxes that exist only while needed
+/// ([`Partial`], [`Rare`]), so the session of an idle connection is a few dozen bytes.
 ///
 /// The worker moves bytes and events into it and reads what it decided (replies in
 /// [`Scratch::wbuf`], calls in [`Scratch::outbox`], its [`State`]); everything else is
@@ -76,26 +123,19 @@ struct Replay {
 pub struct Session {
     state: State,
     id: id::Text,
-    peer_ip: IpAddr,
-    reader: Reader,
-    /// Bytes received but not yet usable (a partial request head or frame header, or
-    /// everything sent while `$connect` is pending).
-    inbuf: Option<Vec<u8>>,
-    /// A message being assembled from several frames or reads.
-    asm: Option<Vec<u8>>,
+    /// The client's address until the upgrade request, then its identity.
+    who: Who,
+    /// Reader state and buffers while a message is under way.
+    partial: Option<Box<Partial>>,
     /// A pong arrived since the last server ping.
     pong_seen: bool,
-    /// Set at the upgrade request: what every event of this connection repeats.
-    identity: Option<Box<Identity>>,
-    /// Handshake headers, kept only when an `http_proxy` mapping reads them.
-    headers: Option<Box<[(String, String)]>>,
-    pending: Option<Box<Pending>>,
+    /// Handshake headers, the pending upgrade, the close status, the authorizer's
+    /// context: only while there is any.
+    rare: Option<Box<Rare>>,
     /// Backend calls of this connection not answered yet.
-    inflight: usize,
+    inflight: u32,
     /// `$connect` succeeded (or there is none): `$disconnect` is owed.
     registered: bool,
-    /// Why the connection ended, for `$disconnect` (default: 1006, no close frame).
-    close_status: Option<Box<(u16, String)>>,
     /// The client left while `$connect` was pending.
     abandoned: bool,
     /// Bytes of a partial request head already searched for its end.
@@ -106,10 +146,29 @@ pub struct Session {
     /// This connection's message bucket, only when `throttling.per_connection` is set
     /// (made at its first message).
     bucket: Option<Box<Bucket>>,
-    /// `peer_ip` came from a PROXY protocol header: no `X-Forwarded-For` is believed.
-    proxied: bool,
-    /// What the `$connect` authorizer allowed with (SPEC §11); only with one.
-    authorizer: Option<Box<crate::authorizer::Context>>,
+}
+
+/// Who the client is: what the handshake needs of it until the upgrade request, then
+/// what every event repeats. One field, since the first is not needed once the second
+/// exists.
+#[derive(Debug)]
+enum Who {
+    Peer {
+        /// The TCP peer, or the client a PROXY protocol header named.
+        ip: IpAddr,
+        /// `ip` came from a PROXY protocol header: no `X-Forwarded-For` is believed.
+        proxied: bool,
+    },
+    /// Set at the upgrade request (its client part shared, see [`intern`]).
+    Known(Identity),
+}
+
+/// The identity, once the upgrade request set it.
+fn known(who: &Who) -> Option<&Identity> {
+    match who {
+        Who::Known(i) => Some(i),
+        Who::Peer { .. } => None,
+    }
 }
 
 /// Per-worker state of the message path, reused for every message.
@@ -141,6 +200,12 @@ pub struct Scratch {
     /// The metrics and the index of the worker this scratch belongs to.
     pub metrics: Arc<Metrics>,
     pub worker: u8,
+    /// Shared client identities (see [`intern`]).
+    pub clients: intern::Clients,
+    /// Free [`Partial`] boxes, reused by connections with a message under way (boxes,
+    /// not values: they move to and from sessions without allocating).
+    #[allow(clippy::vec_box)]
+    partials: Vec<Box<Partial>>,
     /// A data frame went either way or a control frame came from the client since
     /// the worker last looked (it moves `lastActiveAt` and the idle deadline, SPEC §8).
     pub active: bool,
@@ -197,6 +262,8 @@ impl Scratch {
             keep_headers,
             metrics: Arc::new(Metrics::new(worker as usize + 1, routes)),
             worker,
+            clients: intern::Clients::default(),
+            partials: Vec::new(),
             active: false,
             now_ms: time::now_ms(),
             signer: Default::default(),
@@ -234,31 +301,26 @@ impl Session {
         Session {
             state: State::Handshaking,
             id,
-            peer_ip,
-            reader: Reader::default(),
-            inbuf: None,
-            asm: None,
+            who: Who::Peer {
+                ip: peer_ip,
+                proxied: false,
+            },
+            partial: None,
             pong_seen: false,
-            identity: None,
-            headers: None,
-            pending: None,
+            rare: None,
             inflight: 0,
             registered: false,
-            close_status: None,
             abandoned: false,
             head_seen: 0,
             held: false,
             bucket: None,
-            proxied: false,
-            authorizer: None,
         }
     }
 
     /// A PROXY protocol header named the client (SPEC §10.2): it replaces the TCP
     /// peer as the connection's source address.
     pub fn set_proxied_client(&mut self, ip: IpAddr) {
-        self.peer_ip = ip;
-        self.proxied = true;
+        self.who = Who::Peer { ip, proxied: true };
     }
 
     /// Where the connection is in its life.
@@ -273,13 +335,13 @@ impl Session {
 
     /// What the upgrade request said (`None` before it).
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_deref()
+        known(&self.who)
     }
 
     /// Why the connection ended, for logs and `$disconnect` (1006 when no close frame
     /// was seen or sent).
     pub fn close_status(&self) -> (u16, &str) {
-        match self.close_status.as_deref() {
+        match self.rare.as_deref().and_then(|r| r.close_status.as_ref()) {
             Some((c, r)) => (*c, r.as_str()),
             None => (close::ABNORMAL, ""),
         }
@@ -288,7 +350,7 @@ impl Session {
     /// Bytes received but not processed yet (a partial head or frame), handed to the
     /// worker to be put in front of the next read.
     pub fn take_stash(&mut self) -> Option<Vec<u8>> {
-        self.inbuf.take()
+        self.partial.as_mut().and_then(|p| p.inbuf.take())
     }
 
     /// The client left while `$connect` is pending: the session waits for the answer
@@ -310,7 +372,7 @@ impl Session {
     /// The client left while the authorizer ran: nothing was registered, nothing is
     /// owed.
     pub fn on_abandoned_authorize(&mut self) {
-        self.pending = None;
+        self.take_pending();
         self.state = State::Done;
     }
 
@@ -362,6 +424,11 @@ impl Session {
     /// to `sx.wbuf`, backend calls to `sx.outbox`; bytes that cannot be used yet are
     /// stashed in `self.inbuf`.
     pub fn process(&mut self, input: &mut [u8], sx: &mut Scratch) {
+        self.process_input(input, sx);
+        self.settle(sx);
+    }
+
+    fn process_input(&mut self, input: &mut [u8], sx: &mut Scratch) {
         let mut pos = 0;
         match self.state {
             State::Handshaking => {
@@ -370,7 +437,7 @@ impl Session {
                     Ok(None) => {
                         // At most a head's worth (16 KiB) is ever stashed here.
                         self.head_seen = u16::try_from(input.len()).unwrap_or(u16::MAX);
-                        self.stash(input, &mut sx.pool);
+                        self.stash(input, sx);
                         return;
                     }
                     Err(rejection) => {
@@ -383,7 +450,7 @@ impl Session {
                         pos = up.head_len;
                         if !self.on_upgrade(&up, &input[..up.head_len], sx) {
                             if self.state == State::Connecting {
-                                self.stash(&input[pos..], &mut sx.pool);
+                                self.stash(&input[pos..], sx);
                             }
                             return;
                         }
@@ -399,12 +466,12 @@ impl Session {
     /// Keeps bytes that arrive while `$connect` is pending (they are processed after
     /// the 101). The worker bounds them by not reading past [`MAX_EARLY_BYTES`].
     pub fn keep_early(&mut self, input: &[u8], sx: &mut Scratch) {
-        self.stash(input, &mut sx.pool);
+        self.stash(input, sx);
     }
 
     /// Backend calls of this connection not answered yet.
     pub fn inflight(&self) -> usize {
-        self.inflight
+        self.inflight as usize
     }
 
     /// Whether frames wait, unprocessed, for in-flight calls to finish (see
@@ -415,7 +482,8 @@ impl Session {
 
     /// Bytes held while `$connect` is pending.
     pub fn early_bytes(&self) -> usize {
-        self.inbuf.as_ref().map_or(0, Vec::len)
+        let inbuf = self.partial.as_ref().and_then(|p| p.inbuf.as_ref());
+        inbuf.map_or(0, Vec::len)
     }
 
     /// Resumes processing of what arrived while `$connect` was pending, or of the
@@ -423,31 +491,35 @@ impl Session {
     /// (they may be held again, from where the limit is reached anew).
     pub fn resume(&mut self, sx: &mut Scratch) {
         self.held = false;
-        if let Some(mut early) = self.inbuf.take() {
+        if let Some(mut early) = self.take_stash() {
             self.frames(&mut early, 0, sx);
             sx.pool.give(early);
         }
+        self.settle(sx);
     }
 
     fn frames(&mut self, input: &mut [u8], mut pos: usize, sx: &mut Scratch) {
         while pos < input.len() && matches!(self.state, State::Open | State::Closing) {
             if self.state == State::Open
-                && self.inflight >= sx.config.limits.max_inflight_per_connection
+                && self.inflight as usize >= sx.config.limits.max_inflight_per_connection
             {
                 // TCP backpressure, not dropped messages: the rest waits here, and
                 // the worker reads no more, until a call finishes (SPEC §10.3).
-                self.stash(&input[pos..], &mut sx.pool);
+                self.stash(&input[pos..], sx);
                 self.held = true;
                 return;
             }
-            let res = self
+            let p = self
+                .partial
+                .get_or_insert_with(|| sx.partials.pop().unwrap_or_default());
+            let res = p
                 .reader
-                .read(&mut input[pos..], &mut self.asm, &mut sx.pool, &sx.limits);
+                .read(&mut input[pos..], &mut p.asm, &mut sx.pool, &sx.limits);
             let base = pos;
             match res {
                 Ok((n, None)) => {
                     pos += n;
-                    self.stash(&input[pos..], &mut sx.pool);
+                    self.stash(&input[pos..], sx);
                     return;
                 }
                 Ok((n, Some(ev))) => {
@@ -479,28 +551,25 @@ impl Session {
     /// A valid upgrade request: accept it now, or ask `$connect` first. `true` when
     /// the connection is open and frames may follow.
     fn on_upgrade(&mut self, up: &handshake::Upgrade<'_>, head: &[u8], sx: &mut Scratch) -> bool {
-        let text =
-            |b: Option<&[u8]>| b.map(|v| String::from_utf8_lossy(v).into_owned().into_boxed_str());
         // The client's address (SPEC §10.2); the header is only read for a trusted peer.
         let trusted = &sx.config.server.trusted_proxies;
-        let xff = if !self.proxied && trusted.contains(self.peer_ip) {
+        let (peer_ip, proxied) = match &self.who {
+            Who::Peer { ip, proxied } => (*ip, *proxied),
+            // Not reached: one upgrade request per connection.
+            Who::Known(i) => (i.source_ip, true),
+        };
+        let xff = if !proxied && trusted.contains(peer_ip) {
             forwarded::xff_values(head)
         } else {
             Vec::new()
         };
-        let client = forwarded::client(self.peer_ip, self.proxied, xff.into_iter(), trusted);
+        let client = forwarded::client(peer_ip, proxied, xff.into_iter(), trusted);
         let with_forwarded = |mut h: Vec<(String, String)>| {
             forwarded::set_headers(&mut h, &client, sx.listen_port, sx.forwarded_proto);
             h
         };
-        let identity = Identity {
-            source_ip: client.ip,
-            source_ip_text: client.ip.to_string().into_boxed_str(),
-            user_agent: text(up.user_agent),
-            host: text(up.host).unwrap_or_default(),
-            connected_at_ms: sx.now_ms,
-        };
-        self.identity = Some(Box::new(identity));
+        let shared = sx.clients.client(client.ip, up.user_agent, up.host);
+        self.who = Who::Known(Identity::with_client(shared, sx.now_ms));
         if let Some(t) = sx.throttle.as_deref_mut() {
             if !t.connect(sx.mono_us) {
                 // Over the connect bucket: refused before `$connect` runs (SPEC §10.3).
@@ -527,7 +596,8 @@ impl Session {
         if sx.keep_headers {
             // `route.request.header.*` mappings read them on every later event, whatever
             // integration `$connect` has (or none).
-            self.headers = Some(with_forwarded(event::request_headers(head)).into_boxed_slice());
+            self.rare_mut().headers =
+                Some(with_forwarded(event::request_headers(head)).into_boxed_slice());
         }
         let Some(route) = sx.config.connect_route else {
             self.accept(&up.accept, None, sx);
@@ -539,14 +609,15 @@ impl Session {
         };
         let config = sx.config.clone();
         if let Some(a) = config.routes[route].authorizer {
-            let headers = match &self.headers {
+            let headers = match self.rare.as_deref().and_then(|r| r.headers.as_deref()) {
                 Some(h) => h.to_vec(),
                 None => with_forwarded(event::request_headers(head)),
             };
             return self.authorize(up, route, a, headers, sx);
         }
         let parsed;
-        let headers: &[(String, String)] = match &self.headers {
+        let kept = self.rare.as_deref().and_then(|r| r.headers.as_deref());
+        let headers: &[(String, String)] = match kept {
             Some(h) => h,
             None => {
                 parsed = with_forwarded(event::request_headers(head));
@@ -578,7 +649,7 @@ impl Session {
         let config = sx.config.clone();
         match &config.integrations[config.routes[route].integration].kind {
             IntegrationKind::Mock { .. } => {
-                let authorizer = self.authorizer.as_deref();
+                let authorizer = self.rare.as_deref().and_then(|r| r.authorizer.as_deref());
                 let ids = reply::Ids {
                     authorizer,
                     connection: &self.id,
@@ -611,7 +682,7 @@ impl Session {
                     Body::Connect(&hs),
                 );
                 sx.outbox.push(call);
-                self.pending = Some(Box::new(p));
+                self.rare_mut().pending = Some(Box::new(p));
                 self.state = State::Connecting;
                 false
             }
@@ -676,7 +747,7 @@ impl Session {
             Body::Authorize(&hs, &authorizer.method_arn),
         );
         sx.outbox.push(call);
-        self.pending = Some(Box::new(Pending {
+        self.rare_mut().pending = Some(Box::new(Pending {
             replay: Some(Box::new(Replay {
                 headers,
                 query: up.query.map(str::to_string),
@@ -700,7 +771,7 @@ impl Session {
         if self.state != State::Connecting {
             return false;
         }
-        let Some(mut p) = self.pending.take() else {
+        let Some(mut p) = self.take_pending() else {
             return false;
         };
         let Some(replay) = p.replay.take() else {
@@ -769,7 +840,7 @@ impl Session {
         use crate::authorizer::Decision;
         match decision {
             Decision::Allow(c) => {
-                self.authorizer = Some(Box::new(c));
+                self.rare_mut().authorizer = Some(Box::new(c));
                 self.run_connect(route, p, headers, query, sx)
             }
             Decision::Deny => self.refuse_authorizer(403, None, sx),
@@ -827,9 +898,9 @@ impl Session {
             connection_id: &self.id,
             request_id,
             message_id,
-            identity: self.identity.as_deref().expect("set at the upgrade"),
+            identity: known(&self.who).expect("set at the upgrade"),
             now_ms,
-            authorizer: self.authorizer.as_deref(),
+            authorizer: self.rare.as_deref().and_then(|r| r.authorizer.as_deref()),
         }
     }
 
@@ -841,7 +912,7 @@ impl Session {
         call: &access_log::Call<'_>,
         sx: &mut Scratch,
     ) -> bool {
-        let Some(p) = self.pending.take() else {
+        let Some(p) = self.take_pending() else {
             return false;
         };
         if self.state != State::Connecting {
@@ -1089,7 +1160,8 @@ impl Session {
         };
         let mut request = pool.take();
         let input = self.input(config, route, &request_id, message_id, *now_ms);
-        let hs = self.headers.as_deref().map(|h| Handshake {
+        let kept = self.rare.as_deref().and_then(|r| r.headers.as_deref());
+        let hs = kept.map(|h| Handshake {
             headers: h,
             query: None,
         });
@@ -1119,9 +1191,38 @@ impl Session {
         self.state = State::Closing;
     }
 
+    /// The [`Rare`] box, made when first needed.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Takes the pending upgrade; the [`Rare`] box goes when nothing else is in it.
+    fn take_pending(&mut self) -> Option<Box<Pending>> {
+        let p = self.rare.as_mut().and_then(|r| r.pending.take());
+        if self.rare.as_deref().is_some_and(Rare::is_empty) {
+            self.rare = None;
+        }
+        p
+    }
+
+    /// Hands the [`Partial`] box back to the worker once the reader is between
+    /// messages with nothing stashed (called where processing of an input ends).
+    fn settle(&mut self, sx: &mut Scratch) {
+        if self.partial.as_deref().is_some_and(Partial::is_idle) {
+            let p = self.partial.take().expect("present");
+            if sx.partials.len() < PARTIALS_KEPT {
+                sx.partials.push(p);
+            }
+        }
+    }
+
     fn set_close_status(&mut self, code: u16, reason: &str) {
-        if self.close_status.is_none() {
-            self.close_status = Some(Box::new((code, reason.to_string())));
+        if self
+            .rare
+            .as_deref()
+            .is_none_or(|r| r.close_status.is_none())
+        {
+            self.rare_mut().close_status = Some((code, reason.to_string()));
         }
     }
 
@@ -1131,17 +1232,20 @@ impl Session {
             ..
         } = ev
         {
-            if let Some(b) = self.asm.take() {
+            if let Some(b) = self.partial.as_mut().and_then(|p| p.asm.take()) {
                 pool.give(b);
             }
         }
     }
 
-    fn stash(&mut self, rest: &[u8], pool: &mut Pool) {
+    fn stash(&mut self, rest: &[u8], sx: &mut Scratch) {
         if !rest.is_empty() {
-            let mut b = self.inbuf.take().unwrap_or_else(|| pool.take());
+            let p = self
+                .partial
+                .get_or_insert_with(|| sx.partials.pop().unwrap_or_default());
+            let mut b = p.inbuf.take().unwrap_or_else(|| sx.pool.take());
             b.extend_from_slice(rest);
-            self.inbuf = Some(b);
+            p.inbuf = Some(b);
         }
     }
 
@@ -1157,7 +1261,8 @@ impl Session {
                 kind,
                 payload: Payload::Assembled,
             } => {
-                let msg = self.asm.take().unwrap_or_default();
+                let asm = self.partial.as_mut().and_then(|p| p.asm.take());
+                let msg = asm.unwrap_or_default();
                 self.on_message(kind, &msg, sx);
                 sx.pool.give(msg);
             }
@@ -1218,7 +1323,7 @@ impl Session {
         match &config.integrations[config.routes[route].integration].kind {
             IntegrationKind::Mock { status, .. } => {
                 let failed = config.routes[route].route_response && !(200..300).contains(status);
-                let authorizer = self.authorizer.as_deref();
+                let authorizer = self.rare.as_deref().and_then(|r| r.authorizer.as_deref());
                 let ids = reply::Ids {
                     authorizer,
                     connection: &self.id,
@@ -1260,15 +1365,17 @@ impl Session {
                 };
                 let call = self.call(sx, route, CallKind::Message, request_id, &message_id, data);
                 sx.outbox.push(call);
-                self.inflight += 1;
+                self.inflight = self.inflight.saturating_add(1);
             }
         }
     }
 
     /// Returns every borrowed buffer to the pool.
     pub fn release(&mut self, pool: &mut Pool) {
-        for b in [self.inbuf.take(), self.asm.take()].into_iter().flatten() {
-            pool.give(b);
+        if let Some(p) = self.partial.as_mut() {
+            for b in [p.inbuf.take(), p.asm.take()].into_iter().flatten() {
+                pool.give(b);
+            }
         }
     }
 
@@ -1277,8 +1384,8 @@ impl Session {
     fn access<'a>(&'a self, sx: &mut Scratch, mut r: Record<'a>) {
         if let Some(w) = sx.access_log.as_mut() {
             r.connection_id = &self.id;
-            r.identity = self.identity.as_deref();
-            r.authorizer = self.authorizer.as_deref();
+            r.identity = known(&self.who);
+            r.authorizer = self.rare.as_deref().and_then(|r| r.authorizer.as_deref());
             w.log(&sx.config, &r);
         }
     }
@@ -1315,6 +1422,8 @@ fn message_record<'a>(
         ..Record::default()
     }
 }
+
+pub mod intern;
 
 #[cfg(test)]
 mod tests;

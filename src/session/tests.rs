@@ -406,3 +406,41 @@ fn a_proxy_protocol_client_replaces_the_peer_and_forwarded_for() {
     feed(&mut s, &mut sx, &head_with_xff("6.6.6.6"));
     assert_eq!(&*s.identity().unwrap().source_ip_text, "2001:db8::7");
 }
+
+#[test]
+fn an_idle_session_holds_no_partial_state_and_shares_its_client() {
+    let mut sx = scratch("");
+    let (mut a, mut b) = (session(), session());
+    // The handshake split in two: the first half is stashed in the Partial box.
+    feed(&mut a, &mut sx, &HEAD[..20]);
+    assert!(a.partial.is_some());
+    assert_eq!(a.early_bytes(), 20);
+    feed(&mut a, &mut sx, &HEAD[20..]);
+    assert_eq!(a.state(), State::Open);
+    assert!(a.partial.is_none(), "handed back once nothing is pending");
+    assert_eq!(sx.partials.len(), 1);
+    open(&mut b, &mut sx);
+    assert!(b.partial.is_none());
+    assert!(a.rare.is_none() && b.rare.is_none());
+    // Same address, User-Agent and Host: one shared client.
+    let (ia, ib) = (a.identity().unwrap(), b.identity().unwrap());
+    assert!(Arc::ptr_eq(ia.client(), ib.client()));
+    assert_eq!(&*ia.host, "gw");
+    assert_eq!(ia.user_agent.as_deref(), Some("unit/1"));
+    // A message split inside its payload keeps the box (reader mid-frame) until the
+    // rest arrives; a fragmented message keeps it between its frames.
+    let frame = masked(true, 1, b"hello");
+    assert!(feed(&mut a, &mut sx, &frame[..8]).is_empty());
+    assert!(a.partial.is_some());
+    assert_eq!(sx.partials.len(), 0, "the free box was reused");
+    assert_eq!(feed(&mut a, &mut sx, &frame[8..]), b"\x81\x05hello");
+    assert!(a.partial.is_none());
+    assert!(feed(&mut a, &mut sx, &masked(false, 1, b"hel")).is_empty());
+    assert!(a.partial.is_some());
+    assert_eq!(
+        feed(&mut a, &mut sx, &masked(true, 0, b"lo")),
+        b"\x81\x05hello"
+    );
+    assert!(a.partial.is_none());
+    assert_eq!(sx.partials.len(), 1);
+}

@@ -510,7 +510,7 @@ impl Worker {
                 // On the worker's clock (`connectedAt` is taken at the upgrade request,
                 // before any `$connect` call; the open comes later).
                 let last_active_ms =
-                    super::wall_ms(anchor, conn.last_active).max(ident.connected_at_ms);
+                    super::wall_ms(anchor, conn.last_active.instant()).max(ident.connected_at_ms);
                 Answer::Info {
                     connected_at_ms: ident.connected_at_ms,
                     last_active_ms,

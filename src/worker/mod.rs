@@ -460,7 +460,7 @@ impl Worker {
         log::debug!(
             "worker {}: closing {} with {code} {reason}",
             self.index,
-            conn.peer
+            conn.peer()
         );
         conn.session.start_close(code, reason, &mut self.shared);
         self.finish_output(key);
@@ -481,11 +481,10 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.last_active = self.now;
-        conn.opened_at = self.now;
+        conn.last_active = self.now.into();
         conn.counted_open = true;
         if !l.ping_interval.is_zero() {
-            conn.ping_at = Some(self.now + l.ping_interval);
+            conn.ping_at = Some((self.now + l.ping_interval).into());
         }
         let counters = self.metrics.worker(self.index);
         metrics::add(&counters.connects, 1);
@@ -559,7 +558,7 @@ impl Worker {
         if self.shared.config.server.proxy_protocol != crate::proxy_protocol::Mode::Off {
             conn.proxy = Some(Box::default());
         }
-        conn.phase_since = self.now;
+        conn.phase_since = self.now.into();
         self.sync_timer(key);
         Ok(())
     }
@@ -678,7 +677,7 @@ impl Worker {
                         log::debug!(
                             "worker {}: {} sent no PROXY header: {e:?}",
                             self.index,
-                            conn.peer
+                            conn.peer()
                         );
                         gone = true;
                         break;
@@ -846,7 +845,7 @@ impl Worker {
             return;
         };
         if std::mem::take(&mut self.shared.active) {
-            conn.last_active = self.now;
+            conn.last_active = self.now.into();
         }
         let res = conn.send(&self.shared.wbuf, &mut self.shared.pool);
         self.shared.wbuf.clear();

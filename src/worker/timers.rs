@@ -28,14 +28,14 @@ pub(super) fn next_deadline(
     handshake_timeout: Duration,
 ) -> Option<Instant> {
     match conn.session.state() {
-        State::Handshaking => Some(conn.phase_since + handshake_timeout),
+        State::Handshaking => Some(conn.phase_since.instant() + handshake_timeout),
         State::Connecting => None,
-        State::Closing | State::Done => Some(conn.phase_since + CLOSE_LINGER),
+        State::Closing | State::Done => Some(conn.phase_since.instant() + CLOSE_LINGER),
         State::Open => {
-            let mut due =
-                (conn.last_active + l.idle_timeout).min(conn.opened_at + l.max_connection_duration);
+            let mut due = (conn.last_active.instant() + l.idle_timeout)
+                .min(conn.phase_since.instant() + l.max_connection_duration);
             for d in [conn.ping_at, conn.pong_due].into_iter().flatten() {
-                due = due.min(d);
+                due = due.min(d.instant());
             }
             Some(due)
         }
@@ -53,7 +53,7 @@ impl Worker {
         if state != conn.timed_state {
             let was = conn.timed_state;
             conn.timed_state = state;
-            conn.phase_since = self.now;
+            conn.phase_since = self.now.into();
             // Upgraded, also when the same read already closed it again.
             if matches!(was, State::Handshaking | State::Connecting)
                 && state != State::Connecting
@@ -109,37 +109,37 @@ impl Worker {
         let l = &self.shared.config.limits;
         let handshake_timeout = self.shared.config.server.handshake_timeout;
         match conn.session.state() {
-            State::Handshaking if now >= conn.phase_since + handshake_timeout => {
-                log::debug!("worker {}: {} handshake timeout", self.index, conn.peer);
+            State::Handshaking if now >= conn.phase_since.instant() + handshake_timeout => {
+                log::debug!("worker {}: {} handshake timeout", self.index, conn.peer());
                 return self.close(key);
             }
-            State::Closing | State::Done if now >= conn.phase_since + CLOSE_LINGER => {
+            State::Closing | State::Done if now >= conn.phase_since.instant() + CLOSE_LINGER => {
                 return self.close(key);
             }
             State::Open => {
-                if now >= conn.opened_at + l.max_connection_duration {
+                if now >= conn.phase_since.instant() + l.max_connection_duration {
                     return self.close_with(key, close::GOING_AWAY, "Maximum connection duration");
                 }
-                if now >= conn.last_active + l.idle_timeout {
+                if now >= conn.last_active.instant() + l.idle_timeout {
                     return self.close_with(key, close::GOING_AWAY, "Idle timeout");
                 }
-                if conn.pong_due.is_some_and(|d| now >= d) {
+                if conn.pong_due.is_some_and(|d| now >= d.instant()) {
                     if conn.session.pong_seen() {
                         conn.pong_due = None;
                     } else if conn.read_paused || conn.session.is_holding() {
                         // Reading waits (calls in flight at their limit, or output
                         // the client has not taken): the pong may be among the
                         // bytes not read yet.
-                        conn.pong_due = Some(now + l.pong_timeout);
+                        conn.pong_due = Some((now + l.pong_timeout).into());
                     } else {
                         return self.close_with(key, close::GOING_AWAY, "Ping timeout");
                     }
                 }
-                if conn.ping_at.is_some_and(|d| now >= d) {
+                if conn.ping_at.is_some_and(|d| now >= d.instant()) {
                     let (interval, pong_timeout) = (l.ping_interval, l.pong_timeout);
                     conn.session.ping_sent();
-                    conn.pong_due = Some(now + pong_timeout);
-                    conn.ping_at = Some(now + interval.max(pong_timeout));
+                    conn.pong_due = Some((now + pong_timeout).into());
+                    conn.ping_at = Some((now + interval.max(pong_timeout)).into());
                     frame::write_message(
                         &mut self.shared.wbuf,
                         frame::OpCode::Ping,
