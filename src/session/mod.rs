@@ -1222,14 +1222,17 @@ impl Session {
             log::debug!("message refused, bad request body: {invalid}");
             if sx.access_log.is_some() {
                 let e = Some(crate::model::BAD_REQUEST_BODY);
-                let r = message_record(
-                    &request_id,
-                    Some(route),
-                    Some(&message_id),
-                    sx.now_ms,
-                    400,
-                    e,
-                );
+                let r = Record {
+                    validation_error: Some(&invalid.reason),
+                    ..message_record(
+                        &request_id,
+                        Some(route),
+                        Some(&message_id),
+                        sx.now_ms,
+                        400,
+                        e,
+                    )
+                };
                 self.access(sx, r);
             }
             return;

@@ -270,7 +270,7 @@ fn a_refused_message_never_reaches_the_backend_and_is_in_the_access_log() {
     c.push_str(&format!(
         "[access_log]\npath = {}\nformat = {}\n",
         toml_str(&log.display().to_string()),
-        toml_str(r#"{"status":"$context.status","error":"$context.error.message","type":"$context.error.responseType","messageId":"$context.messageId","routeKey":"$context.routeKey"}"#)
+        toml_str(r#"{"status":"$context.status","error":"$context.error.message","type":"$context.error.responseType","messageId":"$context.messageId","routeKey":"$context.routeKey","why":"$context.error.validationErrorString"}"#)
     ));
     let gw = Gateway::start(&c);
     let mut raw = gw.raw();
@@ -299,6 +299,12 @@ fn a_refused_message_never_reaches_the_backend_and_is_in_the_access_log() {
     assert_eq!(line["type"], "BAD_REQUEST_BODY");
     assert_eq!(line["messageId"], message_id.as_str());
     assert_eq!(line["routeKey"], "join");
+    // AWS's validationErrorString: the reason, without the message's values.
+    let why = line["why"].as_str().unwrap();
+    assert!(
+        why.starts_with("model \"join\": ") && why.contains("user"),
+        "{why}"
+    );
 }
 
 #[test]
