@@ -1552,6 +1552,11 @@ impl Config {
                 }
             ));
         }
+        for (id, r) in self.routes.iter().enumerate() {
+            if let Some(m) = self.models.describe(id) {
+                out.push_str(&format!("route {:<16} model {m}\n", r.key));
+            }
+        }
         out
     }
 }

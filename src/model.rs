@@ -90,6 +90,8 @@ enum RouteModel {
     /// validation (as AWS).
     Select {
         expression: Expression,
+        /// The expression as written (for `--check`).
+        source: String,
         keys: Box<[(Box<[u8]>, usize)]>,
         default: Option<usize>,
     },
@@ -179,13 +181,28 @@ impl Models {
         !self.routes.is_empty()
     }
 
-    /// The name of the model that `route` always uses, or `"(selected)"` when its
-    /// model is chosen per message; `None`: its messages are not validated.
+    /// What validates `route`'s messages, for `--check`: the model's name, or
+    /// `by EXPRESSION {key=model, ..., $default=model}` when it is chosen per message;
+    /// `None`: its messages are not validated.
     #[must_use]
-    pub fn describe(&self, route: usize) -> Option<&str> {
+    pub fn describe(&self, route: usize) -> Option<String> {
         match self.routes.get(route)?.as_ref()? {
-            RouteModel::Fixed(m) => Some(&self.models[*m].name),
-            RouteModel::Select { .. } => Some("(selected)"),
+            RouteModel::Fixed(m) => Some(self.models[*m].name.clone()),
+            RouteModel::Select {
+                source,
+                keys,
+                default,
+                ..
+            } => {
+                let mut entries: Vec<String> = keys
+                    .iter()
+                    .map(|(k, m)| {
+                        format!("{}={}", String::from_utf8_lossy(k), self.models[*m].name)
+                    })
+                    .collect();
+                entries.extend(default.map(|m| format!("$default={}", self.models[m].name)));
+                Some(format!("by {source} {{{}}}", entries.join(", ")))
+            }
         }
     }
 
@@ -212,6 +229,7 @@ impl Models {
                 expression,
                 keys,
                 default,
+                ..
             } => {
                 let chosen = selector
                     .evaluate(expression, body)
@@ -353,7 +371,7 @@ fn route_model(
                     keys.push((k.into_bytes().into_boxed_slice(), m));
                 }
             }
-            let expression = match raw.model_selection_expression {
+            let (expression, source) = match raw.model_selection_expression {
                 None if keys.is_empty() => return Ok(default.map(RouteModel::Fixed)),
                 None => {
                     return Err(build_error(
@@ -361,14 +379,18 @@ fn route_model(
                         "request_models with keys other than \"$default\" needs a model_selection_expression",
                     ))
                 }
-                Some(e) => Expression::parse(&e)
-                    .map_err(|err| build_error(at("model_selection_expression"), err.message))?,
+                Some(e) => (
+                    Expression::parse(&e)
+                        .map_err(|err| build_error(at("model_selection_expression"), err.message))?,
+                    e,
+                ),
             };
             if keys.is_empty() {
                 return Ok(default.map(RouteModel::Fixed));
             }
             Ok(Some(RouteModel::Select {
                 expression,
+                source,
                 keys: keys.into(),
                 default,
             }))

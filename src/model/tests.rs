@@ -128,7 +128,7 @@ fn routes_without_a_model_are_not_checked() {
     assert_eq!(check(&m, 7, "not json"), Ok(()));
     assert!(check(&m, 1, "not json").is_err());
     assert_eq!(m.describe(0), None);
-    assert_eq!(m.describe(1), Some("join"));
+    assert_eq!(m.describe(1).as_deref(), Some("join"));
     // Models that no route uses make nothing active.
     let m = models(&[("join", JOIN)], vec![("a", RawRoute::default())]).unwrap();
     assert!(!m.is_active());
@@ -154,6 +154,10 @@ fn the_selection_expression_picks_the_model_and_falls_back_to_default() {
         vec![("x", route(true)), ("y", route(false))],
     )
     .unwrap();
+    assert_eq!(
+        m.describe(0).as_deref(),
+        Some("by $request.body.type {a=ma, $default=mb}")
+    );
     assert_eq!(check(&m, 0, r#"{"type":"a","a":1}"#), Ok(()));
     assert!(check(&m, 0, r#"{"type":"a","b":1}"#)
         .unwrap_err()
@@ -184,7 +188,7 @@ fn request_models_with_only_default_needs_no_expression() {
         ..RawRoute::default()
     };
     let m = models(&[("join", JOIN)], vec![("join", route)]).unwrap();
-    assert_eq!(m.describe(0), Some("join"));
+    assert_eq!(m.describe(0).as_deref(), Some("join"));
     assert!(check(&m, 0, "{}").is_err());
 }
 

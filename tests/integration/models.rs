@@ -369,6 +369,12 @@ fn a_schema_file_is_read_relative_to_the_config_file() {
     std::fs::write(&path, &c).unwrap();
     let exit = run_path_to_exit(&path, &["--check"]);
     assert_eq!(exit.status.code(), Some(0), "{exit:?}");
+    // `--check` lists what validates each route.
+    assert!(
+        exit.stdout.contains("route join             model join\n"),
+        "{}",
+        exit.stdout
+    );
     std::fs::remove_file(dir.join("models/join.json")).unwrap();
     let exit = run_path_to_exit(&path, &["--check"]);
     assert_eq!(exit.status.code(), Some(1), "{exit:?}");
