@@ -12,9 +12,10 @@
 //! A route without a model costs one bounds-checked lookup and allocates nothing. A
 //! route with one parses the message into a `serde_json::Value` (that allocates, within
 //! the message-size limit; serde_json stops nesting at 128 levels) and walks the
-//! compiled schema over it. Patterns run on the `regex` engine (linear time) unless a
-//! pattern needs look-around or back-references; those run on `fancy-regex` with
-//! [`PATTERN_BACKTRACK_LIMIT`], and a pattern that exceeds it fails the message.
+//! compiled schema over it, in time linear in the message for a given schema:
+//! `pattern` and `patternProperties` run on the `regex` crate's engine, which has no
+//! backtracking, so a pattern that needs look-around or back-references (which only a
+//! backtracking engine runs, in time a client could make exponential) is a config error.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,12 +35,6 @@ pub const BAD_REQUEST_BODY: ErrorInfo = ErrorInfo {
     message: "Bad request body",
     response_type: "BAD_REQUEST_BODY",
 };
-
-/// Backtracking steps one `pattern` match may take on the `fancy-regex` engine (only
-/// patterns with look-around or back-references use it); past it the value does not
-/// match. fancy-regex's own default is 1,000,000: a client could make each string of
-/// its message cost that much.
-pub const PATTERN_BACKTRACK_LIMIT: usize = 100_000;
 
 /// Longest reason [`Invalid`] carries, in bytes (a log line, not a report).
 const MAX_REASON_BYTES: usize = 200;
@@ -303,10 +298,8 @@ fn compile(dir: &Path, name: &str, schema: &str) -> Result<jsonschema::Validator
             format!("{origin}a JSON Schema is a JSON object"),
         ));
     }
-    let patterns =
-        jsonschema::PatternOptions::fancy_regex().backtrack_limit(PATTERN_BACKTRACK_LIMIT);
     jsonschema::draft4::options()
-        .with_pattern_options(patterns)
+        .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(&value)
         .map_err(|e| {
             let at = e.schema_path().as_str().to_string();
@@ -315,9 +308,15 @@ fn compile(dir: &Path, name: &str, schema: &str) -> Result<jsonschema::Validator
             } else {
                 format!(" (at {at})")
             };
+            let e = e.to_string();
+            let hint = if e.contains("\"regex\"") {
+                "; patterns run without backtracking (linear time), so look-around and back-references are not supported"
+            } else {
+                ""
+            };
             build_error(
                 key,
-                format!("{origin}not a valid JSON Schema draft 4: {e}{at}"),
+                format!("{origin}not a valid JSON Schema draft 4: {e}{at}{hint}"),
             )
         })
 }

@@ -230,6 +230,18 @@ fn config_errors_name_the_key_and_the_problem() {
     assert!(e.problem.contains("not JSON"), "{}", e.problem);
     let e = err(&[("bad", r#"{"pattern": "("}"#)], RawRoute::default());
     assert_eq!(e.key, "models.bad.schema");
+    // Look-around needs a backtracking engine: refused, so matching stays linear.
+    let e = err(
+        &[("bad", r#"{"properties": {"a": {"pattern": "^(?=x)x+$"}}}"#)],
+        RawRoute::default(),
+    );
+    assert_eq!(e.key, "models.bad.schema", "{}", e.problem);
+    assert!(e.problem.contains("look-around"), "{}", e.problem);
+    let e = err(
+        &[("bad", r#"{"patternProperties": {"(a)\\1": {}}}"#)],
+        RawRoute::default(),
+    );
+    assert_eq!(e.key, "models.bad.schema", "{}", e.problem);
     let e = err(
         &[("bad", r##"{"$ref": "#/definitions/missing"}"##)],
         RawRoute::default(),
