@@ -75,6 +75,9 @@ struct RawConfig {
     #[serde(default)]
     authorizers: BTreeMap<String, RawAuthorizer>,
     cluster: Option<crate::cluster::RawCluster>,
+    /// `[models.NAME]` (SPEC §14).
+    #[serde(default)]
+    models: BTreeMap<String, crate::model::RawModel>,
 }
 
 /// `[authorizers.NAME]` (SPEC §11).
@@ -117,6 +120,9 @@ struct RawApi {
     stage: String,
     #[serde(default)]
     stage_variables: BTreeMap<String, String>,
+    /// AWS's `DisableSchemaValidation` (SPEC §14).
+    #[serde(default)]
+    disable_schema_validation: bool,
 }
 
 fn default_api_name() -> String {
@@ -202,6 +208,10 @@ struct RawRoute {
     route_response: bool,
     throttling: Option<RawLimit>,
     authorizer: Option<String>,
+    /// Request validation (SPEC §14), resolved by [`crate::model::Models::build`].
+    request_model: Option<String>,
+    request_models: Option<BTreeMap<String, String>>,
+    model_selection_expression: Option<String>,
 }
 
 /// `[throttling]` (SPEC §10.3); every key defaults to 0 = unlimited.
@@ -250,6 +260,8 @@ pub struct Config {
     pub authorizers: Vec<Authorizer>,
     /// `[cluster]` (SPEC §15); `None`: a single node.
     pub cluster: Option<crate::cluster::Settings>,
+    /// `[models.*]` compiled, and which one each route validates against (SPEC §14).
+    pub models: crate::model::Models,
 }
 
 /// A REQUEST authorizer (SPEC §11): its call rides an `aws_proxy` integration of its
@@ -506,6 +518,7 @@ impl Validator<'_> {
     }
 
     fn config(&self, raw: RawConfig, o: &Overrides) -> Result<Config, Error> {
+        let disable_schema_validation = raw.api.disable_schema_validation;
         let api = self.api(raw.api)?;
         let server = self.server(raw.server, o)?;
         let management = self.management(raw.management, o)?;
@@ -531,6 +544,7 @@ impl Validator<'_> {
         let mut routes = Vec::new();
         let (mut connect_route, mut disconnect_route, mut default_route) = (None, None, None);
         let mut custom = Vec::new();
+        let mut route_models = Vec::new();
         for (key, rr) in raw.routes {
             if key.is_empty() {
                 return Err(self.err(
@@ -586,6 +600,11 @@ impl Validator<'_> {
                         })?,
                 ),
             };
+            route_models.push(crate::model::RawRoute {
+                request_model: rr.request_model,
+                request_models: rr.request_models,
+                model_selection_expression: rr.model_selection_expression,
+            });
             routes.push(Route {
                 key,
                 integration,
@@ -599,6 +618,7 @@ impl Validator<'_> {
         let table = Table::new(expression, custom, default_route);
         let access_log = raw.access_log.map(|a| self.access_log(a)).transpose()?;
         let cluster = raw.cluster.map(|c| self.cluster(c)).transpose()?;
+        let models = self.models(raw.models, &routes, route_models, disable_schema_validation)?;
         Ok(Config {
             path: self.file.to_path_buf(),
             api,
@@ -616,7 +636,27 @@ impl Validator<'_> {
             aws,
             authorizers,
             cluster,
+            models,
         })
+    }
+
+    /// `[models.*]` and the routes' model keys (SPEC §14); schema files are read
+    /// relative to the configuration file's folder.
+    fn models(
+        &self,
+        raw: BTreeMap<String, crate::model::RawModel>,
+        routes: &[Route],
+        route_models: Vec<crate::model::RawRoute>,
+        disabled: bool,
+    ) -> Result<crate::model::Models, Error> {
+        let dir = self.file.parent().unwrap_or(Path::new(""));
+        let keyed = routes
+            .iter()
+            .map(|r| r.key.as_str())
+            .zip(route_models)
+            .collect();
+        crate::model::Models::build(dir, raw, keyed, disabled)
+            .map_err(|e| self.err(e.key, e.problem))
     }
 
     /// `[authorizers.NAME]`: the authorizer and the `aws_proxy` integration its calls
@@ -1545,6 +1585,11 @@ impl Config {
                     ""
                 }
             ));
+        }
+        for (id, r) in self.routes.iter().enumerate() {
+            if let Some(m) = self.models.describe(id) {
+                out.push_str(&format!("route {:<16} model {m}\n", r.key));
+            }
         }
         out
     }

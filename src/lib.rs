@@ -32,6 +32,7 @@ pub mod mask;
 pub mod message;
 pub mod metrics;
 pub mod mock;
+pub mod model;
 pub mod percent;
 pub mod proxy_protocol;
 pub mod reply;

@@ -73,6 +73,12 @@ integration = "who"
 route_response = true
 [routes.leave]
 integration = "who"
+# A model on a route the test never selects: the other routes stay allocation-free.
+[models.m]
+schema = '{"type": "object", "required": ["action"]}'
+[routes.validated]
+integration = "who"
+request_model = "m"
 "#;
 
 const NO_DEFAULT: &str = r#"

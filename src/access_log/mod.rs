@@ -44,6 +44,8 @@ enum Var {
     Status,
     ErrorMessage,
     ErrorResponseType,
+    /// `error.validationErrorString`: why a model refused the message (SPEC §14).
+    ValidationError,
     IntegrationStatus,
     IntegrationLatency,
     IntegrationError,
@@ -86,7 +88,7 @@ const NAMES: &[(&str, Var)] = &[
     ("disconnectStatusCode", Var::DisconnectStatusCode),
     ("disconnectReason", Var::DisconnectReason),
     ("error.messageString", Var::Unsupported),
-    ("error.validationErrorString", Var::Unsupported),
+    ("error.validationErrorString", Var::ValidationError),
     ("integration.requestId", Var::Unsupported),
     ("identity.accountId", Var::Unsupported),
     ("identity.apiKey", Var::Unsupported),
@@ -227,6 +229,7 @@ impl Format {
             Var::Status => num(out, Some(u64::from(r.status))),
             Var::ErrorMessage => text(out, r.error.map(|e| e.message.as_bytes())),
             Var::ErrorResponseType => text(out, r.error.map(|e| e.response_type.as_bytes())),
+            Var::ValidationError => text(out, r.validation_error.map(str::as_bytes)),
             Var::IntegrationStatus => num(out, integration.and_then(|i| i.status).map(u64::from)),
             Var::IntegrationLatency => num(out, integration.map(|i| i.latency_ms)),
             Var::IntegrationError => {
@@ -398,6 +401,8 @@ pub struct Record<'a> {
     pub disconnect: Option<(u16, &'a str)>,
     /// The connection's authorizer context (`authorizer.*`).
     pub authorizer: Option<&'a crate::authorizer::Context>,
+    /// Why a model refused the message (`error.validationErrorString`, SPEC §14).
+    pub validation_error: Option<&'a str>,
 }
 
 impl Record<'_> {

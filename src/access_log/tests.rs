@@ -83,6 +83,7 @@ fn every_variable_renders_from_the_record() {
         }),
         disconnect: Some((4001, "bye")),
         authorizer: None,
+        validation_error: Some("model \"m\": required"),
     };
     let vars = [
         ("requestId", "REQ"),
@@ -103,6 +104,7 @@ fn every_variable_renders_from_the_record() {
         ("status", "502"),
         ("error.message", "Internal server error"),
         ("error.responseType", "INTEGRATION_FAILURE"),
+        ("error.validationErrorString", "model \"m\": required"),
         ("integrationStatus", "500"),
         ("integrationLatency", "12"),
         ("integration.status", "500"),

@@ -1320,6 +1320,28 @@ impl Session {
             }
         }
         let message_id = sx.seq.next_id();
+        // Request validation (SPEC §14): a route without a model returns at once.
+        if let Err(invalid) = config.models.check(route, body, &mut sx.selector) {
+            metrics::add(&counters.client_errors, 1);
+            crate::model::bad_request_frame(&mut sx.wbuf, &self.id, &message_id);
+            log::debug!("message refused, bad request body: {invalid}");
+            if sx.access_log.is_some() {
+                let e = Some(crate::model::BAD_REQUEST_BODY);
+                let r = Record {
+                    validation_error: Some(&invalid.reason),
+                    ..message_record(
+                        &request_id,
+                        Some(route),
+                        Some(&message_id),
+                        sx.now_ms,
+                        400,
+                        e,
+                    )
+                };
+                self.access(sx, r);
+            }
+            return;
+        }
         match &config.integrations[config.routes[route].integration].kind {
             IntegrationKind::Mock { status, .. } => {
                 let failed = config.routes[route].route_response && !(200..300).contains(status);
