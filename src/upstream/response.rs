@@ -249,6 +249,42 @@ impl Parser {
     }
 }
 
+/// Parses the replies of one connection out of `buf` in order, from `start` on
+/// (HTTP/1.1 pipelining: a backend answers requests in the order it got them, so
+/// replies cannot come out of order; SPEC §16). Each complete reply goes to
+/// `on_reply` with ranges into `buf`, and the parser starts over on the bytes after
+/// it; `on_reply` says whether another reply is expected (calls still in flight).
+/// Returns where the unparsed bytes start (the caller drops what is before), and
+/// the error that ends the connection, if any. Each byte is parsed once however the
+/// replies are split across reads, as [`Parser::feed`] ensures for one reply.
+pub fn replies(
+    parser: &mut Parser,
+    buf: &mut [u8],
+    mut start: usize,
+    eof: bool,
+    limit: usize,
+    mut on_reply: impl FnMut(&[u8], Response) -> bool,
+) -> (usize, Result<(), Error>) {
+    loop {
+        match parser.feed(&mut buf[start..], eof, limit) {
+            Ok(None) => return (start, Ok(())),
+            Err(e) => return (start, Err(e)),
+            Ok(Some(mut r)) => {
+                let shift = |x: &mut std::ops::Range<usize>| *x = x.start + start..x.end + start;
+                shift(&mut r.body);
+                r.content_type.as_mut().map(shift);
+                r.protocol.as_mut().map(shift);
+                r.end += start;
+                start = r.end;
+                *parser = Parser::default();
+                if !on_reply(buf, r) || (start == buf.len() && !eof) {
+                    return (start, Ok(()));
+                }
+            }
+        }
+    }
+}
+
 /// Where the head that starts before `from` ends (just after its blank line: `\n\n`
 /// or `\n\r\n`, as httparse accepts bare LF); `Err(resume)`: not in `buf` yet, search
 /// again from `resume`.
