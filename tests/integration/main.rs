@@ -27,6 +27,7 @@ mod lambda;
 mod limits;
 mod management;
 mod mgmt_hardening;
+mod pipeline;
 mod properties;
 mod review;
 mod route_hardening;
