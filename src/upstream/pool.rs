@@ -106,6 +106,9 @@ pub struct Pool {
     /// Connected connections with `1..pipeline` calls in flight, and that number
     /// (only with `pipeline > 1`). A full one is in no list.
     partial: Vec<(usize, usize)>,
+    /// The connection that got a call this loop turn ([`Pool::end_turn`]): while it
+    /// has room, the turn's next calls join it and leave in the same write.
+    turn: Option<usize>,
     /// Connections open or opening.
     open: usize,
     /// Calls waiting for a connection, oldest first.
@@ -126,6 +129,7 @@ impl Pool {
             pipeline: 1,
             idle: Vec::new(),
             partial: Vec::new(),
+            turn: None,
             open: 0,
             queue: VecDeque::new(),
             decisions: VecDeque::new(),
@@ -156,13 +160,21 @@ impl Pool {
         self.idle.len()
     }
 
-    /// `call` wants a connection: the most recently used idle one, else the
-    /// least-loaded one with room for another request (`pipeline > 1`; the first such
-    /// on a tie), a new one while the pool has room, else a place in the queue, else
-    /// it fails. The scan is over this pool's connections with room (`pool_size` at
-    /// most).
+    /// `call` wants a connection: with `pipeline > 1`, the one this turn's calls
+    /// already go on while it has room (SPEC §16: they leave in one write); else the
+    /// most recently used idle one, else the least-loaded one with room (the first
+    /// such on a tie), a new one while the pool has room, else a place in the queue,
+    /// else it fails. The scans are over this pool's connections with room
+    /// (`pool_size` at most).
     pub fn call(&mut self, call: usize) {
-        if let Some(conn) = self.idle.pop() {
+        let joined = self
+            .turn
+            .and_then(|t| self.partial.iter().position(|&(c, _)| c == t));
+        if let Some(i) = joined {
+            let (conn, n) = self.partial.swap_remove(i);
+            self.decide(Decision::Send { call, conn });
+            self.track(conn, n + 1);
+        } else if let Some(conn) = self.idle.pop() {
             self.decide(Decision::Send { call, conn });
             self.track(conn, 1);
         } else if let Some(i) = (0..self.partial.len()).min_by_key(|&i| self.partial[i].1) {
@@ -240,6 +252,12 @@ impl Pool {
         self.room(conn, in_flight);
     }
 
+    /// The loop turn ended (its requests were written): the next turn's first call
+    /// picks a connection afresh.
+    pub fn end_turn(&mut self) {
+        self.turn = None;
+    }
+
     /// `call` was in flight on a connection that closed (and was reported with
     /// [`Pool::failed`], [`Pool::cancel`] or a non-reusable [`Pool::replied`]): it
     /// fails, not retried, since the backend may have run it (SPEC §16).
@@ -297,6 +315,9 @@ impl Pool {
     }
 
     fn decide(&mut self, d: Decision) {
+        if let Decision::Send { conn, .. } = d {
+            self.turn = Some(conn);
+        }
         self.decisions.push_back(d);
     }
 

@@ -158,6 +158,9 @@ impl Worker {
                 self.upstream_write(uk);
             }
         }
+        for p in &mut self.pools {
+            p.end_turn();
+        }
     }
 
     /// Opens a connection to pool `p`'s backend for call `ck`; the request goes out

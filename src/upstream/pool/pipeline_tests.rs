@@ -57,7 +57,9 @@ fn an_idle_connection_is_preferred_then_the_least_loaded_one() {
     assert_eq!(take(&mut p), [Open { call: 0 }, Open { call: 1 }]);
     p.connected(10);
     p.connected(11);
+    // In two turns (see the next test for one).
     p.call(2);
+    p.end_turn();
     p.call(3);
     let d = take(&mut p);
     let conns: BTreeSet<usize> = d
@@ -77,8 +79,50 @@ fn an_idle_connection_is_preferred_then_the_least_loaded_one() {
     p.call(4);
     assert_eq!(take(&mut p), [Send { call: 4, conn: 11 }]);
     // Now 10 (2 in flight) and 11 (1): the least loaded is 11.
+    p.end_turn();
     p.call(5);
     assert_eq!(take(&mut p), [Send { call: 5, conn: 11 }]);
+}
+
+#[test]
+fn calls_of_one_turn_join_the_connection_the_turn_writes_while_it_has_room() {
+    let mut p = pool(3, 16, 3);
+    for call in 0..3 {
+        p.call(call);
+    }
+    assert_eq!(take(&mut p).len(), 3);
+    for conn in [10, 11, 12] {
+        p.connected(conn);
+    }
+    // The turn's first call takes the least-loaded connection; the next ones join it
+    // until it is full, then the next least-loaded one.
+    for call in 3..7 {
+        p.call(call);
+    }
+    let sends: Vec<usize> = take(&mut p)
+        .into_iter()
+        .map(|d| match d {
+            Send { conn, .. } => conn,
+            d => panic!("{d:?}"),
+        })
+        .collect();
+    assert_eq!(sends[0], sends[1], "{sends:?}");
+    assert_ne!(sends[1], sends[2], "{sends:?}");
+    assert_eq!(sends[2], sends[3], "{sends:?}");
+    // A new turn spreads again: the one connection with room left.
+    p.end_turn();
+    p.call(7);
+    let left = [10, 11, 12]
+        .into_iter()
+        .find(|c| !sends.contains(c))
+        .unwrap();
+    assert_eq!(
+        take(&mut p),
+        [Send {
+            call: 7,
+            conn: left
+        }]
+    );
 }
 
 #[test]
@@ -218,6 +262,9 @@ fn random_events_never_put_more_than_n_calls_on_a_connection() {
                     }
                 }
                 _ => {}
+            }
+            if r & 1 << 30 != 0 {
+                p.end_turn();
             }
             m.run(&mut p, n);
             assert_eq!(p.open(), m.conns.len());
