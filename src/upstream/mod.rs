@@ -196,9 +196,12 @@ impl Conn {
     }
 
     /// Whether the request that ends at `end` in the stream went out (none of it
-    /// still waits in the TLS session's buffer).
+    /// still waits in the TLS session's buffer). With later requests handed over
+    /// too, what TLS still holds is taken to be theirs: a reply to this one says
+    /// the backend read it, and a false "not sent" would close the connection
+    /// under the calls behind it.
     pub fn request_sent(&self, end: u64) -> bool {
-        self.sent >= end && self.tls.as_ref().is_none_or(|t| !t.wants_write())
+        self.sent > end || (self.sent == end && self.tls.as_ref().is_none_or(|t| !t.wants_write()))
     }
 
     /// Tells a TLS backend the connection ends (close_notify), if one non-blocking

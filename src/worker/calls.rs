@@ -438,10 +438,12 @@ impl Worker {
             };
             self.finish_call(ck, outcome);
         }
+        // Delivering the outcome never ends this connection; if it did, its calls
+        // are already taken care of.
         let Some(up) = self
             .upstreams
             .get_mut(uk)
-            .filter(|up| up.generation == generation)
+            .filter(|up| up.generation == generation && up.state != upstream::State::Closing)
         else {
             return false;
         };
