@@ -3,8 +3,9 @@
 //! closes with three requests in flight fails each call once (none is sent twice),
 //! `pipeline = 1` and `pipeline = 8` integrations share a worker without sharing
 //! connections, a slow first request holds the later ones on its connection
-//! (head-of-line, the price of `pipeline > 1`), and replies that come in one write
-//! go to their calls in request order.
+//! (head-of-line, the price of `pipeline > 1`), replies that come in one write go
+//! to their calls in request order, interim (1xx) replies between them are skipped,
+//! and a reply with two framings fails every call on its connection, none retried.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -26,6 +27,9 @@ enum Script {
     /// (the requests read together) in one write; a body containing `slow` is
     /// answered after 400 ms.
     Echo,
+    /// Once it has read this many requests, writes these bytes in one write (and
+    /// keeps the connection open).
+    Send(usize, &'static [u8]),
 }
 
 /// A backend on raw sockets: a thread per connection that reads requests (Content-
@@ -149,6 +153,13 @@ fn serve(
                 return;
             }
             Script::CloseAt(_) => continue,
+            Script::Send(n, bytes) if batch.len() >= n => {
+                if s.write_all(bytes).is_err() {
+                    return;
+                }
+                batch.clear();
+            }
+            Script::Send(..) => continue,
             Script::Echo => {
                 let mut out = Vec::new();
                 let mut later = Vec::new();
@@ -344,5 +355,41 @@ fn replies_sent_in_one_write_go_to_their_calls_in_order() {
         "no two requests answered in one write: {batches:?}"
     );
     assert_eq!(b.requests.load(Ordering::SeqCst), 8);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// Sends `msg("eight", "0")` and `msg("eight", "1")` from two clients, the second
+/// once the backend has the first, so both are in flight on one connection.
+fn two_in_flight(b: &RawBackend, gw: &Gateway) -> (Raw, Raw) {
+    let (mut c0, mut c1) = (gw.raw(), gw.raw());
+    c0.send_text(&msg("eight", "0"));
+    wait_until("the first request", || {
+        b.requests.load(Ordering::SeqCst) == 1
+    });
+    c1.send_text(&msg("eight", "1"));
+    (c0, c1)
+}
+
+#[test]
+fn interim_replies_between_pipelined_replies_are_skipped() {
+    const BYTES: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n";
+    let b = RawBackend::start(Script::Send(2, BYTES));
+    let gw = gateway(&b);
+    let (mut c0, mut c1) = two_in_flight(&b, &gw);
+    assert_eq!(c0.recv_text(), "first");
+    assert_eq!(c1.recv_text(), "second");
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_reply_with_two_framings_fails_every_call_on_the_connection_once() {
+    const BYTES: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond";
+    let b = RawBackend::start(Script::Send(2, BYTES));
+    let gw = gateway(&b);
+    let (mut c0, mut c1) = two_in_flight(&b, &gw);
+    parse_error_frame(&c0.recv_text(), "Internal server error");
+    parse_error_frame(&c1.recv_text(), "Internal server error");
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.requests.load(Ordering::SeqCst), 2, "nothing retried");
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
