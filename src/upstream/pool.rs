@@ -11,9 +11,11 @@
 //! Calls and connections are the worker's slab keys. `pipeline = 1`: a connection
 //! carries one call at a time. `pipeline = N` (SPEC §16): a connected connection
 //! carries up to N calls, their replies in request order (the worker keeps each
-//! connection's FIFO of calls; the pool counts them). A new call takes an idle
-//! connection, else the least-loaded one with room, else opens one while the pool
-//! has room, else waits. A connection being opened takes no second call until it is
+//! connection's FIFO of calls; the pool counts them). A new call joins the
+//! connection this loop turn's calls go on while it has room (one write carries
+//! them), else takes an idle connection, else the least-loaded one with room, else
+//! opens one while the pool has room, else waits. The head-of-line trade-off: a
+//! slow reply holds the replies behind it on its connection. A connection being opened takes no second call until it is
 //! connected ([`Pool::connected`]), so a connect failure fails one call only.
 
 use std::collections::VecDeque;
