@@ -194,6 +194,7 @@ struct RawIntegration {
     connect_timeout: Option<String>,
     pool_size: Option<u64>,
     max_queued_requests: Option<u64>,
+    pipeline: Option<u64>,
     request_parameters: Option<BTreeMap<String, String>>,
     status: Option<u16>,
     response_template: Option<String>,
@@ -432,6 +433,9 @@ pub struct Http {
     pub connect_timeout: Duration,
     pub pool_size: usize,
     pub max_queued_requests: usize,
+    /// Most requests in flight on one keep-alive connection (SPEC §16; 1: no
+    /// pipelining). Integrations with different values never share a pool.
+    pub pipeline: usize,
     /// `http_proxy` data mapping, e.g.
     /// `integration.request.header.connectionId = context.connectionId`.
     pub request_parameters: Vec<crate::mapping::Mapping>,
@@ -470,6 +474,8 @@ pub struct Route {
 /// Largest frame or message a configuration may allow (the 64-bit length field is
 /// not an invitation to buffer exabytes).
 const MAX_CONFIGURABLE_BYTES: u64 = 1 << 30;
+/// Most requests an integration may have in flight on one backend connection.
+pub const MAX_PIPELINE: u64 = 64;
 
 /// Reads, parses and validates the file at `path`, then applies `overrides`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, Error> {
@@ -709,6 +715,7 @@ impl Validator<'_> {
             connect_timeout: None,
             pool_size: None,
             max_queued_requests: None,
+            pipeline: None,
             request_parameters: None,
             status: None,
             response_template: None,
@@ -1258,6 +1265,7 @@ impl Validator<'_> {
                     ("connect_timeout", raw.connect_timeout.is_some()),
                     ("pool_size", raw.pool_size.is_some()),
                     ("max_queued_requests", raw.max_queued_requests.is_some()),
+                    ("pipeline", raw.pipeline.is_some()),
                     ("request_parameters", raw.request_parameters.is_some()),
                     ("tls_ca", raw.tls_ca.is_some()),
                 ] {
@@ -1386,6 +1394,14 @@ impl Validator<'_> {
                         raw.max_queued_requests,
                         1024,
                     )?,
+                    pipeline: match raw.pipeline {
+                        None => 1,
+                        Some(n) if (1..=MAX_PIPELINE).contains(&n) => n as usize,
+                        Some(n) => {
+                            return Err(self
+                                .err(key("pipeline"), format!("{n} is outside 1..{MAX_PIPELINE}")))
+                        }
+                    },
                     request_parameters,
                     invoke,
                 })
@@ -1781,6 +1797,36 @@ route_response = true
         ))
         .unwrap_err();
         assert_eq!(e.key, "server.handshake_timeout");
+    }
+
+    /// SPEC §16: `pipeline` defaults to 1, takes 1..64, and only on HTTP
+    /// integrations.
+    #[test]
+    fn pipeline_is_validated() {
+        let http = |line: &str| {
+            format!(
+                "{ECHO}\n[integrations.b]\ntype = \"http_proxy\"\nuri = \"http://127.0.0.1:9/\"\n{line}\n[routes.b]\nintegration = \"b\"\n"
+            )
+        };
+        let pipeline = |c: &Config| match &c.integrations
+            [c.routes.iter().find(|r| r.key == "b").unwrap().integration]
+            .kind
+        {
+            IntegrationKind::Http(h) => h.pipeline,
+            _ => unreachable!(),
+        };
+        assert_eq!(pipeline(&parse_str(&http("")).unwrap()), 1);
+        assert_eq!(pipeline(&parse_str(&http("pipeline = 64")).unwrap()), 64);
+        for bad in ["pipeline = 0", "pipeline = 65"] {
+            let e = parse_str(&http(bad)).unwrap_err();
+            assert_eq!(e.key, "integrations.b.pipeline", "{bad}");
+            assert!(e.problem.contains("outside 1..64"), "{}", e.problem);
+        }
+        let e = parse_str(&format!(
+            "{ECHO}\n[integrations.m]\ntype = \"mock\"\npipeline = 2\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "integrations.m.pipeline");
     }
 
     #[test]

@@ -322,6 +322,7 @@ pub fn fuzz_http_proxy_request(data: &[u8]) {
         connect_timeout: std::time::Duration::from_secs(1),
         pool_size: 1,
         max_queued_requests: 1,
+        pipeline: 1,
         request_parameters: MAPPINGS
             .iter()
             .map(|(t, s)| compile(t, s).expect("fixed mappings compile"))

@@ -308,6 +308,93 @@ fn steady_state_message_path_allocates_nothing() {
         "Forbidden frame with an access log"
     );
     let _ = std::fs::remove_file(&log);
+    assert_eq!(
+        pipelined_backend_allocations(),
+        0,
+        "pipelined backend calls: pool decisions, request queueing, reply parsing"
+    );
+}
+
+/// The backend side as the worker drives it, sans-IO (SPEC §16): a pool with
+/// `pipeline = 8` on one connection, each turn's requests appended to its output
+/// buffer, the replies read in pieces that split them anywhere, parsed in order and
+/// reported to the pool (which sends the waiting calls). Allocations after warm-up.
+fn pipelined_backend_allocations() -> usize {
+    use std::collections::VecDeque;
+    use wsgate::upstream::pool::{Decision, Pool, ReplyEnd};
+    use wsgate::upstream::response;
+    const CONN: usize = 10;
+    const KEEP: ReplyEnd = ReplyEnd {
+        keep_alive: true,
+        leftover: false,
+        request_written: true,
+    };
+    let request = b"POST /ws HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}";
+    let replies: [&[u8]; 2] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n{\"ok\":true}\r\n0\r\n\r\n",
+    ];
+    let mut pool = Pool::new("127.0.0.1:9".parse().unwrap(), 1, 64);
+    pool.pipeline = 8;
+    let (mut fifo, mut out, mut wire) = (VecDeque::new(), Vec::new(), Vec::new());
+    let mut inbuf: Vec<u8> = Vec::new();
+    let mut parser = response::Parser::default();
+    let mut next_call = 0usize;
+    // Carries out the pool's decisions: the backend will answer each request sent.
+    let run =
+        |pool: &mut Pool, fifo: &mut VecDeque<usize>, out: &mut Vec<u8>, wire: &mut Vec<u8>| {
+            assert!(pool.claim());
+            while let Some(d) = pool.next_decision() {
+                match d {
+                    Decision::Open { call } | Decision::Send { call, .. } => {
+                        fifo.push_back(call);
+                        out.extend_from_slice(request);
+                        wire.extend_from_slice(replies[call % 2]);
+                    }
+                    d => panic!("{d:?}"),
+                }
+            }
+        };
+    let mut round = |pool: &mut Pool| {
+        for _ in 0..12 {
+            pool.call(next_call);
+            next_call += 1;
+        }
+        run(pool, &mut fifo, &mut out, &mut wire);
+        if next_call == 12 {
+            pool.connected(CONN);
+            run(pool, &mut fifo, &mut out, &mut wire);
+        }
+        out.clear(); // one write per turn
+        pool.end_turn();
+        let mut answered = 0;
+        while !wire.is_empty() {
+            let n = wire.len().min(37);
+            inbuf.extend(wire.drain(..n));
+            let (parsed, res) =
+                response::replies(&mut parser, &mut inbuf, 0, false, 1 << 20, |buf, r| {
+                    assert_eq!(&buf[r.body], b"{\"ok\":true}");
+                    fifo.pop_front().expect("a call in flight");
+                    answered += 1;
+                    pool.replied(CONN, KEEP, fifo.len());
+                    run(pool, &mut fifo, &mut out, &mut wire);
+                    !fifo.is_empty()
+                });
+            assert_eq!(res, Ok(()));
+            inbuf.drain(..parsed);
+        }
+        assert_eq!((answered, pool.idle()), (12, 1));
+    };
+    for _ in 0..50 {
+        round(&mut pool);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    for _ in 0..500 {
+        round(&mut pool);
+    }
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.load(Ordering::Relaxed) - before
 }
 
 /// An access-log format naming every variable.

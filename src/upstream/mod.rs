@@ -1,5 +1,5 @@
 //! The worker's HTTP/1.1 client for backends: per-backend keep-alive pools, one
-//! request at a time per connection, driven by the worker's own event loop (no thread
+//! request at a time per connection (or up to `pipeline` of them, SPEC §16), driven by the worker's own event loop (no thread
 //! per request, no blocking call). The worker owns the sockets and the calls; this
 //! module holds their state and the pure pieces (request writing, reply parsing).
 //!
@@ -12,6 +12,7 @@ pub mod pool;
 pub mod response;
 pub mod tls;
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
@@ -35,7 +36,7 @@ pub enum State {
     Connecting,
     /// Connected, no call.
     Idle,
-    /// Writing a request or reading its reply.
+    /// Writing requests or reading their replies.
     Busy,
     /// Given up (failed, timed out, or not reusable); the pool's `Close` follows.
     Closing,
@@ -51,10 +52,21 @@ pub struct Conn {
     connected: bool,
     pub pool: usize,
     pub state: State,
-    /// The call being served (call slab key).
-    pub call: Option<usize>,
-    /// Bytes of the call's request already written.
+    /// The calls in flight, oldest first (their replies come in this order), each
+    /// with where its request ends in the stream of bytes queued on the connection
+    /// (see `queued`). More than one only with `pipeline > 1`.
+    pub calls: VecDeque<(usize, u64)>,
+    /// Request bytes queued on the connection so far (appended to `out`).
+    pub queued: u64,
+    /// Request bytes the socket (or, for TLS, the session) took so far.
+    pub sent: u64,
+    /// Requests appended this loop turn and not yet written: the worker writes them
+    /// in one `write` per connection per turn (SPEC §16).
+    pub out: Vec<u8>,
+    /// Bytes of `out` already written.
     pub written: usize,
+    /// The connection is on the worker's list of connections to write this turn.
+    pub flush_listed: bool,
     /// Reply bytes received so far.
     pub inbuf: Vec<u8>,
     pub parser: response::Parser,
@@ -86,8 +98,12 @@ impl Conn {
             connected: false,
             pool,
             state: State::Connecting,
-            call: None,
+            calls: VecDeque::new(),
+            queued: 0,
+            sent: 0,
+            out: Vec::new(),
             written: 0,
+            flush_listed: false,
             inbuf: Vec::new(),
             parser: response::Parser::default(),
             reused: false,
@@ -119,22 +135,32 @@ impl Conn {
         }
     }
 
-    /// Writes what is left of `request`; `true` when all of it is written (for TLS:
-    /// encrypted and handed to the socket).
-    pub fn write_request(&mut self, request: &[u8]) -> io::Result<bool> {
-        if let Some(tls) = &mut self.tls {
-            return write_tls_request(tls, &mut self.stream, request, &mut self.written);
-        }
-        while self.written < request.len() {
-            match self.stream.write(&request[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    /// Queues call `call`'s request behind the ones already in flight; it goes out
+    /// with the turn's other requests on this connection ([`Conn::write_out`]).
+    pub fn push_request(&mut self, call: usize, request: &[u8]) {
+        self.out.extend_from_slice(request);
+        self.queued += request.len() as u64;
+        self.calls.push_back((call, self.queued));
+    }
+
+    /// Writes what is left of the queued requests; `true` when all of it is written
+    /// (for TLS: encrypted and handed to the socket). A buffer a large request grew
+    /// is given back once written.
+    pub fn write_out(&mut self) -> io::Result<bool> {
+        let before = self.written;
+        let done = match &mut self.tls {
+            Some(tls) => write_tls_request(tls, &mut self.stream, &self.out, &mut self.written),
+            None => write_plain(&mut self.stream, &self.out, &mut self.written),
+        };
+        self.sent += (self.written - before) as u64;
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+            if self.out.capacity() > MAX_IDLE_BUFFER_BYTES {
+                self.out = Vec::new();
             }
         }
-        Ok(true)
+        done
     }
 
     /// Reads everything available into `inbuf` through `scratch` (the worker's read
@@ -169,10 +195,13 @@ impl Conn {
         Ok(false)
     }
 
-    /// Whether all `len` bytes of the call's request went out (none still waits in
-    /// the TLS session's buffer).
-    pub fn request_sent(&self, len: usize) -> bool {
-        self.written == len && self.tls.as_ref().is_none_or(|t| !t.wants_write())
+    /// Whether the request that ends at `end` in the stream went out (none of it
+    /// still waits in the TLS session's buffer). With later requests handed over
+    /// too, what TLS still holds is taken to be theirs: a reply to this one says
+    /// the backend read it, and a false "not sent" would close the connection
+    /// under the calls behind it.
+    pub fn request_sent(&self, end: u64) -> bool {
+        self.sent > end || (self.sent == end && self.tls.as_ref().is_none_or(|t| !t.wants_write()))
     }
 
     /// Tells a TLS backend the connection ends (close_notify), if one non-blocking
@@ -186,18 +215,26 @@ impl Conn {
         }
     }
 
-    /// Ready for the next request on the same connection. A buffer a large reply
-    /// grew is given back, so idle connections hold little memory.
-    pub fn reset(&mut self) {
-        self.call = None;
-        self.written = 0;
-        self.inbuf.clear();
-        if self.inbuf.capacity() > MAX_IDLE_BUFFER_BYTES {
-            self.inbuf = Vec::new();
-        }
+    /// The oldest call's reply is complete: the next one's reply follows. With no
+    /// call left the connection is idle, and a buffer a large reply grew is given
+    /// back by [`Conn::keep_inbuf`].
+    pub fn reply_done(&mut self) {
+        self.calls.pop_front();
         self.parser = response::Parser::default();
         self.reused = true;
-        self.state = State::Idle;
+        if self.calls.is_empty() {
+            self.state = State::Idle;
+        }
+    }
+
+    /// Puts the received bytes back after parsing (those before `parsed` were
+    /// whole replies). An emptied buffer that a large reply grew is given back.
+    pub fn keep_inbuf(&mut self, mut buf: Vec<u8>, parsed: usize) {
+        buf.drain(..parsed);
+        if buf.is_empty() && buf.capacity() > MAX_IDLE_BUFFER_BYTES {
+            buf = Vec::new();
+        }
+        self.inbuf = buf;
     }
 }
 
@@ -210,6 +247,20 @@ fn tls_failure(
 ) -> io::Error {
     let _ = tls.write_tls(stream);
     io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+}
+
+/// Writes `buf` from `*written` on to a plain socket; `true` when all is written.
+fn write_plain(stream: &mut TcpStream, buf: &[u8], written: &mut usize) -> io::Result<bool> {
+    while *written < buf.len() {
+        match stream.write(&buf[*written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Writes what the TLS session has queued; `true` when nothing is left.

@@ -9,8 +9,14 @@
 //! them in one flat loop however long the wait queue is ([`Pool::claim`]).
 //!
 //! Calls and connections are the worker's slab keys. `pipeline = 1`: a connection
-//! carries one call at a time; a connection with room for more (SPEC §16
-//! `pipeline = N`) would stay on `idle` until it is full.
+//! carries one call at a time. `pipeline = N` (SPEC §16): a connected connection
+//! carries up to N calls, their replies in request order (the worker keeps each
+//! connection's FIFO of calls; the pool counts them). A new call joins the
+//! connection this loop turn's calls go on while it has room (one write carries
+//! them), else takes an idle connection, else the least-loaded one with room, else
+//! opens one while the pool has room, else waits. The head-of-line trade-off: a
+//! slow reply holds the replies behind it on its connection. A connection being opened takes no second call until it is
+//! connected ([`Pool::connected`]), so a connect failure fails one call only.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -94,8 +100,17 @@ pub struct Pool {
     pub size: usize,
     /// Most calls waiting for a connection.
     pub max_queued: usize,
+    /// Most calls in flight on one connection (SPEC §16 `pipeline`; 1: none
+    /// pipelined).
+    pub pipeline: usize,
     /// Idle connections, most recently used last.
     idle: Vec<usize>,
+    /// Connected connections with `1..pipeline` calls in flight, and that number
+    /// (only with `pipeline > 1`). A full one is in no list.
+    partial: Vec<(usize, usize)>,
+    /// The connection that got a call this loop turn ([`Pool::end_turn`]): while it
+    /// has room, the turn's next calls join it and leave in the same write.
+    turn: Option<usize>,
     /// Connections open or opening.
     open: usize,
     /// Calls waiting for a connection, oldest first.
@@ -113,7 +128,10 @@ impl Pool {
             tls: None,
             size,
             max_queued,
+            pipeline: 1,
             idle: Vec::new(),
+            partial: Vec::new(),
+            turn: None,
             open: 0,
             queue: VecDeque::new(),
             decisions: VecDeque::new(),
@@ -144,11 +162,27 @@ impl Pool {
         self.idle.len()
     }
 
-    /// `call` wants a connection: the most recently used idle one, a new one while
-    /// the pool has room, else a place in the queue, else it fails.
+    /// `call` wants a connection: with `pipeline > 1`, the one this turn's calls
+    /// already go on while it has room (SPEC §16: they leave in one write); else the
+    /// most recently used idle one, else the least-loaded one with room (the first
+    /// such on a tie), a new one while the pool has room, else a place in the queue,
+    /// else it fails. The scans are over this pool's connections with room
+    /// (`pool_size` at most).
     pub fn call(&mut self, call: usize) {
-        if let Some(conn) = self.idle.pop() {
+        let joined = self
+            .turn
+            .and_then(|t| self.partial.iter().position(|&(c, _)| c == t));
+        if let Some(i) = joined {
+            let (conn, n) = self.partial.swap_remove(i);
             self.decide(Decision::Send { call, conn });
+            self.track(conn, n + 1);
+        } else if let Some(conn) = self.idle.pop() {
+            self.decide(Decision::Send { call, conn });
+            self.track(conn, 1);
+        } else if let Some(i) = (0..self.partial.len()).min_by_key(|&i| self.partial[i].1) {
+            let (conn, n) = self.partial.swap_remove(i);
+            self.decide(Decision::Send { call, conn });
+            self.track(conn, n + 1);
         } else if self.open < self.size {
             self.open += 1;
             self.decide(Decision::Open { call });
@@ -188,17 +222,59 @@ impl Pool {
     /// The reply on `conn` is complete (and delivered): the connection serves the
     /// next waiting call or goes idle, unless `end` says it cannot be reused.
     pub fn reply(&mut self, conn: usize, end: ReplyEnd) {
+        self.replied(conn, end, 0);
+    }
+
+    /// As [`Pool::reply`] on a connection that still has `in_flight` calls (the
+    /// worker's count, after this reply): with room, it takes waiting calls up to
+    /// `pipeline`. Not reusable: it closes, and the worker fails its other calls
+    /// ([`Pool::abandon`]).
+    pub fn replied(&mut self, conn: usize, end: ReplyEnd, in_flight: usize) {
         if end.reusable() {
-            self.free(conn);
+            self.untrack(conn);
+            self.room(conn, in_flight);
         } else {
             self.lose(conn);
         }
+    }
+
+    /// The connection `conn`, opened for one call, is connected: with
+    /// `pipeline > 1` it takes waiting calls, or more calls later.
+    pub fn connected(&mut self, conn: usize) {
+        if self.pipeline > 1 {
+            self.untrack(conn);
+            self.room(conn, 1);
+        }
+    }
+
+    /// A `Send` decision's call was gone when the worker got to it: `conn`, which
+    /// has `in_flight` calls (the worker's count), may take another.
+    pub fn returned(&mut self, conn: usize, in_flight: usize) {
+        self.untrack(conn);
+        self.room(conn, in_flight);
+    }
+
+    /// The loop turn ended (its requests were written): the next turn's first call
+    /// picks a connection afresh.
+    pub fn end_turn(&mut self) {
+        self.turn = None;
+    }
+
+    /// `call` was in flight on a connection that closed (and was reported with
+    /// [`Pool::failed`], [`Pool::cancel`] or a non-reusable [`Pool::replied`]): it
+    /// fails, not retried, since the backend may have run it (SPEC §16).
+    pub fn abandon(&mut self, call: usize) {
+        self.decide(Decision::Fail {
+            call,
+            why: Why::Backend,
+        });
     }
 
     /// `conn` failed (or closed while idle): it is closed; its call is retried once
     /// on a fresh connection when [`Failure::retry`] says so, else it fails.
     pub fn failed(&mut self, conn: usize, f: Failure) {
         self.idle.retain(|&c| c != conn);
+        self.untrack(conn);
         self.release_slot();
         self.decide(Decision::Close { conn });
         if let Some(call) = f.call {
@@ -241,20 +317,53 @@ impl Pool {
     }
 
     fn decide(&mut self, d: Decision) {
+        if let Decision::Send { conn, .. } = d {
+            self.turn = Some(conn);
+        }
         self.decisions.push_back(d);
     }
 
     /// `conn` can take a call: the oldest waiting one, else it goes idle.
     fn free(&mut self, conn: usize) {
-        match self.queue.pop_front() {
-            Some(call) => self.decide(Decision::Send { call, conn }),
-            None => self.idle.push(conn),
+        self.room(conn, 0);
+    }
+
+    /// `conn` has `n` calls in flight: with room for more (`pipeline > 1`), it is
+    /// offered to new calls.
+    fn track(&mut self, conn: usize, n: usize) {
+        if n < self.pipeline {
+            self.partial.push((conn, n));
+        }
+    }
+
+    /// `conn` leaves the list of connections with room (if it is there).
+    fn untrack(&mut self, conn: usize) {
+        if let Some(i) = self.partial.iter().position(|&(c, _)| c == conn) {
+            self.partial.swap_remove(i);
+        }
+    }
+
+    /// `conn` has `n` calls in flight and room up to `pipeline`: the oldest waiting
+    /// calls go on it, then it is idle, has room, or is full.
+    fn room(&mut self, conn: usize, mut n: usize) {
+        while n < self.pipeline {
+            let Some(call) = self.queue.pop_front() else {
+                break;
+            };
+            self.decide(Decision::Send { call, conn });
+            n += 1;
+        }
+        if n == 0 {
+            self.idle.push(conn);
+        } else {
+            self.track(conn, n);
         }
     }
 
     /// `conn` closes; its slot goes to the oldest waiting call.
     fn lose(&mut self, conn: usize) {
         self.idle.retain(|&c| c != conn);
+        self.untrack(conn);
         self.release_slot();
         self.decide(Decision::Close { conn });
         self.serve_queue();
@@ -277,5 +386,7 @@ impl Pool {
     }
 }
 
+#[cfg(test)]
+mod pipeline_tests;
 #[cfg(test)]
 mod tests;

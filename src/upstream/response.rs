@@ -249,6 +249,42 @@ impl Parser {
     }
 }
 
+/// Parses the replies of one connection out of `buf` in order, from `start` on
+/// (HTTP/1.1 pipelining: a backend answers requests in the order it got them, so
+/// replies cannot come out of order; SPEC §16). Each complete reply goes to
+/// `on_reply` with ranges into `buf`, and the parser starts over on the bytes after
+/// it; `on_reply` says whether another reply is expected (calls still in flight).
+/// Returns where the unparsed bytes start (the caller drops what is before), and
+/// the error that ends the connection, if any. Each byte is parsed once however the
+/// replies are split across reads, as [`Parser::feed`] ensures for one reply.
+pub fn replies(
+    parser: &mut Parser,
+    buf: &mut [u8],
+    mut start: usize,
+    eof: bool,
+    limit: usize,
+    mut on_reply: impl FnMut(&[u8], Response) -> bool,
+) -> (usize, Result<(), Error>) {
+    loop {
+        match parser.feed(&mut buf[start..], eof, limit) {
+            Ok(None) => return (start, Ok(())),
+            Err(e) => return (start, Err(e)),
+            Ok(Some(mut r)) => {
+                let shift = |x: &mut std::ops::Range<usize>| *x = x.start + start..x.end + start;
+                shift(&mut r.body);
+                r.content_type.as_mut().map(shift);
+                r.protocol.as_mut().map(shift);
+                r.end += start;
+                start = r.end;
+                *parser = Parser::default();
+                if !on_reply(buf, r) || (start == buf.len() && !eof) {
+                    return (start, Ok(()));
+                }
+            }
+        }
+    }
+}
+
 /// Where the head that starts before `from` ends (just after its blank line: `\n\n`
 /// or `\n\r\n`, as httparse accepts bare LF); `Err(resume)`: not in `buf` yet, search
 /// again from `resume`.
@@ -445,6 +481,113 @@ pub fn check_splits(input: &[u8]) {
     if ctl & 0x10 != 0 {
         let every: Vec<usize> = (1..data.len()).collect();
         assert_eq!(parse_in_pieces(data, &every, limit), whole, "byte by byte");
+    }
+}
+
+/// How a connection's pipelined replies ended, after those that parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineEnd {
+    /// Every call got its reply and nothing followed.
+    Clean,
+    /// Every call got its reply, and bytes followed (the connection closes).
+    Leftover,
+    /// A reply ended the connection (`Connection: close`, HTTP/1.0, read to EOF):
+    /// the calls after it fail.
+    Closed,
+    /// The connection failed; the calls still in flight fail.
+    Failed(Error),
+}
+
+/// Feeds `data` to [`replies`] as the worker does for a connection with `calls`
+/// requests in flight: in pieces ending at each of `cuts` (in order; out-of-range
+/// ones are ignored), then EOF, each piece's parsed bytes dropped before the next.
+/// Every reply in owned form (`end` counts from the start of `data`), and how it
+/// ended.
+pub fn parse_pipelined_in_pieces(
+    data: &[u8],
+    cuts: &[usize],
+    calls: usize,
+    limit: usize,
+) -> (Vec<Parsed>, PipelineEnd) {
+    let mut parser = Parser::default();
+    let mut buf = Vec::with_capacity(data.len());
+    let mut ends: Vec<usize> = cuts.iter().copied().filter(|&c| c < data.len()).collect();
+    ends.sort_unstable();
+    ends.push(data.len());
+    let (mut done, mut consumed, mut left, mut closed) = (0, 0, calls, false);
+    let mut got = Vec::new();
+    for (i, &end) in ends.iter().enumerate() {
+        buf.extend_from_slice(&data[done..end]);
+        done = end;
+        if left == 0 || closed {
+            continue;
+        }
+        let eof = i + 1 == ends.len();
+        let base = consumed;
+        let (parsed, res) = replies(&mut parser, &mut buf, 0, eof, limit, |b, r| {
+            let bytes = |r: Option<Range<usize>>| r.map(|r| b[r].to_vec());
+            got.push(Parsed::Reply {
+                status: r.status,
+                body: b[r.body.clone()].to_vec(),
+                content_type: bytes(r.content_type),
+                protocol: bytes(r.protocol),
+                keep_alive: r.keep_alive,
+                end: base + r.end,
+            });
+            left -= 1;
+            closed = !r.keep_alive;
+            left > 0 && !closed
+        });
+        buf.drain(..parsed);
+        consumed += parsed;
+        if let Err(e) = res {
+            return (got, PipelineEnd::Failed(e));
+        }
+    }
+    let end = if closed {
+        PipelineEnd::Closed
+    } else if left > 0 {
+        unreachable!("at EOF a call still in flight fails")
+    } else if consumed < data.len() {
+        PipelineEnd::Leftover
+    } else {
+        PipelineEnd::Clean
+    };
+    (got, end)
+}
+
+/// The `upstream_pipeline` fuzz target (and its seed test): the first byte picks the
+/// calls in flight (1 + low 3 bits), the limit (next 2 bits), the number of cuts
+/// (next 2 bits) and whether to also feed byte by byte (top bit); then two bytes per
+/// cut; the rest is what the backend sent. Panics when a split changes the replies
+/// or how the connection ended.
+pub fn check_pipelined_splits(input: &[u8]) {
+    let Some((&ctl, rest)) = input.split_first() else {
+        return;
+    };
+    let calls = 1 + usize::from(ctl & 7);
+    let limit = [64, 512, 4096, 1 << 20][usize::from((ctl >> 3) & 3)];
+    let n = usize::from((ctl >> 5) & 3);
+    let Some((cuts, data)) = rest.split_at_checked(2 * n) else {
+        return;
+    };
+    let cuts: Vec<usize> = cuts
+        .chunks_exact(2)
+        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (data.len() + 1))
+        .collect();
+    let whole = parse_pipelined_in_pieces(data, &[], calls, limit);
+    assert_eq!(
+        parse_pipelined_in_pieces(data, &cuts, calls, limit),
+        whole,
+        "cuts {cuts:?}"
+    );
+    if ctl & 0x80 != 0 {
+        let every: Vec<usize> = (1..data.len()).collect();
+        assert_eq!(
+            parse_pipelined_in_pieces(data, &every, calls, limit),
+            whole,
+            "byte by byte"
+        );
     }
 }
 

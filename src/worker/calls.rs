@@ -3,6 +3,13 @@
 //! reply and whether a failed call is retried; this file carries those decisions out
 //! on sockets, reads replies, and hands each outcome to its client's session.
 //! Timeouts ride the worker's timer wheel.
+//!
+//! Requests are not written when a call starts: they are appended to their
+//! connection's output buffer, and each connection with new requests is written
+//! once, at the end of the loop turn ([`Worker::flush_upstreams`]), so the calls a
+//! turn starts for one backend leave in one `write` (SPEC §16). Replies that a
+//! backend sends together are parsed out of one read, in order
+//! ([`response::replies`]).
 
 use std::time::Instant;
 
@@ -111,25 +118,49 @@ impl Worker {
         }
     }
 
-    /// Writes call `ck`'s request on the idle connection `uk`.
+    /// Queues call `ck`'s request on the connected connection `uk` (idle, or with
+    /// room for another request); it is written at the end of the turn.
     fn send_on(&mut self, p: usize, ck: usize, uk: usize) {
         let up = self
             .upstreams
             .get_mut(uk)
-            .filter(|up| up.state == upstream::State::Idle);
+            .filter(|up| matches!(up.state, upstream::State::Idle | upstream::State::Busy));
         let (call, up) = match (self.calls.get_mut(ck), up) {
             (Some(call), Some(up)) => (call, up),
             // The call ended while the decision waited: the connection stays usable.
-            (None, Some(_)) => return self.pools[p].unused(Some(uk)),
-            // Not expected (the pool hands out idle connections only): start over.
+            (None, Some(up)) => {
+                let in_flight = up.calls.len();
+                return self.pools[p].returned(uk, in_flight);
+            }
+            // Not expected (the pool hands out connected connections only): start over.
             (Some(_), None) => return self.pools[p].call(ck),
             (None, None) => return,
         };
         call.upstream = Some(uk);
-        up.call = Some(ck);
-        up.written = 0;
+        up.push_request(ck, &call.request);
         up.state = upstream::State::Busy;
-        self.upstream_write(uk);
+        if !up.flush_listed {
+            up.flush_listed = true;
+            self.upstream_flush.push(uk);
+        }
+    }
+
+    /// Writes the requests this turn queued, one write per connection (SPEC §16).
+    /// A write that fails ends its connection's calls, which may queue requests on
+    /// other connections: they are written in the same loop.
+    pub(super) fn flush_upstreams(&mut self) {
+        while let Some(uk) = self.upstream_flush.pop() {
+            let Some(up) = self.upstreams.get_mut(uk) else {
+                continue;
+            };
+            up.flush_listed = false;
+            if up.state == upstream::State::Busy {
+                self.upstream_write(uk);
+            }
+        }
+        for p in &mut self.pools {
+            p.end_turn();
+        }
     }
 
     /// Opens a connection to pool `p`'s backend for call `ck`; the request goes out
@@ -149,7 +180,6 @@ impl Worker {
             self.poll
                 .registry()
                 .register(&mut c.stream, token::upstream(uk), interest)?;
-            c.call = Some(ck);
             entry.insert(c);
             Ok(())
         });
@@ -163,6 +193,7 @@ impl Worker {
                     TimerKind::UpstreamConnect,
                 );
                 self.upstreams[uk].connect_timer = Some(h);
+                self.upstreams[uk].push_request(ck, &self.calls[ck].request);
                 self.calls[ck].upstream = Some(uk);
             }
             Err(e) => {
@@ -198,9 +229,10 @@ impl Worker {
     }
 
     fn upstream_write(&mut self, uk: usize) {
-        let up = &mut self.upstreams[uk];
-        let Some(ck) = up.call else { return };
-        if let Err(e) = up.write_request(&self.calls[ck].request) {
+        let Some(up) = self.upstreams.get_mut(uk) else {
+            return;
+        };
+        if let Err(e) = up.write_out() {
             log::debug!("worker {}: backend write failed: {e}", self.index);
             self.upstream_failed(uk);
         }
@@ -229,9 +261,13 @@ impl Worker {
                     }
                 }
                 match result {
-                    // Every connection is opened for a call.
-                    Ok(true) if up.call.is_some() => {
+                    // Every connection is opened for a call. With `pipeline > 1` it
+                    // takes waiting calls now, and all go out in one write.
+                    Ok(true) if !up.calls.is_empty() => {
                         up.state = upstream::State::Busy;
+                        let p = up.pool;
+                        self.pools[p].connected(uk);
+                        self.run_pool(p);
                         self.upstream_write(uk);
                     }
                     Ok(true) => return self.upstream_failed(uk),
@@ -271,14 +307,29 @@ impl Worker {
             }
             _ => return,
         }
+        // Every reply the read brought, in order, each to the oldest call in flight.
+        let generation = up.generation;
         let mut buf = std::mem::take(&mut up.inbuf);
-        let res = up.parser.feed(&mut buf, eof, MAX_REPLY_BYTES);
+        let mut parser = std::mem::take(&mut up.parser);
+        let (parsed, res) =
+            response::replies(&mut parser, &mut buf, 0, eof, MAX_REPLY_BYTES, |buf, r| {
+                self.complete(uk, buf, r)
+            });
+        let Some(up) = self
+            .upstreams
+            .get_mut(uk)
+            .filter(|up| up.generation == generation && up.state != upstream::State::Closing)
+        else {
+            return;
+        };
+        up.parser = parser;
+        let started = parsed < buf.len();
+        up.keep_inbuf(buf, parsed);
         match res {
-            Ok(None) => self.upstreams[uk].inbuf = buf,
-            Ok(Some(resp)) => self.complete(uk, buf, resp),
+            // A FIN after the last reply: the idle connection is done.
+            Ok(()) if eof && up.state == upstream::State::Idle => self.upstream_failed(uk),
+            Ok(()) => {}
             Err(e) => {
-                let started = !buf.is_empty();
-                self.upstreams[uk].inbuf = buf;
                 if started {
                     log::warn!("worker {}: bad backend reply: {e:?}", self.index);
                 }
@@ -287,17 +338,20 @@ impl Worker {
         }
     }
 
-    /// A whole reply arrived on `uk`: deliver it, then the pool reuses or closes the
-    /// connection.
-    fn complete(&mut self, uk: usize, mut buf: Vec<u8>, resp: response::Response) {
+    /// A whole reply arrived on `uk` for its oldest call: deliver it, then the pool
+    /// reuses the connection (which may have more calls in flight) or closes it,
+    /// failing the calls still on it. Whether another reply is expected on `uk`.
+    fn complete(&mut self, uk: usize, buf: &[u8], resp: response::Response) -> bool {
         let up = &self.upstreams[uk];
-        let Some(ck) = up.call else {
-            return;
+        let Some(&(ck, request_end)) = up.calls.front() else {
+            return false;
         };
+        let generation = up.generation;
         let end = ReplyEnd {
             keep_alive: resp.keep_alive,
-            leftover: resp.end < buf.len(),
-            request_written: up.request_sent(self.calls[ck].request.len()),
+            // With more calls in flight, the bytes after are the next reply.
+            leftover: resp.end < buf.len() && up.calls.len() == 1,
+            request_written: up.request_sent(request_end),
         };
         if end.leftover {
             log::warn!(
@@ -384,20 +438,44 @@ impl Worker {
             };
             self.finish_call(ck, outcome);
         }
-        buf.clear();
-        let Some(up) = self.upstreams.get_mut(uk) else {
-            return;
+        // Delivering the outcome never ends this connection; if it did, its calls
+        // are already taken care of.
+        let Some(up) = self
+            .upstreams
+            .get_mut(uk)
+            .filter(|up| up.generation == generation && up.state != upstream::State::Closing)
+        else {
+            return false;
         };
-        up.inbuf = buf;
-        if end.reusable() {
-            up.reset();
-        } else {
-            up.call = None;
-            up.state = upstream::State::Closing;
-        }
         let p = up.pool;
-        self.pools[p].reply(uk, end);
-        self.run_pool(p);
+        if end.reusable() {
+            up.reply_done();
+            let in_flight = up.calls.len();
+            self.pools[p].replied(uk, end, in_flight);
+            self.run_pool(p);
+            self.upstreams
+                .get(uk)
+                .is_some_and(|up| up.generation == generation && up.state == upstream::State::Busy)
+        } else {
+            let mut rest = std::mem::take(&mut up.calls);
+            rest.pop_front();
+            up.state = upstream::State::Closing;
+            self.pools[p].replied(uk, end, 0);
+            self.abandon(p, rest);
+            self.run_pool(p);
+            false
+        }
+    }
+
+    /// The calls still in flight on a connection that closed fail (SPEC §16: none
+    /// is retried, the backend may have run it).
+    fn abandon(&mut self, p: usize, calls: std::collections::VecDeque<(usize, u64)>) {
+        for (ck, _) in calls {
+            if let Some(c) = self.calls.get_mut(ck) {
+                c.upstream = None;
+            }
+            self.pools[p].abandon(ck);
+        }
     }
 
     /// The connection failed (or an idle one closed): the pool closes it and retries
@@ -409,7 +487,13 @@ impl Worker {
         if up.state == upstream::State::Closing {
             return;
         }
-        let call = up.call.take();
+        // One call in flight: it may be retried (SPEC §5). More: all fail (§16).
+        let mut rest = std::mem::take(&mut up.calls);
+        let call = if rest.len() <= 1 {
+            rest.pop_front().map(|(ck, _)| ck)
+        } else {
+            None
+        };
         let retried = call
             .and_then(|ck| self.calls.get(ck))
             .is_some_and(|c| c.retried);
@@ -425,6 +509,7 @@ impl Worker {
             c.upstream = None;
         }
         self.pools[p].failed(uk, failure);
+        self.abandon(p, rest);
         self.run_pool(p);
     }
 
@@ -588,12 +673,16 @@ impl Worker {
             return;
         }
         let (p, conn) = (call.pool, call.upstream);
-        // A connection mid-request cannot be reused.
+        // A connection mid-request cannot be reused: the calls behind this one on
+        // it fail (their replies would follow this one's).
+        let mut rest = std::collections::VecDeque::new();
         if let Some(up) = conn.and_then(|uk| self.upstreams.get_mut(uk)) {
-            up.call = None;
+            rest = std::mem::take(&mut up.calls);
+            rest.retain(|&(c, _)| c != ck);
             up.state = upstream::State::Closing;
         }
         self.pools[p].cancel(ck, conn);
+        self.abandon(p, rest);
         self.finish_call(ck, Outcome::TimedOut);
         self.run_pool(p);
     }

@@ -117,6 +117,8 @@ pub struct Worker {
     upstreams: Slab<upstream::Conn>,
     upstream_generation: u32,
     pools: Vec<upstream::Pool>,
+    /// Upstream connections with requests queued this turn (written at its end).
+    upstream_flush: Vec<usize>,
     /// Per pool: the connect timeout of its integrations.
     connect_timeout: Vec<Duration>,
     /// Per integration: its pool, for HTTP integrations.
@@ -208,6 +210,7 @@ impl Worker {
             resumes: Vec::new(),
             upstreams: Slab::new(),
             upstream_generation: 0,
+            upstream_flush: Vec::new(),
             pools,
             connect_timeout,
             pool_of,
@@ -276,7 +279,10 @@ impl Worker {
                 let left = deadline.saturating_duration_since(self.now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
-            if !self.read_again.is_empty() {
+            if !self.read_again.is_empty()
+                || !self.resumes.is_empty()
+                || !self.upstream_flush.is_empty()
+            {
                 timeout = Some(Duration::ZERO);
             }
             if let Some(due) = self.shared.access_log.as_ref().and_then(|l| l.due()) {
@@ -336,6 +342,8 @@ impl Worker {
             while let Some(key) = self.resumes.pop() {
                 self.resume_reading(key);
             }
+            // The turn's backend requests, one write per connection (SPEC §16).
+            self.flush_upstreams();
             self.flush_nats();
             self.shared.trim();
             let entries = &self.metrics.worker(self.index).timer_entries;
@@ -948,7 +956,8 @@ fn wall_ms((at, wall): (Instant, Duration), t: Instant) -> u64 {
 }
 
 /// One pool per distinct backend (address, and for `https://` server name and trust
-/// anchors: a plain and a TLS pool never share connections), sized by the largest
+/// anchors: a plain and a TLS pool never share connections; and `pipeline`: a
+/// `pipeline = 1` integration never waits behind another's pipelined calls), sized by the largest
 /// `pool_size` and `max_queued_requests` among the integrations that share it.
 fn build_pools(config: &Config) -> (Vec<upstream::Pool>, Vec<Duration>, Vec<Option<usize>>) {
     let mut pools: Vec<upstream::Pool> = Vec::new();
@@ -968,7 +977,7 @@ fn build_pools(config: &Config) -> (Vec<upstream::Pool>, Vec<Duration>, Vec<Opti
         let shared = pools
             .iter()
             .zip(&targets)
-            .position(|(p, t)| p.addr == h.uri.addr && same_tls(t));
+            .position(|(p, t)| p.addr == h.uri.addr && same_tls(t) && p.pipeline == h.pipeline);
         let p = match shared {
             Some(p) => {
                 pools[p].size = pools[p].size.max(h.pool_size);
@@ -978,6 +987,7 @@ fn build_pools(config: &Config) -> (Vec<upstream::Pool>, Vec<Duration>, Vec<Opti
             }
             None => {
                 let mut pool = upstream::Pool::new(h.uri.addr, h.pool_size, h.max_queued_requests);
+                pool.pipeline = h.pipeline;
                 // This worker's own TLS client (and session cache) for the pool.
                 pool.tls = h.tls.as_ref().map(upstream::tls::Target::connector);
                 pools.push(pool);

@@ -341,6 +341,42 @@ fn an_aws_proxy_route_to_an_https_backend_with_tls_ca_echoes_on_one_kept_alive_c
     assert_eq!(reqs[0].event_type(), Some("MESSAGE"));
 }
 
+/// SPEC §16 over TLS: `pipeline = 8` on one connection; the calls started behind a
+/// slow one go out on it through the TLS session, and each reply reaches its own
+/// client.
+#[test]
+fn pipelined_calls_share_one_tls_connection_and_each_gets_its_own_reply() {
+    let ca = Ca::new("wsgate test CA");
+    let inner = Backend::start(|r| {
+        let m = r.message().unwrap_or_default();
+        let reply = Reply::ok(m.clone());
+        if m == "slow" {
+            reply.delay_ms(300)
+        } else {
+            reply
+        }
+    });
+    let backend = TlsBackend::start(&ca, &["127.0.0.1"], "127.0.0.1:0", inner);
+    let extra = format!("{}\npool_size = 1\npipeline = 8", tls_ca(&ca.pem_file()));
+    let gw = default_gateway(&backend.url("127.0.0.1", "/up"), &extra);
+    let mut slow = gw.raw();
+    slow.send_text("slow");
+    backend
+        .inner
+        .wait_for("the slow call", |r| r.message().as_deref() == Some("slow"));
+    let mut others: Vec<Raw> = (0..4).map(|_| gw.raw()).collect();
+    for (i, c) in others.iter_mut().enumerate() {
+        c.send_text(&format!("m{i}"));
+    }
+    assert_eq!(slow.recv_text(), "slow");
+    for (i, c) in others.iter_mut().enumerate() {
+        assert_eq!(c.recv_text(), format!("m{i}"));
+    }
+    let reqs = backend.inner.wait_requests(5);
+    assert!(reqs.iter().all(|r| r.conn == 0), "one connection: {reqs:?}");
+    assert_eq!(backend.accepted(), 1);
+}
+
 #[test]
 fn a_dns_host_is_sent_as_sni_and_checked_against_the_certificate() {
     let ca = Ca::new("wsgate test CA");

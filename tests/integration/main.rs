@@ -33,6 +33,7 @@ mod limits;
 mod management;
 mod mgmt_hardening;
 mod models;
+mod pipeline;
 mod properties;
 mod review;
 mod route_hardening;

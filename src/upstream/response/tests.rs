@@ -230,3 +230,59 @@ fn fuzz_seeds_parse_alike_at_their_splits() {
     }
     assert!(n >= 4, "seeds in {dir:?}");
 }
+
+/// SPEC §16: pipelined replies parse alike however the reads split them (the
+/// `upstream_pipeline` fuzz target's seeds, then random streams made of well-formed,
+/// truncated and malformed replies).
+#[test]
+fn pipelined_replies_parse_alike_at_their_splits() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz/corpus/upstream_pipeline");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("seed directory") {
+        let seed = std::fs::read(entry.expect("seed").path()).expect("read seed");
+        check_pipelined_splits(&seed);
+        check_pipelined_splits(&[&[seed[0] | 0x80][..], &seed[1..]].concat());
+        n += 1;
+    }
+    assert!(n >= 4, "seeds in {dir:?}");
+    let parts: [&[u8]; 8] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 C\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX: y\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nz",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\nuntil eof",
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 40\r\n\r\nshort",
+        b"garbage\r\n\r\n",
+    ];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3000 {
+        let r = next();
+        let mut input = vec![r as u8];
+        for _ in 0..2 * usize::from((r as u8 >> 5) & 3) {
+            input.push(next() as u8);
+        }
+        for _ in 0..1 + next() % 6 {
+            // Mostly the first three (well-formed, keep-alive) shapes.
+            let k = next() as usize % 16;
+            input.extend_from_slice(parts[if k < 8 { k % 3 } else { k - 8 }]);
+        }
+        check_pipelined_splits(&input);
+        let calls = 1 + usize::from(input[0] & 7);
+        let data = &input[1 + 2 * usize::from((input[0] >> 5) & 3)..];
+        seen.insert(format!(
+            "{:?}",
+            parse_pipelined_in_pieces(data, &[], calls, 1 << 20).1
+        ));
+    }
+    // Every way a connection ends came up.
+    assert!(seen.len() >= 5, "{seen:?}");
+}
