@@ -39,6 +39,8 @@ struct Waiting {
     /// Nodes heard within `isolation_timeout` when the send left (bit per node).
     expected: NodeSet,
     acked: NodeSet,
+    /// The NATS request's key and generation in the client, to end it early.
+    request: (usize, u32),
 }
 
 /// A set of node numbers (0-255).
@@ -180,12 +182,18 @@ impl Worker {
         sends.scratch = payload;
         let r = match sent {
             Ok(()) => {
+                let request = self
+                    .cluster
+                    .as_ref()
+                    .map_or((0, 0), |c| c.client.last_request());
+                let sends = &mut self.group.sends;
                 sends.waiting.insert(Waiting {
                     admin_key,
                     admin_generation,
                     generation,
                     expected,
                     acked: NodeSet::default(),
+                    request,
                 });
                 if let Some(a) = self.admin.get_mut(admin_key) {
                     a.waiting = true;
@@ -254,19 +262,24 @@ impl Worker {
         else {
             return; // answered already: a late ack, or the final time-out
         };
-        let done = match outcome {
+        let early = match outcome {
             Outcome::Reply(p) => {
                 if let Some(node) = decode_ack(&p) {
                     w.acked.insert(node);
                 }
-                !w.expected.is_empty() && w.expected.subset_of(&w.acked)
+                if w.expected.is_empty() || !w.expected.subset_of(&w.acked) {
+                    return;
+                }
+                true
             }
-            Outcome::TimedOut | Outcome::NoResponders => true,
+            Outcome::TimedOut | Outcome::NoResponders => false,
         };
-        if !done {
-            return;
-        }
         let w = sends.waiting.remove(key);
+        if early {
+            if let Some(c) = self.cluster.as_mut() {
+                c.client.cancel(w.request.0, w.request.1, &mut self.timers);
+            }
+        }
         let Some(a) = self.admin.get_mut(w.admin_key) else {
             return;
         };
