@@ -59,7 +59,7 @@ fn send(m: &mut Mgmt, path: &str, body: &str) {
 
 #[test]
 fn groups_span_nodes_join_send_leave_and_disconnect() {
-    let nats = NatsServer::start();
+    let mut nats = NatsServer::start();
     let nodes = three_nodes(&format!("[\"{}\"]", nats.url()));
     let mut m = Mgmt::connect(nodes[0].management);
     // Before any member exists: settle on a group nobody is in.
@@ -127,6 +127,15 @@ fn groups_span_nodes_join_send_leave_and_disconnect() {
     m.call("POST", "/@groups/a%20b", &[], b"x")
         .expect_error(400, "BadRequestException");
     join(&mut m, "a*b", &all[0].1).expect_error(400, "BadRequestException");
+    // Without NATS a send cannot reach the other nodes: 503 (retry), never a 202
+    // that claims deliveries; a remote join gets 503 too.
+    nats.kill();
+    let r = eventually("a 503 once NATS is gone", Duration::from_secs(5), || {
+        let r = m.call("POST", "/@groups/room", &[], b"lost");
+        (r.status != 202).then_some(r)
+    });
+    r.expect_error(503, "ServiceUnavailableException");
+    join(&mut m, "room", &all[7].1).expect_error(503, "ServiceUnavailableException");
 }
 
 #[test]
