@@ -4,9 +4,12 @@
 //! one NATS publish that every node delivers to its own members (each member
 //! exactly once and in order, non-members nothing) and answers `{"nodes": 3}`;
 //! memberships go with the connection; a broadcast reaches every connection of
-//! every node once; a killed node is missing from the count.
+//! every node once; a killed node is missing from the count; without NATS a send
+//! is 503; malformed sends published straight on NATS are dropped unanswered.
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use crate::backend::assert_silent;
 use crate::cluster::three_nodes;
@@ -167,4 +170,75 @@ fn broadcast_reaches_every_connection_of_every_node_once() {
     for (raw, _) in all.iter_mut().take(10) {
         assert_eq!(raw.recv_text(), "two left");
     }
+}
+
+/// What a raw NATS connection receives within `d`.
+fn read_for(s: &mut TcpStream, d: Duration) -> String {
+    let end = Instant::now() + d;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Whatever publishes on the group subjects is hostile: malformed sends are dropped
+/// (no delivery, no ack), a valid one is delivered and acknowledged once per node.
+#[test]
+fn hostile_sends_from_nats_are_dropped_and_a_valid_one_is_acked_once_per_node() {
+    let nats = NatsServer::start();
+    let nodes = three_nodes(&format!("[\"{}\"]", nats.url()));
+    let mut m = Mgmt::connect(nodes[0].management);
+    settle(&mut m, "/@groups/nobody");
+    let (mut member, id) = clients(&nodes[1], 1).pop().unwrap();
+    join(&mut m, "room", &id).expect(204);
+    let mut n = TcpStream::connect(nats.addr()).unwrap();
+    n.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB _T.acks 1\r\n")
+        .unwrap();
+    let long = [vec![b'x'; 200], b"\nx".to_vec()].concat();
+    let hostile: [(&str, &[u8]); 8] = [
+        ("g", b""),
+        ("g", b"room"),
+        ("g", b"a b\nx"),
+        ("g", b"\nno group"),
+        ("g", b"room\n\xff\xfe"), // binary, refused by this config
+        ("g", &long),
+        ("b", b"room\nnot a broadcast"),
+        ("b", b""),
+    ];
+    for (kind, p) in hostile {
+        let mut cmd = format!("PUB wsg.t.{kind} _T.acks {}\r\n", p.len()).into_bytes();
+        cmd.extend_from_slice(p);
+        cmd.extend_from_slice(b"\r\n");
+        n.write_all(&cmd).unwrap();
+    }
+    n.write_all(b"PING\r\n").unwrap();
+    let got = read_for(&mut n, Duration::from_millis(800));
+    assert!(got.contains("PONG"), "{got}");
+    assert!(
+        !got.contains("MSG _T.acks"),
+        "no ack for a dropped send: {got}"
+    );
+    assert_silent(&mut member, QUIET);
+    n.write_all(b"PUB wsg.t.g _T.acks 9\r\nroom\nhey!\r\n")
+        .unwrap();
+    assert_eq!(member.recv_text(), "hey!");
+    let got = read_for(&mut n, Duration::from_millis(800));
+    let mut acks: Vec<&str> = got
+        .split("MSG _T.acks 1 1\r\n")
+        .skip(1)
+        .map(|rest| &rest[..1])
+        .collect();
+    acks.sort_unstable();
+    assert_eq!(acks, ["1", "2", "3"], "one ack per node: {got}");
+    assert_silent(&mut member, QUIET);
+    // The nodes are unharmed.
+    send(&mut m, "/@groups/room", "after");
+    assert_eq!(member.recv_text(), "after");
 }
