@@ -39,21 +39,23 @@
 //! every worker has acknowledged (so the caller is held back while a worker is
 //! behind, and a full queue answers 429 instead of piling up memory).
 //!
-//! # Several nodes (NATS, SPEC §15): the design this is built for
-//! - A send is ONE NATS publish to `wsg.{name}.g` (group send; the group name in a
-//!   `Wsg-Group` header, the body as the payload, `Wsg-Binary: 1` for binary) or
-//!   `wsg.{name}.b` (broadcast), with a reply subject. Every worker of every node
-//!   subscribes to both subjects and, on a message, calls `deliver_group` /
+//! # Several nodes (NATS, SPEC §15; built in `src/worker/cluster_groups.rs`)
+//! - A send is ONE NATS publish to `wsg.{name}.g` (group send; payload
+//!   `{group}\n{body}`) or `wsg.{name}.b` (broadcast; `\n{body}`), with a reply
+//!   subject (text or binary is the body's own: binary when it is not UTF-8).
+//!   Every worker of every node subscribes to both subjects and, on a message, calls `deliver_group` /
 //!   `deliver_broadcast` for its own members: there is no membership in NATS, and no
 //!   message per member or per node crosses the network beyond NATS's own fan-out.
 //! - In cluster mode the local mailbox fan-out is NOT used for sends (the node's own
 //!   workers receive the publish like every other node's): the entry point
-//!   `Worker::start_send` (src/worker/groups.rs) becomes "publish, then count acks"
-//!   instead of "queue to each worker, then count acks" (the place is marked there).
-//! - Worker 0 of each node answers the reply subject once it has delivered (one ack
-//!   per node). The caller counts acks until `request_timeout`, or until every node
-//!   heard by heartbeat within `isolation_timeout` acked, and answers 202
-//!   `{"nodes": acks}`.
+//!   `Worker::start_send` (src/worker/groups.rs) hands a send to
+//!   `start_cluster_send`: "publish, then count acks" instead of "queue to each
+//!   worker, then count acks".
+//! - The node's lowest connected worker (its heartbeat publisher) answers the reply
+//!   subject with the node's number once it has delivered (one ack per node; acks
+//!   count once per node number). The caller counts acks until `request_timeout`,
+//!   or until every node heard by heartbeat within `isolation_timeout` acked, and
+//!   answers 202 `{"nodes": acks}`.
 //! - Join/leave are `@connections`-like calls routed by id (a NATS request to the
 //!   owner's subject `wsg.{name}.n.{node}.{worker}` when the id is remote), so they
 //!   need no new subject.
@@ -163,6 +165,9 @@ pub fn decide(
             }
             let id = match ids.decode(id) {
                 Ok(id) if ids.is_local(&id) && (id.worker as usize) < workers => id,
+                // SPEC §15: another node's id goes to its owner over NATS, as for
+                // `@connections` (`management::decide`; the call carries J/L).
+                Ok(id) if config.cluster.is_some() && id.node != ids.node() => id,
                 Ok(_) | Err(id::ParseError::NotIssued) => {
                     return Some(Decision::Respond(Response::from_answer(Answer::Gone)))
                 }

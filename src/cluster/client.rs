@@ -166,6 +166,8 @@ pub struct Client {
     inbox: Vec<u8>,
     requests: Slab<Pending>,
     request_generation: u32,
+    /// Slab key of the last request sent (see [`Client::last_request`]).
+    last_key: usize,
     backoff: Duration,
     rng: u64,
     pings_out: u32,
@@ -210,6 +212,7 @@ impl Client {
             inbox,
             requests: Slab::new(),
             request_generation: 0,
+            last_key: 0,
             backoff: MIN_BACKOFF,
             rng,
             pings_out: 0,
@@ -363,6 +366,7 @@ impl Client {
         let generation = self.request_generation;
         let entry = self.requests.vacant_entry();
         let key = entry.key();
+        self.last_key = key;
         let timer = timers.arm(now + timeout, key, generation, TimerKind::ClusterRequest);
         entry.insert(Pending {
             waiter,
@@ -381,6 +385,25 @@ impl Client {
         reply.truncate(base);
         self.inbox = reply;
         Ok(())
+    }
+
+    /// The key and generation of the request sent last, for [`Client::cancel`].
+    pub fn last_request(&self) -> (usize, u32) {
+        (self.last_key, self.request_generation)
+    }
+
+    /// Ends a `request_many` before its time-out because its waiter has every answer
+    /// it needs: frees its in-flight slot (shared with remote calls), drops later
+    /// answers, and no final outcome is delivered. Nothing if it has ended already.
+    pub fn cancel(&mut self, key: usize, generation: u32, timers: &mut Wheel) {
+        if self
+            .requests
+            .get(key)
+            .is_some_and(|p| p.generation == generation)
+        {
+            let p = self.requests.remove(key);
+            timers.cancel(p.timer);
+        }
     }
 
     /// A request's timer fired: its waiter, if it is still waiting.
@@ -951,6 +974,33 @@ mod tests {
             ]
         );
         assert_eq!(c.in_flight(), 0);
+    }
+
+    /// `cancel` ends a `request_many` early: its slot and timer are freed, a second
+    /// cancel or a stale generation does nothing.
+    #[test]
+    fn cancel_frees_a_request_many() {
+        let mut wheel = Wheel::new(Instant::now());
+        let mut c = Client::new(vec!["127.0.0.1:1".parse().unwrap()], "t", Token(1), 1 << 20);
+        c.state = State::Ready;
+        let (t, now) = (Duration::from_secs(1), Instant::now());
+        let w = Waiter::Token(1);
+        c.request_many(b"all", b"go", w, t, &mut wheel, now)
+            .unwrap();
+        let first = c.last_request();
+        c.request_many(b"all", b"go", w, t, &mut wheel, now)
+            .unwrap();
+        let second = c.last_request();
+        assert_ne!(first, second);
+        assert_eq!(c.in_flight(), 2);
+        c.cancel(first.0, first.1 + 7, &mut wheel);
+        assert_eq!(c.in_flight(), 2, "a stale generation cancels nothing");
+        c.cancel(first.0, first.1, &mut wheel);
+        c.cancel(first.0, first.1, &mut wheel);
+        assert_eq!(c.in_flight(), 1);
+        c.cancel(second.0, second.1, &mut wheel);
+        assert_eq!(c.in_flight(), 0);
+        assert!(wheel.is_empty(), "the timers are cancelled");
     }
 
     proptest::proptest! {

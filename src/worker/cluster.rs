@@ -25,6 +25,7 @@ impl Worker {
     /// Starts connecting to NATS and the periodic cluster tick (no-op on one node).
     pub(super) fn start_cluster(&mut self) {
         if self.cluster.is_some() {
+            self.start_cluster_groups();
             self.on_cluster_tick();
         }
     }
@@ -217,7 +218,6 @@ impl Worker {
     /// Subscribes this worker to `subject` (kept across reconnects); its messages go
     /// to [`Worker::on_cluster_message`] with `tag`. `None` on a single node or for
     /// an invalid subject.
-    #[allow(dead_code)]
     pub(super) fn cluster_subscribe(&mut self, subject: &[u8], tag: u32) -> Option<u64> {
         let c = self.cluster.as_mut()?;
         cluster::proto::valid_subject(subject).then(|| c.client.subscribe(subject, Tag::Other(tag)))
@@ -238,7 +238,6 @@ impl Worker {
     /// Publishes a request that every subscriber of `subject` may answer: each
     /// answer, then one final `TimedOut` after `request_timeout` (or
     /// `NoResponders`), reach [`Worker::on_cluster_reply`] with `token`.
-    #[allow(dead_code)]
     pub(super) fn cluster_request_many(
         &mut self,
         subject: &[u8],
@@ -257,22 +256,25 @@ impl Worker {
         )
     }
 
-    /// A message on a subscription of [`Worker::cluster_subscribe`]: the hook for
-    /// groups and broadcast (nothing subscribes yet).
+    /// A message on a subscription of [`Worker::cluster_subscribe`]: group sends
+    /// and broadcasts (`cluster_groups.rs`).
     fn on_cluster_message(
         &mut self,
         tag: u32,
-        subject: &[u8],
+        _subject: &[u8],
         reply: Option<&[u8]>,
         payload: &[u8],
     ) {
-        let _ = (tag, subject, reply, payload);
+        use super::cluster_groups::{TAG_BROADCAST, TAG_GROUP};
+        if tag == TAG_GROUP || tag == TAG_BROADCAST {
+            self.on_cluster_send(tag, reply, payload);
+        }
     }
 
-    /// An answer to [`Worker::cluster_request_many`]: the hook for groups and
-    /// broadcast (nothing requests yet).
+    /// An answer to [`Worker::cluster_request_many`]: a node's ack of a group send
+    /// or broadcast, or its end (`cluster_groups.rs`).
     fn on_cluster_reply(&mut self, token: u64, outcome: Outcome) {
-        let _ = (token, outcome);
+        self.on_cluster_send_reply(token, outcome);
     }
 
     /// A management call for `id`, owned by another node: one NATS request to the

@@ -19,6 +19,8 @@ pub(super) struct Local {
     keys: Vec<u32>,
     /// The message, framed once per send.
     frame: Vec<u8>,
+    /// With `[cluster]`: the sends of this worker waiting for node acks.
+    pub(super) sends: super::cluster_groups::Sends,
 }
 
 impl Worker {
@@ -62,14 +64,13 @@ impl Worker {
     /// `admin_key`: one mailbox request per other worker (the payload shared), the
     /// local delivery, and 202 once every worker has acknowledged (`on_send_ack`).
     ///
-    /// Cluster mode (NATS, see `crate::groups`), the few lines to add here: instead of
-    /// the loop over the other workers and the local delivery below, publish once to
-    /// `wsg.{name}.g` / `wsg.{name}.b` (group in a header, `send.payload` as the body)
-    /// with a reply subject (this node's workers receive the publish like every other
-    /// node's and call `deliver_group` / `deliver_broadcast`); set `waiting`, count
-    /// node acks until `request_timeout` or until every node heard by heartbeat has
-    /// acked, then answer `crate::groups::accepted(acks)`.
+    /// With `[cluster]` none of this: `start_cluster_send` (`cluster_groups.rs`)
+    /// publishes once to every node (this one's workers included) and counts node
+    /// acks instead.
     pub(super) fn start_send(&mut self, admin_key: usize, admin_generation: u32, send: Send) {
+        if self.start_cluster_send(admin_key, admin_generation, &send) {
+            return;
+        }
         let reply_to = ReplyTo {
             worker: self.index,
             admin_key,

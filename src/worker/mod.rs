@@ -44,6 +44,7 @@ const RESUMES_PER_EVENT: usize = 16;
 mod admin;
 mod calls;
 mod cluster;
+mod cluster_groups;
 mod groups;
 mod timers;
 

@@ -19,7 +19,7 @@ use crate::support::*;
 const ISOLATION: Duration = Duration::from_secs(2);
 
 /// A secret file every node of a test shares.
-fn secret() -> PathBuf {
+pub(crate) fn secret() -> PathBuf {
     let p = temp_dir().join("cluster.key");
     std::fs::write(&p, "test-cluster-secret-0123456789abcdef\n").unwrap();
     p
@@ -27,7 +27,7 @@ fn secret() -> PathBuf {
 
 /// A [`whoami_config`]-like gateway on `ip` with two workers, in cluster `name` as
 /// node `node`, on the NATS servers `nats` (a TOML list).
-fn node_config(ip: &str, node: u8, nats: &str, secret: &Path) -> String {
+pub(crate) fn node_config(ip: &str, node: u8, nats: &str, secret: &Path) -> String {
     node_config_with(ip, node, nats, secret, "")
 }
 
@@ -50,7 +50,7 @@ fn node_config_with(ip: &str, node: u8, nats: &str, secret: &Path, management: &
 
 /// Starts nodes 1, 2, 3 on 127.0.0.2, .3, .4 and waits until every worker of each
 /// is connected to NATS.
-fn three_nodes(nats: &str) -> Vec<Gateway> {
+pub(crate) fn three_nodes(nats: &str) -> Vec<Gateway> {
     let key = secret();
     let nodes: Vec<Gateway> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
         .iter()
@@ -64,7 +64,7 @@ fn three_nodes(nats: &str) -> Vec<Gateway> {
 }
 
 /// Waits until `/health` says every worker of `gw` is connected to NATS.
-fn wait_connected(gw: &Gateway) {
+pub(crate) fn wait_connected(gw: &Gateway) {
     wait_connected_with(gw, &[]);
 }
 

@@ -15,6 +15,7 @@ mod backpressure;
 mod client_addr;
 mod closes;
 mod cluster;
+mod cluster_groups;
 mod config;
 mod cross_worker;
 mod frames;
