@@ -34,6 +34,50 @@ struct Common {
     quiet: bool,
 }
 
+/// What `push` and `cluster-push` share: the management side and the traffic.
+#[derive(clap::Args, Clone)]
+struct PushArgs {
+    /// Management API address (IP:PORT or http://IP:PORT).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    mgmt: String,
+    /// Path prefix before /@connections (e.g. /prod).
+    #[arg(long, default_value = "")]
+    mgmt_prefix: String,
+    /// WebSocket clients.
+    #[arg(short = 'c', long, default_value_t = 1000)]
+    clients: usize,
+    /// Keep-alive management connections (one POST in flight each).
+    #[arg(long, default_value_t = 16)]
+    mgmt_conns: usize,
+    /// Total pushes per second (open loop); default flat out.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Route key whose mock template is $context.connectionId.
+    #[arg(long, default_value = "whoami")]
+    id_action: String,
+    /// Seconds to wait for outstanding pushes after the duration.
+    #[arg(long, default_value = "2", value_parser = secs)]
+    drain: Duration,
+}
+
+impl PushArgs {
+    /// Fills `o` (made with the target and management addresses) from the flags.
+    fn apply(self, o: &mut push::PushOpts, common: &Common) {
+        o.mgmt_prefix = self.mgmt_prefix;
+        o.clients = self.clients;
+        o.mgmt_conns = self.mgmt_conns;
+        o.threads = common.threads;
+        o.duration = common.duration;
+        o.rate = self.rate;
+        o.payload = self.payload;
+        o.id_action = self.id_action;
+        o.drain = self.drain;
+        o.progress = !common.quiet;
+    }
+}
+
 /// TLS client options for `wss://` URLs (ignored for `ws://`).
 #[derive(clap::Args, Clone)]
 struct TlsArgs {
@@ -169,29 +213,8 @@ enum Cmd {
     Push {
         #[arg(long, default_value = "ws://127.0.0.1:8080/")]
         url: String,
-        /// Management API address (IP:PORT or http://IP:PORT).
-        #[arg(long, default_value = "127.0.0.1:9001")]
-        mgmt: String,
-        /// Path prefix before /@connections (e.g. /prod).
-        #[arg(long, default_value = "")]
-        mgmt_prefix: String,
-        /// WebSocket clients.
-        #[arg(short = 'c', long, default_value_t = 1000)]
-        clients: usize,
-        /// Keep-alive management connections (one POST in flight each).
-        #[arg(long, default_value_t = 16)]
-        mgmt_conns: usize,
-        /// Total pushes per second (open loop); default flat out.
-        #[arg(long)]
-        rate: Option<f64>,
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        /// Route key whose mock template is $context.connectionId.
-        #[arg(long, default_value = "whoami")]
-        id_action: String,
-        /// Seconds to wait for outstanding pushes after the duration.
-        #[arg(long, default_value = "2", value_parser = secs)]
-        drain: Duration,
+        #[command(flatten)]
+        push: PushArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -202,25 +225,8 @@ enum Cmd {
         /// Gateway nodes' client URLs, comma-separated (clients round robin over them).
         #[arg(long, default_value = "ws://127.0.0.1:8080/", value_delimiter = ',')]
         gateway: Vec<String>,
-        /// Management API the pushes go to (IP:PORT or http://IP:PORT).
-        #[arg(long, default_value = "127.0.0.1:9001")]
-        mgmt: String,
-        /// Path prefix before /@connections (e.g. /prod).
-        #[arg(long, default_value = "")]
-        mgmt_prefix: String,
-        #[arg(short = 'c', long, default_value_t = 1000)]
-        clients: usize,
-        #[arg(long, default_value_t = 16)]
-        mgmt_conns: usize,
-        /// Total pushes per second (open loop); default flat out.
-        #[arg(long)]
-        rate: Option<f64>,
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        #[arg(long, default_value = "whoami")]
-        id_action: String,
-        #[arg(long, default_value = "2", value_parser = secs)]
-        drain: Duration,
+        #[command(flatten)]
+        push: PushArgs,
         /// Gateway (and NATS) pids, comma-separated: their CPU per push is reported.
         #[arg(long, value_delimiter = ',')]
         gateway_pid: Vec<u32>,
@@ -472,41 +478,18 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
         }
         Cmd::Push {
             url,
-            mgmt,
-            mgmt_prefix,
-            clients,
-            mgmt_conns,
-            rate,
-            payload,
-            id_action,
-            drain,
+            push: args,
             common,
         } => {
-            let mut o = push::PushOpts::new(ws::parse_url(&url)?, net::parse_addr(&mgmt)?);
-            o.mgmt_prefix = mgmt_prefix;
-            o.clients = clients;
-            o.mgmt_conns = mgmt_conns;
-            o.threads = common.threads;
-            o.duration = common.duration;
-            o.rate = rate;
-            o.payload = payload;
-            o.id_action = id_action;
-            o.drain = drain;
-            o.progress = !common.quiet;
+            let mut o = push::PushOpts::new(ws::parse_url(&url)?, net::parse_addr(&args.mgmt)?);
+            args.apply(&mut o, &common);
             let r = push::run(&o)?;
             r.report(&o).print(common.json);
             exit_on_faults(r.faults())
         }
         Cmd::ClusterPush {
             gateway,
-            mgmt,
-            mgmt_prefix,
-            clients,
-            mgmt_conns,
-            rate,
-            payload,
-            id_action,
-            drain,
+            push: args,
             gateway_pid,
             common,
         } => {
@@ -514,19 +497,10 @@ fn run(cli: Cli) -> wsgate_load::Result<()> {
                 .iter()
                 .map(|u| ws::parse_url(u))
                 .collect::<wsgate_load::Result<Vec<_>>>()?;
-            let mut o = cluster_push::ClusterPushOpts::new(targets, net::parse_addr(&mgmt)?)?;
+            let mgmt = net::parse_addr(&args.mgmt)?;
+            let mut o = cluster_push::ClusterPushOpts::new(targets, mgmt)?;
             o.gateway_pids = gateway_pid;
-            let p = &mut o.push;
-            p.mgmt_prefix = mgmt_prefix;
-            p.clients = clients;
-            p.mgmt_conns = mgmt_conns;
-            p.threads = common.threads;
-            p.duration = common.duration;
-            p.rate = rate;
-            p.payload = payload;
-            p.id_action = id_action;
-            p.drain = drain;
-            p.progress = !common.quiet;
+            args.apply(&mut o.push, &common);
             let r = cluster_push::run(&o)?;
             r.report(&o).print(common.json);
             exit_on_faults(r.faults())
