@@ -157,7 +157,11 @@ pub struct Client {
     /// Received bytes are `input[..filled]`; the rest is initialized room.
     input: Vec<u8>,
     filled: usize,
+    /// Bytes to write are `output[out_at..]`: the written front is dropped only when
+    /// all is out or it passes half the buffer, so a slow socket costs no move of
+    /// the whole queue per partial write.
     output: Vec<u8>,
+    out_at: usize,
     out_limit: usize,
     max_payload: usize,
     subs: Vec<Sub>,
@@ -179,6 +183,10 @@ pub struct Client {
     pub reconnects: u64,
     /// Index of the server connected to (or tried last), for log lines.
     current: usize,
+    /// Bytes the input and output buffers moved to compact themselves (tests check
+    /// that this stays linear in the bytes that went through).
+    #[cfg(test)]
+    moved: usize,
 }
 
 impl Client {
@@ -205,6 +213,7 @@ impl Client {
             input: Vec::new(),
             filled: 0,
             output: Vec::new(),
+            out_at: 0,
             out_limit,
             max_payload: proto::DEFAULT_MAX_PAYLOAD,
             subs: Vec::new(),
@@ -222,6 +231,8 @@ impl Client {
             warned_unreachable: false,
             reconnects: 0,
             current: 0,
+            #[cfg(test)]
+            moved: 0,
         };
         let mut wildcard = c.inbox.clone();
         wildcard.push(b'*');
@@ -310,7 +321,7 @@ impl Client {
         if len > self.max_payload {
             return Err(Refused::TooLarge);
         }
-        if self.output.len() + len > self.out_limit {
+        if self.output.len() - self.out_at + len > self.out_limit {
             return Err(Refused::Full);
         }
         Ok(())
@@ -501,6 +512,7 @@ impl Client {
         self.input = Vec::new();
         self.filled = 0;
         self.output = Vec::new();
+        self.out_at = 0;
         self.pings_out = 0;
         // Jitter: 50-100% of the backoff, so workers and nodes do not retry in step.
         self.rng ^= self.rng << 13;
@@ -601,7 +613,12 @@ impl Client {
                 Err(e) => break Err(e.to_string()),
             }
         };
-        input.copy_within(at..filled, 0);
+        // Only a consumed front is moved away: a message still arriving stays where
+        // it is (each byte is moved at most once, not once per read).
+        if at > 0 {
+            input.copy_within(at..filled, 0);
+            self.count_moved(filled - at);
+        }
         self.filled = filled - at;
         if self.filled == 0 && input.len() > 4 * READ_BYTES {
             input = Vec::new(); // a large message's room is given back
@@ -729,7 +746,7 @@ impl Client {
 
     /// Whether output waits to be written.
     pub fn wants_flush(&self) -> bool {
-        !self.output.is_empty()
+        self.output.len() > self.out_at
             && self.stream.is_some()
             && !matches!(self.state, State::Connecting { .. })
     }
@@ -739,28 +756,52 @@ impl Client {
         if !self.wants_flush() {
             return;
         }
-        let Some(s) = self.stream.as_mut() else {
+        let Some(mut s) = self.stream.take() else {
             return;
         };
-        let mut written = 0;
+        let res = self.write_output(&mut s);
+        self.stream = Some(s);
+        if let Err(e) = res {
+            self.fail(registry, now, &e, out);
+        }
+    }
+
+    /// Writes the output to `w` until it takes no more. The written front is
+    /// dropped when all is out, or moved away once it passes half the buffer: a
+    /// move is then shorter than what was written since the last one (linear).
+    fn write_output(&mut self, w: &mut impl Write) -> Result<(), String> {
         let res = loop {
-            if written == self.output.len() {
+            if self.out_at == self.output.len() {
                 break Ok(());
             }
-            match s.write(&self.output[written..]) {
+            match w.write(&self.output[self.out_at..]) {
                 Ok(0) => break Err("write returned 0".to_string()),
-                Ok(n) => written += n,
+                Ok(n) => self.out_at += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e.to_string()),
             }
         };
-        self.output.drain(..written);
-        if self.output.capacity() > 4 * self.out_limit.max(64 * 1024) && self.output.is_empty() {
-            self.output = Vec::new();
+        if self.out_at == self.output.len() {
+            self.output.clear();
+            self.out_at = 0;
+            if self.output.capacity() > 4 * self.out_limit.max(64 * 1024) {
+                self.output = Vec::new();
+            }
+        } else if self.out_at > self.output.len() / 2 {
+            self.count_moved(self.output.len() - self.out_at);
+            self.output.drain(..self.out_at);
+            self.out_at = 0;
         }
-        if let Err(e) = res {
-            self.fail(registry, now, &e, out);
+        res
+    }
+
+    /// Counts bytes moved by a compaction (tests only).
+    #[inline]
+    fn count_moved(&mut self, _n: usize) {
+        #[cfg(test)]
+        {
+            self.moved += _n;
         }
     }
 }
@@ -1040,6 +1081,103 @@ mod tests {
                 proptest::prop_assert!(c.filled <= proto::MAX_CONTROL_LINE + c.max_payload + 2);
             }
         }
+    }
+
+    /// A writer that takes at most `piece` bytes per call, then would block until
+    /// the next call of the test (a slow NATS server's socket).
+    struct Trickle {
+        piece: usize,
+        budget: usize,
+        got: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.budget == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = b.len().min(self.piece).min(self.budget);
+            self.budget -= n;
+            self.got += n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A 4 MiB message arriving in 64 KiB reads is parsed without moving the
+    /// pending bytes on every read: the bytes moved stay within the bytes received
+    /// (they were quadratic: the whole pending message was copied down per read).
+    #[test]
+    fn a_large_message_read_in_pieces_is_not_copied_per_read() {
+        let mut c = Client::new(vec!["127.0.0.1:1".parse().unwrap()], "t", Token(1), 1024);
+        c.state = State::Ready;
+        c.max_payload = 8 << 20;
+        c.subscribe(b"big", Tag::Other(7));
+        let sid = c.subs.last().unwrap().sid;
+        let size = 4 << 20;
+        let mut stream = format!("PING\r\nMSG big {sid} {size}\r\n").into_bytes();
+        stream.extend(std::iter::repeat_n(b'x', size));
+        stream.extend_from_slice(b"\r\n");
+        let mut wheel = Wheel::new(Instant::now());
+        let mut out = Vec::new();
+        for piece in stream.chunks(READ_BYTES) {
+            let filled = c.filled;
+            if c.input.len() < filled + piece.len() {
+                c.input.resize(filled + piece.len(), 0);
+            }
+            c.input[filled..filled + piece.len()].copy_from_slice(piece);
+            c.filled += piece.len();
+            c.process(&mut wheel, Instant::now(), &mut out).unwrap();
+        }
+        assert_eq!(c.filled, 0);
+        assert!(
+            matches!(&out[..], [Incoming::Msg { payload, .. }] if payload.len() == size),
+            "the message is delivered once, whole"
+        );
+        assert!(
+            c.moved <= stream.len(),
+            "bytes moved {} for {} received: not linear",
+            c.moved,
+            stream.len()
+        );
+    }
+
+    /// 8 MiB of output written 4 KiB per flush is not moved down after each
+    /// partial write (that was quadratic: gigabytes moved for 8 MiB sent).
+    #[test]
+    fn a_large_output_written_in_pieces_is_not_moved_per_write() {
+        let mut c = Client::new(
+            vec!["127.0.0.1:1".parse().unwrap()],
+            "t",
+            Token(1),
+            16 << 20,
+        );
+        let size = 8 << 20;
+        c.output = (0..size).map(|i| i as u8).collect();
+        let mut w = Trickle {
+            piece: 4096,
+            budget: 0,
+            got: 0,
+        };
+        let mut flushes = 0;
+        while w.got < size {
+            flushes += 1;
+            assert!(flushes <= size / 4096 + 1, "no progress");
+            w.budget = 4096;
+            c.write_output(&mut w).unwrap();
+            // What is still queued is the rest of the bytes, in order.
+            if w.got < size && w.got % (1 << 20) == 0 {
+                assert_eq!(c.output[c.out_at], w.got as u8);
+            }
+        }
+        assert!(!c.wants_flush());
+        assert!(
+            c.moved <= size,
+            "bytes moved {} for {size} written: not linear",
+            c.moved
+        );
     }
 
     #[test]

@@ -71,7 +71,11 @@ impl Worker {
 
     /// The node has been cut off from NATS for `isolation_timeout`: every client of
     /// this worker is closed with 1001 "Going away" (its `$disconnect` follows), so a
-    /// 410 that other nodes answer for its ids is true.
+    /// 410 that other nodes answer for its ids is true. A client whose `$connect` (or
+    /// authorizer) is still pending is dropped like a handshaking one: it is never
+    /// upgraded (a later 200 would open it on an isolated node, under a false 410),
+    /// and the session waits for the answer without it, so a `$connect` that accepts
+    /// still gets its `$disconnect` (see `Worker::close`).
     fn isolate(&mut self) {
         log::warn!(
             "worker {}: cut off from NATS for the isolation timeout: closing {} clients with 1001 and refusing new ones",
@@ -82,7 +86,7 @@ impl Worker {
         for key in keys {
             match self.conns.get(key).map(|c| c.session.state()) {
                 Some(State::Open) => self.close_with(key, close::GOING_AWAY, "Going away"),
-                Some(State::Handshaking) => self.close(key),
+                Some(State::Handshaking | State::Connecting) => self.close(key),
                 _ => {}
             }
         }

@@ -542,3 +542,74 @@ fn a_410_comes_only_after_the_cut_off_node_closed_the_connection() {
         closed_at - first_410
     );
 }
+
+/// SPEC §15 "a 410 is never false" with a `$connect` still pending when the node is
+/// cut off: its answer (200, after the isolation) must not open the client on the
+/// isolated node; the client is dropped as isolation drops a handshaking one (no
+/// 101), and since `$connect` accepted, the backend still gets its `$disconnect`.
+#[test]
+fn a_connect_pending_at_isolation_does_not_open_the_client() {
+    let mut nats = NatsServer::start();
+    let slow = Duration::from_secs(4);
+    let backend = crate::backend::Backend::start(move |r| {
+        let reply = crate::backend::Reply::ok("");
+        if r.event_type() == Some("CONNECT") {
+            reply.delay(slow)
+        } else {
+            reply
+        }
+    });
+    let mut config = node_config("127.0.0.2", 1, &format!("[\"{}\"]", nats.url()), &secret());
+    config.push_str(&crate::backend::aws_integration(
+        "backend",
+        &backend.url("/life"),
+        "timeout = \"10s\"",
+    ));
+    config.push_str(&crate::backend::one_way_route("$connect", "backend"));
+    config.push_str(&crate::backend::one_way_route("$disconnect", "backend"));
+    let gw = Gateway::start(&config);
+    wait_connected(&gw);
+    let mut s = TcpStream::connect(gw.listen).unwrap();
+    s.write_all(upgrade_request("/prod").as_bytes()).unwrap();
+    let id = backend
+        .wait_event("CONNECT")
+        .connection_id()
+        .unwrap()
+        .to_string();
+    nats.kill();
+    let lost = Instant::now();
+    // Read until the gateway closes the socket (or the deadline, past `$connect`'s
+    // answer: an open client is then silent and the read times out).
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut closed = false;
+    let mut b = [0u8; 4096];
+    while lost.elapsed() < slow + Duration::from_secs(3) {
+        match s.read(&mut b) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        closed && !text.starts_with("HTTP/1.1 101"),
+        "the client of a `$connect` pending at isolation must not be opened \
+         (closed: {closed}, got: {text:?})"
+    );
+    assert!(lost.elapsed() >= ISOLATION - Duration::from_millis(300));
+    let d = backend.wait_event_of("DISCONNECT", &id);
+    assert!(d.event()["requestContext"]["disconnectStatusCode"].is_number());
+}
