@@ -291,21 +291,33 @@ impl Worker {
     }
 
     fn upstream_read(&mut self, uk: usize, read_closed: bool) {
+        // A read stops at the reply limit, counted over every reply buffered; once
+        // the whole replies are taken out, the rest waiting in the socket is read
+        // on here, since no new event comes for it (edge-triggered). Each round
+        // takes at least one reply out, so the work stays linear.
+        while self.read_replies(uk, read_closed) {}
+    }
+
+    /// One read and the replies it completes; whether the read stopped at the
+    /// limit with a call still waiting (read again).
+    fn read_replies(&mut self, uk: usize, read_closed: bool) -> bool {
         let Some(up) = self.upstreams.get_mut(uk) else {
-            return;
+            return false;
         };
         // A read error ends the reply like EOF does. Reading stops just past the
         // reply limit: the parser then fails the reply, however fast the backend is.
         let eof = up
             .read_available(&mut self.rbuf, read_closed, MAX_REPLY_BYTES + 1)
             .unwrap_or(true);
+        let capped = !eof && up.inbuf.len() > MAX_REPLY_BYTES;
         match up.state {
             upstream::State::Busy => {}
             upstream::State::Idle if eof || !up.inbuf.is_empty() => {
                 // The backend closed (or spoke on) an idle keep-alive connection.
-                return self.upstream_failed(uk);
+                self.upstream_failed(uk);
+                return false;
             }
-            _ => return,
+            _ => return false,
         }
         // Every reply the read brought, in order, each to the oldest call in flight.
         let generation = up.generation;
@@ -320,7 +332,7 @@ impl Worker {
             .get_mut(uk)
             .filter(|up| up.generation == generation && up.state != upstream::State::Closing)
         else {
-            return;
+            return false;
         };
         up.parser = parser;
         let started = parsed < buf.len();
@@ -328,7 +340,7 @@ impl Worker {
         match res {
             // A FIN after the last reply: the idle connection is done.
             Ok(()) if eof && up.state == upstream::State::Idle => self.upstream_failed(uk),
-            Ok(()) => {}
+            Ok(()) => return capped && parsed > 0 && up.state == upstream::State::Busy,
             Err(e) => {
                 if started {
                     log::warn!("worker {}: bad backend reply: {e:?}", self.index);
@@ -336,6 +348,7 @@ impl Worker {
                 self.upstream_failed(uk);
             }
         }
+        false
     }
 
     /// A whole reply arrived on `uk` for its oldest call: deliver it, then the pool

@@ -393,3 +393,94 @@ fn a_reply_with_two_framings_fails_every_call_on_the_connection_once() {
     assert_eq!(b.requests.load(Ordering::SeqCst), 2, "nothing retried");
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{signal} {pid}");
+}
+
+#[test]
+fn pipelined_replies_buffered_past_the_reply_limit_all_arrive() {
+    // Reply 1 is just under the reply limit, reply 2 is 200 KiB. The backend sends
+    // all but the last 100 KiB of reply 1 and lets the gateway read it; then, with
+    // the gateway stopped, the rest of reply 1 and all of reply 2, so that every
+    // byte waits in the socket when the gateway reads again: that read stops at
+    // the limit (counted over both replies), in the middle of reply 2, and no new
+    // byte comes to wake the gateway for the rest.
+    let n1 = upstream_limit() - 1024;
+    let n2 = 200 * 1024;
+    let mut bytes = Vec::new();
+    for (n, fill) in [(n1, b'a'), (n2, b'b')] {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+        bytes.extend_from_slice(head.as_bytes());
+        bytes.resize(bytes.len() + n, fill);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut c = api_config(
+        "$request.body.action",
+        None,
+        "max_pending_outbound_bytes = 16777216",
+    );
+    c.push_str(&http_integration(
+        "eight",
+        "http_proxy",
+        &format!("http://{addr}/eight"),
+        "timeout = \"3s\"\npool_size = 1\npipeline = 8",
+    ));
+    c.push_str(&route("eight", "eight"));
+    let gw = Gateway::start_with(&c, &["--workers", "1"]);
+    let pid = gw.pid();
+    let backend = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (mut buf, mut chunk, mut requests) = (Vec::new(), [0u8; 4096], 0);
+        while requests < 2 {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "the gateway closed the backend connection");
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some((len, _, _)) = parse_request(&buf) {
+                buf.drain(..len);
+                requests += 1;
+            }
+        }
+        let split = n1 - 100 * 1024;
+        s.write_all(&bytes[..split]).unwrap();
+        thread::sleep(Duration::from_millis(500));
+        signal(pid, "STOP");
+        let written = s.write_all(&bytes[split..]);
+        thread::sleep(Duration::from_millis(200));
+        signal(pid, "CONT");
+        written.unwrap();
+        // The connection stays open while the replies are read (until the gateway
+        // is gone).
+        let _ = s.read(&mut chunk);
+    });
+    let (mut c0, mut c1) = (gw.raw(), gw.raw());
+    c0.send_text(&msg("eight", "0"));
+    thread::sleep(Duration::from_millis(100));
+    c1.send_text(&msg("eight", "1"));
+    for (c, n, fill) in [(&mut c0, n1, b'a'), (&mut c1, n2, b'b')] {
+        let t = c.recv_text();
+        assert!(
+            t.len() == n && t.bytes().all(|x| x == fill),
+            "expected {n} bytes of {:?}, got {} bytes: {:?}",
+            fill as char,
+            t.len(),
+            &t[..t.len().min(200)]
+        );
+    }
+    drop(c0);
+    drop(c1);
+    drop(gw);
+    let _ = backend.join();
+}
+
+/// The largest reply the gateway takes (`upstream::MAX_REPLY_BYTES`).
+fn upstream_limit() -> usize {
+    10 * 1024 * 1024
+}
