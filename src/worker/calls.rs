@@ -352,8 +352,9 @@ impl Worker {
     }
 
     /// A whole reply arrived on `uk` for its oldest call: deliver it, then the pool
-    /// reuses the connection (which may have more calls in flight) or closes it,
-    /// failing the calls still on it. Whether another reply is expected on `uk`.
+    /// reuses the connection (which may have more calls in flight); or, when it is
+    /// not reusable, close it before delivering, and fail the calls still on it
+    /// after. Whether another reply is expected on `uk`.
     fn complete(&mut self, uk: usize, buf: &[u8], resp: response::Response) -> bool {
         let up = &self.upstreams[uk];
         let Some(&(ck, request_end)) = up.calls.front() else {
@@ -374,6 +375,19 @@ impl Worker {
                 buf.len() - resp.end
             );
         }
+        let p = up.pool;
+        // A connection that closes after this reply is marked so, and leaves the
+        // pool, before the outcome is delivered: delivering can start calls at once
+        // (a `$connect` reply lets the frames its client sent early through), and
+        // those must go on another connection, not be failed with this one unsent.
+        let rest = (!end.reusable()).then(|| {
+            let up = &mut self.upstreams[uk];
+            let mut rest = std::mem::take(&mut up.calls);
+            rest.pop_front();
+            up.state = upstream::State::Closing;
+            self.pools[p].replied(uk, end, 0);
+            rest
+        });
         let route = self.calls[ck].route;
         let kind = self.calls[ck].kind;
         let integration = integration_of(&self.shared.config, route, kind);
@@ -451,6 +465,13 @@ impl Worker {
             };
             self.finish_call(ck, outcome);
         }
+        // The calls that were in flight behind this reply on a closing connection
+        // fail (their requests went out).
+        if let Some(rest) = rest {
+            self.abandon(p, rest);
+            self.run_pool(p);
+            return false;
+        }
         // Delivering the outcome never ends this connection; if it did, its calls
         // are already taken care of.
         let Some(up) = self
@@ -460,24 +481,13 @@ impl Worker {
         else {
             return false;
         };
-        let p = up.pool;
-        if end.reusable() {
-            up.reply_done();
-            let in_flight = up.calls.len();
-            self.pools[p].replied(uk, end, in_flight);
-            self.run_pool(p);
-            self.upstreams
-                .get(uk)
-                .is_some_and(|up| up.generation == generation && up.state == upstream::State::Busy)
-        } else {
-            let mut rest = std::mem::take(&mut up.calls);
-            rest.pop_front();
-            up.state = upstream::State::Closing;
-            self.pools[p].replied(uk, end, 0);
-            self.abandon(p, rest);
-            self.run_pool(p);
-            false
-        }
+        up.reply_done();
+        let in_flight = up.calls.len();
+        self.pools[p].replied(uk, end, in_flight);
+        self.run_pool(p);
+        self.upstreams
+            .get(uk)
+            .is_some_and(|up| up.generation == generation && up.state == upstream::State::Busy)
     }
 
     /// The calls still in flight on a connection that closed fail (SPEC §16: none
