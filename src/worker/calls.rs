@@ -291,21 +291,33 @@ impl Worker {
     }
 
     fn upstream_read(&mut self, uk: usize, read_closed: bool) {
+        // A read stops at the reply limit, counted over every reply buffered; once
+        // the whole replies are taken out, the rest waiting in the socket is read
+        // on here, since no new event comes for it (edge-triggered). Each round
+        // takes at least one reply out, so the work stays linear.
+        while self.read_replies(uk, read_closed) {}
+    }
+
+    /// One read and the replies it completes; whether the read stopped at the
+    /// limit with a call still waiting (read again).
+    fn read_replies(&mut self, uk: usize, read_closed: bool) -> bool {
         let Some(up) = self.upstreams.get_mut(uk) else {
-            return;
+            return false;
         };
         // A read error ends the reply like EOF does. Reading stops just past the
         // reply limit: the parser then fails the reply, however fast the backend is.
         let eof = up
             .read_available(&mut self.rbuf, read_closed, MAX_REPLY_BYTES + 1)
             .unwrap_or(true);
+        let capped = !eof && up.inbuf.len() > MAX_REPLY_BYTES;
         match up.state {
             upstream::State::Busy => {}
             upstream::State::Idle if eof || !up.inbuf.is_empty() => {
                 // The backend closed (or spoke on) an idle keep-alive connection.
-                return self.upstream_failed(uk);
+                self.upstream_failed(uk);
+                return false;
             }
-            _ => return,
+            _ => return false,
         }
         // Every reply the read brought, in order, each to the oldest call in flight.
         let generation = up.generation;
@@ -320,7 +332,7 @@ impl Worker {
             .get_mut(uk)
             .filter(|up| up.generation == generation && up.state != upstream::State::Closing)
         else {
-            return;
+            return false;
         };
         up.parser = parser;
         let started = parsed < buf.len();
@@ -328,7 +340,7 @@ impl Worker {
         match res {
             // A FIN after the last reply: the idle connection is done.
             Ok(()) if eof && up.state == upstream::State::Idle => self.upstream_failed(uk),
-            Ok(()) => {}
+            Ok(()) => return capped && parsed > 0 && up.state == upstream::State::Busy,
             Err(e) => {
                 if started {
                     log::warn!("worker {}: bad backend reply: {e:?}", self.index);
@@ -336,11 +348,13 @@ impl Worker {
                 self.upstream_failed(uk);
             }
         }
+        false
     }
 
     /// A whole reply arrived on `uk` for its oldest call: deliver it, then the pool
-    /// reuses the connection (which may have more calls in flight) or closes it,
-    /// failing the calls still on it. Whether another reply is expected on `uk`.
+    /// reuses the connection (which may have more calls in flight); or, when it is
+    /// not reusable, close it before delivering, and fail the calls still on it
+    /// after. Whether another reply is expected on `uk`.
     fn complete(&mut self, uk: usize, buf: &[u8], resp: response::Response) -> bool {
         let up = &self.upstreams[uk];
         let Some(&(ck, request_end)) = up.calls.front() else {
@@ -361,6 +375,19 @@ impl Worker {
                 buf.len() - resp.end
             );
         }
+        let p = up.pool;
+        // A connection that closes after this reply is marked so, and leaves the
+        // pool, before the outcome is delivered: delivering can start calls at once
+        // (a `$connect` reply lets the frames its client sent early through), and
+        // those must go on another connection, not be failed with this one unsent.
+        let rest = (!end.reusable()).then(|| {
+            let up = &mut self.upstreams[uk];
+            let mut rest = std::mem::take(&mut up.calls);
+            rest.pop_front();
+            up.state = upstream::State::Closing;
+            self.pools[p].replied(uk, end, 0);
+            rest
+        });
         let route = self.calls[ck].route;
         let kind = self.calls[ck].kind;
         let integration = integration_of(&self.shared.config, route, kind);
@@ -438,6 +465,13 @@ impl Worker {
             };
             self.finish_call(ck, outcome);
         }
+        // The calls that were in flight behind this reply on a closing connection
+        // fail (their requests went out).
+        if let Some(rest) = rest {
+            self.abandon(p, rest);
+            self.run_pool(p);
+            return false;
+        }
         // Delivering the outcome never ends this connection; if it did, its calls
         // are already taken care of.
         let Some(up) = self
@@ -447,24 +481,13 @@ impl Worker {
         else {
             return false;
         };
-        let p = up.pool;
-        if end.reusable() {
-            up.reply_done();
-            let in_flight = up.calls.len();
-            self.pools[p].replied(uk, end, in_flight);
-            self.run_pool(p);
-            self.upstreams
-                .get(uk)
-                .is_some_and(|up| up.generation == generation && up.state == upstream::State::Busy)
-        } else {
-            let mut rest = std::mem::take(&mut up.calls);
-            rest.pop_front();
-            up.state = upstream::State::Closing;
-            self.pools[p].replied(uk, end, 0);
-            self.abandon(p, rest);
-            self.run_pool(p);
-            false
-        }
+        up.reply_done();
+        let in_flight = up.calls.len();
+        self.pools[p].replied(uk, end, in_flight);
+        self.run_pool(p);
+        self.upstreams
+            .get(uk)
+            .is_some_and(|up| up.generation == generation && up.state == upstream::State::Busy)
     }
 
     /// The calls still in flight on a connection that closed fail (SPEC §16: none

@@ -6,6 +6,9 @@
 //! (head-of-line, the price of `pipeline > 1`), replies that come in one write go
 //! to their calls in request order, interim (1xx) replies between them are skipped,
 //! and a reply with two framings fails every call on its connection, none retried.
+//! Replies buffered together past the reply limit are all read, and frames a
+//! client sent early, let through by a `$connect` reply that closes its
+//! connection, go out on a new connection.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,6 +33,11 @@ enum Script {
     /// Once it has read this many requests, writes these bytes in one write (and
     /// keeps the connection open).
     Send(usize, &'static [u8]),
+    /// `aws_proxy` events: `CONNECT` is answered 200 (empty), `MESSAGE` with the
+    /// client's message; but a connection's second `CONNECT` waits until a
+    /// `MESSAGE` is in flight behind it, and is answered with `Connection: close`
+    /// before the connection closes (the message unanswered).
+    SecondConnectCloses,
 }
 
 /// A backend on raw sockets: a thread per connection that reads requests (Content-
@@ -118,6 +126,7 @@ fn serve(
     let mut buf = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
     let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut connects = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         // Blocking while nothing is pending; then a 30 ms window for more.
@@ -160,6 +169,60 @@ fn serve(
                 batch.clear();
             }
             Script::Send(..) => continue,
+            Script::SecondConnectCloses => {
+                let event = |body: &[u8]| -> serde_json::Value {
+                    serde_json::from_slice(body).unwrap_or_default()
+                };
+                let kind = |body: &[u8]| {
+                    event(body)["requestContext"]["eventType"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let mut second = None;
+                let mut seen = connects;
+                for (i, (_, body)) in batch.iter().enumerate() {
+                    if kind(body) == "CONNECT" {
+                        seen += 1;
+                        if seen == 2 {
+                            second = Some(i);
+                        }
+                    }
+                }
+                if let Some(i) = second {
+                    if !batch[i + 1..].iter().any(|(_, b)| kind(b) == "MESSAGE") {
+                        continue;
+                    }
+                }
+                let mut out = Vec::new();
+                for (_, body) in
+                    batch.drain(..second.map_or(usize::MAX, |i| i + 1).min(batch.len()))
+                {
+                    let reply = match kind(&body).as_str() {
+                        "CONNECT" => {
+                            connects += 1;
+                            String::new()
+                        }
+                        _ => event(&body)["body"].as_str().unwrap_or("").to_string(),
+                    };
+                    let close = if connects == 2 {
+                        "Connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    out.extend_from_slice(
+                        format!(
+                            "HTTP/1.1 200 OK\r\n{close}Content-Length: {}\r\n\r\n{reply}",
+                            reply.len()
+                        )
+                        .as_bytes(),
+                    );
+                }
+                if s.write_all(&out).is_err() || second.is_some() {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+            }
             Script::Echo => {
                 let mut out = Vec::new();
                 let mut later = Vec::new();
@@ -392,4 +455,130 @@ fn a_reply_with_two_framings_fails_every_call_on_the_connection_once() {
     thread::sleep(Duration::from_millis(300));
     assert_eq!(b.requests.load(Ordering::SeqCst), 2, "nothing retried");
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{signal} {pid}");
+}
+
+#[test]
+fn pipelined_replies_buffered_past_the_reply_limit_all_arrive() {
+    // Reply 1 is just under the reply limit, reply 2 is 200 KiB. The backend sends
+    // all but the last 100 KiB of reply 1 and lets the gateway read it; then, with
+    // the gateway stopped, the rest of reply 1 and all of reply 2, so that every
+    // byte waits in the socket when the gateway reads again: that read stops at
+    // the limit (counted over both replies), in the middle of reply 2, and no new
+    // byte comes to wake the gateway for the rest.
+    let n1 = upstream_limit() - 1024;
+    let n2 = 200 * 1024;
+    let mut bytes = Vec::new();
+    for (n, fill) in [(n1, b'a'), (n2, b'b')] {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+        bytes.extend_from_slice(head.as_bytes());
+        bytes.resize(bytes.len() + n, fill);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut c = api_config(
+        "$request.body.action",
+        None,
+        "max_pending_outbound_bytes = 16777216",
+    );
+    c.push_str(&http_integration(
+        "eight",
+        "http_proxy",
+        &format!("http://{addr}/eight"),
+        "timeout = \"3s\"\npool_size = 1\npipeline = 8",
+    ));
+    c.push_str(&route("eight", "eight"));
+    let gw = Gateway::start_with(&c, &["--workers", "1"]);
+    let pid = gw.pid();
+    let backend = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (mut buf, mut chunk, mut requests) = (Vec::new(), [0u8; 4096], 0);
+        while requests < 2 {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "the gateway closed the backend connection");
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some((len, _, _)) = parse_request(&buf) {
+                buf.drain(..len);
+                requests += 1;
+            }
+        }
+        let split = n1 - 100 * 1024;
+        s.write_all(&bytes[..split]).unwrap();
+        thread::sleep(Duration::from_millis(500));
+        signal(pid, "STOP");
+        let written = s.write_all(&bytes[split..]);
+        thread::sleep(Duration::from_millis(200));
+        signal(pid, "CONT");
+        written.unwrap();
+        // The connection stays open while the replies are read (until the gateway
+        // is gone).
+        let _ = s.read(&mut chunk);
+    });
+    let (mut c0, mut c1) = (gw.raw(), gw.raw());
+    c0.send_text(&msg("eight", "0"));
+    thread::sleep(Duration::from_millis(100));
+    c1.send_text(&msg("eight", "1"));
+    for (c, n, fill) in [(&mut c0, n1, b'a'), (&mut c1, n2, b'b')] {
+        let t = c.recv_text();
+        assert!(
+            t.len() == n && t.bytes().all(|x| x == fill),
+            "expected {n} bytes of {:?}, got {} bytes: {:?}",
+            fill as char,
+            t.len(),
+            &t[..t.len().min(200)]
+        );
+    }
+    drop(c0);
+    drop(c1);
+    drop(gw);
+    let _ = backend.join();
+}
+
+/// The largest reply the gateway takes (`upstream::MAX_REPLY_BYTES`).
+fn upstream_limit() -> usize {
+    10 * 1024 * 1024
+}
+
+#[test]
+fn messages_sent_early_ride_a_new_connection_when_connect_closes_the_old_one() {
+    // One `pipeline = 4` connection carries `$connect` and `$default`.
+    let b = RawBackend::start(Script::SecondConnectCloses);
+    let mut c = api_config("$request.body.action", None, "");
+    c.push_str(&aws_integration(
+        "be",
+        &b.url("/be"),
+        "timeout = \"5s\"\npool_size = 1\npipeline = 4",
+    ));
+    c.push_str(&one_way_route("$connect", "be"));
+    c.push_str(&route("$default", "be"));
+    let gw = Gateway::start_with(&c, &["--workers", "1"]);
+    let mut a = gw.raw();
+    // B's `$connect` is held by the backend; B's frames wait for it in the gateway,
+    // and A's message goes out behind it on the same connection.
+    let mut s = tcp(gw.listen);
+    let mut early = upgrade_request("/prod").into_bytes();
+    early.extend_from_slice(&masked(true, OP_TEXT, b"b1"));
+    early.extend_from_slice(&masked(true, OP_TEXT, b"b2"));
+    s.write_all(&early).unwrap();
+    wait_until("B's $connect", || b.requests.load(Ordering::SeqCst) == 2);
+    a.send_text("a1");
+    // `$connect` is answered with `Connection: close`: B is in, and its messages,
+    // never sent on the closing connection, go out on a new one.
+    let resp = read_response(&mut s);
+    assert_eq!(resp.status, 101, "{resp:?}");
+    let mut bc = Raw { stream: s };
+    assert_eq!(bc.recv_text(), "b1");
+    assert_eq!(bc.recv_text(), "b2");
+    // A's message was sent on the connection that closed: it fails (SPEC §16).
+    parse_error_frame(&a.recv_text(), "Internal server error");
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
 }
