@@ -34,7 +34,12 @@ fn the_models_template_checks_and_validates_its_routes() {
     bad(c.ask("not json"));
     // Without its models (Validation=off) nothing is validated.
     let gw = Served::start(&[
-        "--template", t, "--lambda-endpoint", &endpoint, "--parameter", "Validation=off",
+        "--template",
+        t,
+        "--lambda-endpoint",
+        &endpoint,
+        "--parameter",
+        "Validation=off",
     ]);
     let mut c = Client::connect(gw.listen, "/prod?token=allow");
     assert_eq!(c.ask("not json"), "pong:not json");
