@@ -14,6 +14,8 @@ pub mod write;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;
 
 /// What the command line adds to the template.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +65,8 @@ pub fn convert_text(source: &str, text: &str, opts: &Options) -> Result<Output, 
     }
     Ok(Output {
         toml: write::toml(&gateway, source, &pseudo_now),
-        warnings,
+        // One line each on stderr, whatever the template's ids hold.
+        warnings: warnings.iter().map(|w| write::comment(w)).collect(),
     })
 }
 

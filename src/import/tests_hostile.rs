@@ -1,0 +1,78 @@
+//! Hostile templates: text that tries to leave its TOML comment or string
+//! (config injection), and intrinsics that fan out (exponential work).
+
+use super::*;
+
+fn convert(text: &str) -> Result<Output, String> {
+    convert_text("t.yaml", text, &Options::default())
+}
+
+/// Logical ids, a function name, a route key and a stage id that each hold a
+/// newline followed by a `[limits]` table.
+pub const INJECTION: &str = r#"Resources:
+  Api: {Type: AWS::ApiGatewayV2::Api, Properties: {ProtocolType: WEBSOCKET, Name: !Ref Named}}
+  Named: {Type: AWS::Lambda::Function, Properties: {FunctionName: "f\n[limits]\nmax_message_bytes = 1"}}
+  "Fn\n[limits]\nmax_message_bytes = 1 #": {Type: AWS::Lambda::Function, Properties: {FunctionName: ok}}
+  "I\n[limits]\nmax_message_bytes = 1 #": {Type: AWS::ApiGatewayV2::Integration, Properties: {ApiId: !Ref Api, IntegrationType: AWS_PROXY, IntegrationUri: "arn:aws:lambda:us-east-1:123456789012:function:ok"}}
+  "R\n[limits]\nmax_message_bytes = 1": {Type: AWS::ApiGatewayV2::Route, Properties: {ApiId: !Ref Api, RouteKey: "k\n[limits]\u2028\u0085\u001b", ApiKeyRequired: true, Target: "integrations/I\n[limits]\nmax_message_bytes = 1 #"}}
+  "S\r\n[limits]\r\nmax_message_bytes = 1 #": {Type: AWS::ApiGatewayV2::Stage, Properties: {ApiId: !Ref Api, StageName: prod, DefaultRouteSettings: {ThrottlingRateLimit: 5}}}
+"#;
+
+#[test]
+fn template_text_never_leaves_its_comment_or_string() {
+    let out = convert(INJECTION).expect("converts");
+    // The config reads back with the template's text where it was, and no
+    // `[limits]` (the integration test `--check`s it: Lambda needs credentials).
+    let v: toml::Table = toml::from_str(&out.toml).unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+    assert!(!v.contains_key("limits"), "{}", out.toml);
+    assert_eq!(
+        v["api"]["name"].as_str(),
+        Some("f\n[limits]\nmax_message_bytes = 1")
+    );
+    let route = &v["routes"]["k\n[limits]\u{2028}\u{85}\u{1b}"];
+    assert_eq!(
+        route["integration"].as_str(),
+        Some("I\n[limits]\nmax_message_bytes = 1 #")
+    );
+    // Every line is a comment, a table header, a key = value or blank: no line
+    // begins inside a string, and no comment holds a control character.
+    for line in out.toml.lines() {
+        assert!(
+            line.is_empty()
+                || line.starts_with('#')
+                || line.starts_with('[')
+                || line.contains(" = "),
+            "{line:?} in\n{}",
+            out.toml
+        );
+        if line.starts_with('#') {
+            assert!(
+                !line
+                    .chars()
+                    .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
+                "{line:?}"
+            );
+        }
+    }
+    assert!(out
+        .toml
+        .contains("# AWS::ApiGatewayV2::Route R\\n[limits]\\nmax_message_bytes = 1\n"));
+    // Warnings (stderr) are one line each as well.
+    assert!(out
+        .warnings
+        .iter()
+        .all(|w| !w.chars().any(char::is_control)));
+}
+
+#[test]
+fn comments_escape_every_line_break_and_control_character() {
+    assert_eq!(
+        write::comment("a\nb\r\tc\u{0}\u{7f}\u{85}\u{2028}\u{2029}\\n é"),
+        "a\\nb\\r\\tc\\u{0}\\u{7f}\\u{85}\\u{2028}\\u{2029}\\\\n é"
+    );
+    assert_eq!(write::key("a\nb"), "\"a\\nb\"");
+    assert_eq!(write::key(""), "\"\"");
+    assert_eq!(write::string("ok"), "\"ok\"");
+    assert_eq!(write::string("x\ny"), "\"x\\ny\"");
+    assert_eq!(write::string("it's"), "\"it's\"");
+}
