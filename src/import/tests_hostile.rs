@@ -76,3 +76,76 @@ fn comments_escape_every_line_break_and_control_character() {
     assert_eq!(write::string("x\ny"), "\"x\\ny\"");
     assert_eq!(write::string("it's"), "\"it's\"");
 }
+/// F1 .. F`n`, each named `${Fprev}${Fprev}`: 2^n bytes if evaluated naively.
+pub fn doubling_chain(n: usize) -> String {
+    let mut t = String::from(
+        "Resources:\n  Api: {Type: AWS::ApiGatewayV2::Api, Properties: {ProtocolType: WEBSOCKET}}\n  F1: {Type: AWS::Lambda::Function, Properties: {FunctionName: x}}\n",
+    );
+    for i in 2..=n {
+        let p = i - 1;
+        t.push_str(&format!(
+            "  F{i}: {{Type: AWS::Lambda::Function, Properties: {{FunctionName: !Sub \"${{F{p}}}${{F{p}}}\"}}}}\n"
+        ));
+    }
+    t
+}
+
+#[test]
+fn a_doubling_chain_of_names_is_refused_in_few_steps() {
+    let e = convert(&doubling_chain(40)).unwrap_err();
+    assert_eq!(
+        e,
+        "F18: Fn::Sub: the resolved text is longer than 65536 bytes"
+    );
+    let template = load::parse(&doubling_chain(40)).unwrap();
+    let mut r = resolve::Resolver::new(&template, &[]).unwrap();
+    assert!(r.function_name("F40").is_err());
+    assert!(r.steps() < 500, "{} steps", r.steps());
+    // Below the cap the names are exact, each function evaluated once.
+    let template = load::parse(&doubling_chain(10)).unwrap();
+    let mut r = resolve::Resolver::new(&template, &[]).unwrap();
+    assert_eq!(r.function_name("F10").unwrap(), "x".repeat(512));
+    let once = r.steps();
+    assert_eq!(r.function_name("F10").unwrap().len(), 512);
+    assert_eq!(r.steps(), once);
+    assert!(once < 100, "{once} steps");
+}
+
+#[test]
+fn fan_out_through_mappings_runs_out_of_its_budget() {
+    // Each mapping entry is a list of two look-ups of the previous one: 2^25
+    // evaluations without a budget, no string ever long.
+    let mut t = String::from("Mappings:\n  M:\n    k:\n      l0: [x]\n");
+    for i in 1..=25 {
+        let p = i - 1;
+        t.push_str(&format!(
+            "      l{i}: [!FindInMap [M, k, l{p}], !FindInMap [M, k, l{p}]]\n"
+        ));
+    }
+    t.push_str("Resources:\n  Api: {Type: AWS::ApiGatewayV2::Api, Properties: {ProtocolType: WEBSOCKET, Name: !Join ['', !FindInMap [M, k, l25]]}}\n");
+    let template = load::parse(&t).unwrap();
+    let mut r = resolve::Resolver::new(&template, &[]).unwrap();
+    let api = &template["Resources"]["Api"]["Properties"];
+    let e = r.value(api, "Api Api").unwrap_err();
+    assert!(
+        e.starts_with("Api Api: ") && e.contains("evaluation steps"),
+        "{e}"
+    );
+    assert!(r.steps() <= resolve::MAX_STEPS + 1, "{} steps", r.steps());
+}
+
+#[test]
+fn sub_variables_are_evaluated_once_per_sub() {
+    let many = "${A}".repeat(1000);
+    let text = format!(
+        "Resources:\n  Api: {{Type: AWS::ApiGatewayV2::Api, Properties: {{ProtocolType: WEBSOCKET, Name: !Sub ['{many}', {{A: !Join ['', [a, b, c, d, e, f, g, h]]}}]}}}}\n"
+    );
+    let template = load::parse(&text).unwrap();
+    let mut r = resolve::Resolver::new(&template, &[]).unwrap();
+    let v = r
+        .value(&template["Resources"]["Api"]["Properties"], "Api Api")
+        .unwrap()
+        .unwrap();
+    assert_eq!(v["Name"].as_str().unwrap().len(), 8000);
+    assert!(r.steps() < 100, "{} steps", r.steps());
+}

@@ -522,3 +522,29 @@ fn template_text_cannot_inject_config_lines() {
     assert!(out.ends_with(&format!("config ok: {p}\n")), "{out}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_doubling_chain_of_function_names_exits_1_naming_the_function() {
+    // F1 .. F40, each named `${Fprev}${Fprev}`: 2^40 bytes if evaluated naively.
+    let mut text = String::from(
+        "Resources:\n  Api: {Type: AWS::ApiGatewayV2::Api, Properties: {ProtocolType: WEBSOCKET}}\n  F1: {Type: AWS::Lambda::Function, Properties: {FunctionName: x}}\n",
+    );
+    for i in 2..=40 {
+        let p = i - 1;
+        text.push_str(&format!(
+            "  F{i}: {{Type: AWS::Lambda::Function, Properties: {{FunctionName: !Sub \"${{F{p}}}${{F{p}}}\"}}}}\n"
+        ));
+    }
+    let dir = temp_dir();
+    let path = dir.join("chain.yaml");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    let problem = "F18: Fn::Sub: the resolved text is longer than 65536 bytes";
+    let (code, out, err) = run(&["import", p]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(err, format!("wsgate import: {p}: {problem}\n"));
+    let (code, _, err) = run(&["--template", p, "--check"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err, format!("wsgate: template error: {p}: {problem}\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}
