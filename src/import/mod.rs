@@ -44,8 +44,13 @@ pub fn parameter(arg: &str) -> Result<(String, String), String> {
 }
 
 /// Converts template `text`; `source` names it in the output's header comment.
-/// Errors name the problem (a YAML error also its line).
+/// Errors name the problem (a YAML error also its line), on one line: template
+/// text in them is escaped as in a comment ([`write::comment`]).
 pub fn convert_text(source: &str, text: &str, opts: &Options) -> Result<Output, String> {
+    convert_template(source, text, opts).map_err(|e| write::comment(&e))
+}
+
+fn convert_template(source: &str, text: &str, opts: &Options) -> Result<Output, String> {
     let template = load::parse(text)?;
     if !template.is_object() {
         return Err("the template is not a mapping".into());
@@ -72,8 +77,8 @@ pub fn convert_text(source: &str, text: &str, opts: &Options) -> Result<Output, 
 
 /// Reads and converts the template at `path`.
 pub fn convert_file(path: &std::path::Path, opts: &Options) -> Result<Output, String> {
+    let shown = write::comment(&path.display().to_string());
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read the template: {e}", path.display()))?;
-    convert_text(&path.display().to_string(), &text, opts)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| format!("{shown}: cannot read the template: {e}"))?;
+    convert_text(&path.display().to_string(), &text, opts).map_err(|e| format!("{shown}: {e}"))
 }

@@ -149,3 +149,13 @@ fn sub_variables_are_evaluated_once_per_sub() {
     assert_eq!(v["Name"].as_str().unwrap().len(), 8000);
     assert!(r.steps() < 100, "{} steps", r.steps());
 }
+
+#[test]
+fn errors_are_one_line_whatever_the_template_holds() {
+    let text = "Resources:\n  Api: {Type: AWS::ApiGatewayV2::Api, Properties: {ProtocolType: WEBSOCKET, Name: !Ref \"No\\nwhere\\u001b[2J\"}}\n";
+    let e = convert(text).unwrap_err();
+    assert_eq!(
+        e,
+        "Api Api: Ref to No\\nwhere\\u{1b}[2J: the template has no parameter or resource named No\\nwhere\\u{1b}[2J"
+    );
+}
