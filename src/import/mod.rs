@@ -14,6 +14,8 @@ pub mod write;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;
 
 /// What the command line adds to the template.
 #[derive(Debug, Clone, Default)]
@@ -42,8 +44,13 @@ pub fn parameter(arg: &str) -> Result<(String, String), String> {
 }
 
 /// Converts template `text`; `source` names it in the output's header comment.
-/// Errors name the problem (a YAML error also its line).
+/// Errors name the problem (a YAML error also its line), on one line: template
+/// text in them is escaped as in a comment ([`write::comment`]).
 pub fn convert_text(source: &str, text: &str, opts: &Options) -> Result<Output, String> {
+    convert_template(source, text, opts).map_err(|e| write::comment(&e))
+}
+
+fn convert_template(source: &str, text: &str, opts: &Options) -> Result<Output, String> {
     let template = load::parse(text)?;
     if !template.is_object() {
         return Err("the template is not a mapping".into());
@@ -63,14 +70,15 @@ pub fn convert_text(source: &str, text: &str, opts: &Options) -> Result<Output, 
     }
     Ok(Output {
         toml: write::toml(&gateway, source, &pseudo_now),
-        warnings,
+        // One line each on stderr, whatever the template's ids hold.
+        warnings: warnings.iter().map(|w| write::comment(w)).collect(),
     })
 }
 
 /// Reads and converts the template at `path`.
 pub fn convert_file(path: &std::path::Path, opts: &Options) -> Result<Output, String> {
+    let shown = write::comment(&path.display().to_string());
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read the template: {e}", path.display()))?;
-    convert_text(&path.display().to_string(), &text, opts)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| format!("{shown}: cannot read the template: {e}"))?;
+    convert_text(&path.display().to_string(), &text, opts).map_err(|e| format!("{shown}: {e}"))
 }

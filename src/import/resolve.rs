@@ -30,6 +30,24 @@ pub fn is_function(kind: &str) -> bool {
 /// Deeper nesting than this is refused (and ends a `Ref` cycle through names).
 const MAX_DEPTH: usize = 64;
 
+/// The longest text an intrinsic function may produce (64 KiB): far above any
+/// name, URI or schema a WebSocket API holds, and what stops a chain of
+/// `!Sub "${Prev}${Prev}"` doubling to gigabytes.
+pub const MAX_TEXT: usize = 64 * 1024;
+
+/// The most evaluations ([`Resolver::value`] calls) one conversion may take.
+/// Each node of the template is evaluated about once (function names and
+/// conditions are memoized, a `Fn::Sub`'s variables are evaluated once per
+/// `Fn::Sub`), so a real template takes a few thousand; the budget stops what
+/// still fans out (a mapping entry looking up the previous one twice) before
+/// the work outgrows the template.
+pub const MAX_STEPS: usize = 1 << 20;
+
+/// The most bytes the intrinsic functions of one conversion may produce in all
+/// (their results, the `Fn::Sub` texts they scan, warnings): copies a `Ref` or
+/// `Fn::FindInMap` makes of a large value are bounded as the steps are.
+pub const MAX_BYTES: usize = 64 << 20;
+
 mod functions;
 
 pub struct Resolver<'t> {
@@ -40,7 +58,13 @@ pub struct Resolver<'t> {
     mappings: &'t Map<String, Value>,
     decided: BTreeMap<String, bool>,
     deciding: Vec<String>,
+    /// Lambda functions' names, by logical id, once evaluated.
+    names: BTreeMap<String, String>,
     depth: usize,
+    /// Evaluations so far, up to [`MAX_STEPS`].
+    steps: usize,
+    /// Bytes produced so far, up to [`MAX_BYTES`].
+    bytes: usize,
     /// Warning lines (without the `warning: ` prefix).
     pub warnings: Vec<String>,
 }
@@ -126,7 +150,10 @@ impl<'t> Resolver<'t> {
             mappings: section(template, "Mappings")?,
             decided: BTreeMap::new(),
             deciding: Vec::new(),
+            names: BTreeMap::new(),
             depth: 0,
+            steps: 0,
+            bytes: 0,
             warnings: Vec::new(),
         })
     }
@@ -152,16 +179,45 @@ impl<'t> Resolver<'t> {
         }
     }
 
-    /// The name a Lambda function is invoked by.
+    /// The name a Lambda function is invoked by, evaluated once per function
+    /// (every `Ref` and `Fn::GetAtt .Arn` to it takes the stored name).
     pub fn function_name(&mut self, id: &str) -> Result<String, String> {
-        let props = self.resources.get(id).and_then(|r| r.get("Properties"));
-        match props.and_then(|p| p.get("FunctionName")) {
-            None => Ok(id.to_string()),
-            Some(v) => match self.value(v, id)? {
-                Some(Value::String(s)) => Ok(s),
-                _ => Err(format!("{id}: FunctionName is not a string")),
-            },
+        if let Some(name) = self.names.get(id) {
+            return Ok(name.clone());
         }
+        let props = self.resources.get(id).and_then(|r| r.get("Properties"));
+        let name = match props.and_then(|p| p.get("FunctionName")) {
+            None => id.to_string(),
+            Some(v) => match self.value(v, id)? {
+                Some(Value::String(s)) => s,
+                _ => return Err(format!("{id}: FunctionName is not a string")),
+            },
+        };
+        self.names.insert(id.to_string(), name.clone());
+        Ok(name)
+    }
+
+    /// Evaluations ([`Resolver::value`] calls) so far.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Counts `n` bytes produced at `at` against [`MAX_BYTES`].
+    fn spend(&mut self, n: usize, at: &str) -> Result<(), String> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > MAX_BYTES {
+            return Err(format!(
+                "{at}: intrinsic functions produce more than {MAX_BYTES} bytes (a Ref, Fn::Sub or Fn::FindInMap fans out); refused"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds a warning line, counted against [`MAX_BYTES`] (one per evaluation).
+    fn warn(&mut self, at: &str, line: String) -> Result<(), String> {
+        self.spend(line.len(), at)?;
+        self.warnings.push(line);
+        Ok(())
     }
 
     /// The ARN of Lambda function `id`.
@@ -203,6 +259,12 @@ impl<'t> Resolver<'t> {
     pub fn value(&mut self, v: &Value, at: &str) -> Result<Option<Value>, String> {
         if self.depth >= MAX_DEPTH {
             return Err(format!("{at}: intrinsic functions nested too deeply"));
+        }
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err(format!(
+                "{at}: intrinsic functions take more than {MAX_STEPS} evaluation steps (a Ref, Fn::Sub or Fn::FindInMap fans out); refused"
+            ));
         }
         self.depth += 1;
         let r = self.value_inner(v, at);

@@ -1,6 +1,11 @@
 //! The [`Gateway`] as commented wsgate TOML (SPEC §2): each section says which
-//! template resource it came from; strings are escaped by the `toml` crate; the
-//! order is fixed (tables by name), so the same template always gives the same text.
+//! template resource it came from; strings and keys are escaped by the `toml`
+//! crate, always on one line; template text in a comment goes through [`comment`];
+//! the order is fixed (tables by name), so the same template always gives the same text.
+//!
+//! Every byte of the template is hostile: a logical id or name holding a newline
+//! must not start a line of its own, or it would add TOML (say a `[limits]` table)
+//! that `--template` then reads.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -9,21 +14,51 @@ use super::convert::{Gateway, IntegrationKind, Throttle};
 
 const V2: &str = "AWS::ApiGatewayV2::";
 
-/// A TOML string value.
+/// A TOML string value, on one line (a newline is written `\n`): a key's
+/// quoting, which the toml crate never spreads over lines, is also a valid
+/// string (its bare form, only letters, digits, `-` and `_`, gets quotes).
 pub fn string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+    let k = key(s);
+    if k.starts_with('"') || k.starts_with('\'') {
+        k
+    } else {
+        format!("\"{k}\"")
+    }
 }
 
-/// A TOML key: bare when it may be, else quoted.
+/// A TOML key, as the toml crate writes it: bare when it may be, else quoted
+/// and escaped on one line.
 pub fn key(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        s.to_string()
-    } else {
-        string(s)
+    let mut t = toml::Table::new();
+    t.insert(s.to_string(), toml::Value::Integer(0));
+    let line = t.to_string();
+    match line.strip_suffix(" = 0\n") {
+        Some(k) => k.to_string(),
+        // Not the crate's shape: a basic string the crate escapes itself.
+        None => toml::Value::String(s.to_string()).to_string(),
     }
+}
+
+/// Text from the template or the command line for a `#` comment line: a line
+/// break (`\n`, `\r`, U+0085, U+2028, U+2029) or any other control character
+/// would end the comment and start a TOML line of the template's making (or
+/// make the file unreadable), so each is written as an escape (`\n`, `\u{1b}`),
+/// and `\` as `\\` to keep the escapes unambiguous.
+pub fn comment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn float(f: f64) -> String {
@@ -51,14 +86,15 @@ pub fn toml(g: &Gateway, source: &str, pseudo: &[(&str, &str)]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "# wsgate configuration converted by `wsgate import` from {source}."
+        "# wsgate configuration converted by `wsgate import` from {}.",
+        comment(source)
     );
     let _ = writeln!(
         o,
         "# Values only a deployment knows are placeholders: {}.",
         pseudo
             .iter()
-            .map(|(k, v)| format!("{k} = {v}"))
+            .map(|(k, v)| comment(&format!("{k} = {v}")))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -74,10 +110,15 @@ pub fn toml(g: &Gateway, source: &str, pseudo: &[(&str, &str)]) -> String {
     o.push('\n');
     match &g.stage {
         Some((id, _)) if !id.is_empty() => {
-            let _ = writeln!(o, "# {V2}Api {}, {V2}Stage {id}", g.api);
+            let _ = writeln!(
+                o,
+                "# {V2}Api {}, {V2}Stage {}",
+                comment(&g.api),
+                comment(id)
+            );
         }
         _ => {
-            let _ = writeln!(o, "# {V2}Api {}", g.api);
+            let _ = writeln!(o, "# {V2}Api {}", comment(&g.api));
         }
     }
     o.push_str("[api]\n");
@@ -112,7 +153,7 @@ pub fn toml(g: &Gateway, source: &str, pseudo: &[(&str, &str)]) -> String {
         None => o.push_str("# lambda_endpoint = \"http://127.0.0.1:3001\"   # e.g. `sam local start-lambda`; unset: Lambda in `region`\n"),
     }
 
-    let stage_id = g.stage.as_ref().map(|s| s.0.as_str()).unwrap_or("");
+    let stage_id = comment(g.stage.as_ref().map(|s| s.0.as_str()).unwrap_or(""));
     let t = &g.throttling;
     let ct = &g.connect_throttling;
     if t.rate.is_some() || ct.rate.is_some() {
@@ -136,14 +177,14 @@ pub fn toml(g: &Gateway, source: &str, pseudo: &[(&str, &str)]) -> String {
         let _ = writeln!(o, "format = {}", string(f));
     }
     for (name, (id, schema)) in &g.models {
-        let _ = writeln!(o, "\n# {V2}Model {id}");
+        let _ = writeln!(o, "\n# {V2}Model {}", comment(id));
         let _ = writeln!(o, "[models.{}]", key(name));
         let _ = writeln!(o, "schema = {}", string(schema));
     }
     for (name, a) in &g.authorizers {
-        let _ = write!(o, "\n# {V2}Authorizer {name}");
+        let _ = write!(o, "\n# {V2}Authorizer {}", comment(name));
         if let Some(f) = &a.function {
-            let _ = write!(o, " (function {f})");
+            let _ = write!(o, " (function {})", comment(f));
         }
         let _ = writeln!(o, "\n[authorizers.{}]", key(name));
         o.push_str("type = \"request\"\n");
@@ -155,9 +196,9 @@ pub fn toml(g: &Gateway, source: &str, pseudo: &[(&str, &str)]) -> String {
         }
     }
     for (name, i) in &g.integrations {
-        let _ = write!(o, "\n# {V2}Integration {name}");
+        let _ = write!(o, "\n# {V2}Integration {}", comment(name));
         if let Some(f) = &i.function {
-            let _ = write!(o, " (function {f})");
+            let _ = write!(o, " (function {})", comment(f));
         }
         let _ = writeln!(o, "\n[integrations.{}]", key(name));
         match &i.kind {
@@ -182,7 +223,7 @@ pub fn toml(g: &Gateway, source: &str, pseudo: &[(&str, &str)]) -> String {
         }
     }
     for (k, r) in &g.routes {
-        let _ = writeln!(o, "\n# {V2}Route {}", r.id);
+        let _ = writeln!(o, "\n# {V2}Route {}", comment(&r.id));
         let _ = writeln!(o, "[routes.{}]", key(k));
         let _ = writeln!(o, "integration = {}", string(&r.integration));
         if let Some(a) = &r.authorizer {

@@ -479,3 +479,72 @@ fn broken_templates_exit_1_naming_the_problem() {
     assert!(err.contains("need --template"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A template whose logical ids, function name and route key hold newlines and
+/// `[limits]` lines (as `tests/templates/` has none, it is written here).
+const INJECTION: &str = r#"Resources:
+  Api: {Type: AWS::ApiGatewayV2::Api, Properties: {ProtocolType: WEBSOCKET, Name: !Ref Named}}
+  Named: {Type: AWS::Lambda::Function, Properties: {FunctionName: "f\n[limits]\nmax_message_bytes = 1"}}
+  "Fn\n[limits]\nmax_message_bytes = 1 #": {Type: AWS::Lambda::Function, Properties: {FunctionName: ok}}
+  "I\n[limits]\nmax_message_bytes = 1 #": {Type: AWS::ApiGatewayV2::Integration, Properties: {ApiId: !Ref Api, IntegrationType: AWS_PROXY, IntegrationUri: "arn:aws:lambda:us-east-1:123456789012:function:ok"}}
+  "R\n[limits]\nmax_message_bytes = 1": {Type: AWS::ApiGatewayV2::Route, Properties: {ApiId: !Ref Api, RouteKey: "k\n[limits]", ApiKeyRequired: true, Target: "integrations/I\n[limits]\nmax_message_bytes = 1 #"}}
+"#;
+
+#[test]
+fn template_text_cannot_inject_config_lines() {
+    let dir = temp_dir();
+    let path = dir.join("inject.yaml");
+    std::fs::write(&path, INJECTION).unwrap();
+    let p = path.to_str().unwrap();
+    let (code, toml, err) = run(&["import", p]);
+    assert_eq!(code, 0, "{err}");
+    let v: toml::Table = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert!(!v.contains_key("limits"), "{toml}");
+    assert_eq!(
+        v["api"]["name"].as_str(),
+        Some("f\n[limits]\nmax_message_bytes = 1")
+    );
+    assert!(
+        toml.contains("\n# AWS::ApiGatewayV2::Route R\\n[limits]\\nmax_message_bytes = 1\n"),
+        "{toml}"
+    );
+    // Each warning is one stderr line.
+    assert!(err.lines().all(|l| l.starts_with("warning: ")), "{err}");
+    // `--template --check` reads the same text: accepted, with its one route.
+    let (code, out, err) = run(&[
+        "--template",
+        p,
+        "--check",
+        "--lambda-endpoint",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert!(out.ends_with(&format!("config ok: {p}\n")), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_doubling_chain_of_function_names_exits_1_naming_the_function() {
+    // F1 .. F40, each named `${Fprev}${Fprev}`: 2^40 bytes if evaluated naively.
+    let mut text = String::from(
+        "Resources:\n  Api: {Type: AWS::ApiGatewayV2::Api, Properties: {ProtocolType: WEBSOCKET}}\n  F1: {Type: AWS::Lambda::Function, Properties: {FunctionName: x}}\n",
+    );
+    for i in 2..=40 {
+        let p = i - 1;
+        text.push_str(&format!(
+            "  F{i}: {{Type: AWS::Lambda::Function, Properties: {{FunctionName: !Sub \"${{F{p}}}${{F{p}}}\"}}}}\n"
+        ));
+    }
+    let dir = temp_dir();
+    let path = dir.join("chain.yaml");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    let problem = "F18: Fn::Sub: the resolved text is longer than 65536 bytes";
+    let (code, out, err) = run(&["import", p]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(err, format!("wsgate import: {p}: {problem}\n"));
+    let (code, _, err) = run(&["--template", p, "--check"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err, format!("wsgate: template error: {p}: {problem}\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}

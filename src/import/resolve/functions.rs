@@ -2,10 +2,39 @@
 //! `Fn::Select`, `Fn::Split`, `Fn::If` and the condition functions, `Fn::FindInMap`,
 //! and the few others a template may use; each is evaluated with its arguments
 //! resolved first.
+//!
+//! Each function's result counts against the conversion's byte budget
+//! ([`super::MAX_BYTES`]), and a text longer than [`MAX_TEXT`] is an error, so
+//! no template makes the import's work or memory outgrow it.
+
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{is_function, scalar_text, Resolver};
+use super::{is_function, scalar_text, Resolver, MAX_TEXT};
+
+/// About how many bytes `v` takes (what copying it costs).
+fn weight(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(weight).sum::<usize>() + a.len(),
+        Value::Object(m) => m.iter().map(|(k, v)| k.len() + weight(v)).sum::<usize>() + m.len(),
+        _ => 1,
+    }
+}
+
+fn too_long(at: &str, f: &str) -> String {
+    format!("{at}: {f}: the resolved text is longer than {MAX_TEXT} bytes")
+}
+
+/// Appends `s` to a `Fn::Sub`'s text, refusing a text over [`MAX_TEXT`].
+fn push_capped(out: &mut String, s: &str, at: &str) -> Result<(), String> {
+    if out.len() + s.len() > MAX_TEXT {
+        return Err(too_long(at, "Fn::Sub"));
+    }
+    out.push_str(s);
+    Ok(())
+}
 
 impl Resolver<'_> {
     /// `arg` resolved to text (numbers and booleans as CloudFormation prints them).
@@ -79,25 +108,34 @@ impl Resolver<'_> {
             },
             _ => return Err(format!("{at}: Fn::Sub takes a string or [string, map]")),
         };
+        // Scanning the text is work too: counted like the text produced.
+        self.spend(template.len(), at)?;
+        // Each variable is evaluated once, however often the text names it.
+        let mut done: BTreeMap<&str, String> = BTreeMap::new();
         let mut out = String::new();
         let mut rest = template;
         while let Some(i) = rest.find("${") {
-            out.push_str(&rest[..i]);
+            push_capped(&mut out, &rest[..i], at)?;
             let after = &rest[i + 2..];
             if let Some(lit) = after.strip_prefix('!') {
                 // `${!Literal}` writes `${Literal}`.
-                out.push_str("${");
+                push_capped(&mut out, "${", at)?;
                 rest = lit;
                 continue;
             }
             let Some(end) = after.find('}') else {
-                out.push_str(&rest[i..]);
+                push_capped(&mut out, &rest[i..], at)?;
                 rest = "";
                 break;
             };
             let name = after[..end].trim();
-            let value = match vars.and_then(|m| m.get(name)) {
-                Some(v) => self.text(v, at, &format!("Fn::Sub variable {name}"))?,
+            let value = match vars.and_then(|m| m.get_key_value(name)) {
+                Some((k, _)) if done.contains_key(k.as_str()) => done[k.as_str()].clone(),
+                Some((k, v)) => {
+                    let t = self.text(v, at, &format!("Fn::Sub variable {name}"))?;
+                    done.insert(k.as_str(), t.clone());
+                    t
+                }
                 None => match name.split_once('.') {
                     Some((r, a)) if !self.pseudo.contains_key(name) => self.get_att(r, a, at)?,
                     _ => match self.reference(name, at)? {
@@ -108,19 +146,32 @@ impl Resolver<'_> {
                     },
                 },
             };
-            out.push_str(&value);
+            push_capped(&mut out, &value, at)?;
             rest = &after[end + 1..];
         }
-        out.push_str(rest);
+        push_capped(&mut out, rest, at)?;
         Ok(out)
     }
 
+    /// Evaluates intrinsic function `f`; its result counts against the byte
+    /// budget, and a text result may be at most [`MAX_TEXT`] bytes.
     pub(super) fn intrinsic(
         &mut self,
         f: &str,
         arg: &Value,
         at: &str,
     ) -> Result<Option<Value>, String> {
+        let r = self.evaluate(f, arg, at)?;
+        if let Some(v) = &r {
+            if matches!(v, Value::String(t) if t.len() > MAX_TEXT) {
+                return Err(too_long(at, f));
+            }
+            self.spend(weight(v), at)?;
+        }
+        Ok(r)
+    }
+
+    fn evaluate(&mut self, f: &str, arg: &Value, at: &str) -> Result<Option<Value>, String> {
         let s = |x: String| Ok(Some(Value::String(x)));
         match f {
             "Ref" => match arg {
@@ -161,6 +212,11 @@ impl Resolver<'_> {
                             .ok_or_else(|| format!("{at}: Fn::Join: an item is not a string"))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
+                let len = texts.iter().map(String::len).sum::<usize>()
+                    + delim.len().saturating_mul(texts.len().saturating_sub(1));
+                if len > MAX_TEXT {
+                    return Err(too_long(at, f));
+                }
                 s(texts.join(&delim))
             }
             "Fn::Select" => {
@@ -239,9 +295,9 @@ impl Resolver<'_> {
             }
             "Fn::GetAZs" => {
                 let region = self.pseudo("AWS::Region").to_string();
-                self.warnings.push(format!(
+                self.warn(at, format!(
                     "{at}: Fn::GetAZs is resolved to placeholder zones {region}a, {region}b, {region}c"
-                ));
+                ))?;
                 Ok(Some(Value::Array(
                     ["a", "b", "c"]
                         .iter()
@@ -254,6 +310,9 @@ impl Resolver<'_> {
             ))),
             "Fn::ToJsonString" => {
                 let v = self.value(arg, at)?.unwrap_or(Value::Null);
+                if weight(&v) > MAX_TEXT {
+                    return Err(too_long(at, f));
+                }
                 s(v.to_string())
             }
             "Fn::Base64" => {
@@ -262,9 +321,9 @@ impl Resolver<'_> {
                 s(base64::engine::general_purpose::STANDARD.encode(t))
             }
             other => {
-                self.warnings.push(format!(
+                self.warn(at, format!(
                     "{at}: {other} cannot be evaluated outside CloudFormation; replaced by the text \"{other}\""
-                ));
+                ))?;
                 s(other.to_string())
             }
         }
