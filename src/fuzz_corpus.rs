@@ -355,3 +355,22 @@ fn authorizer_seeds_pass_the_target() {
         crate::authorizer::Decision::Unauthorized
     ));
 }
+
+#[test]
+fn nats_proto_seeds_pass_the_target() {
+    let all = seeds("nats_proto");
+    assert!(all.len() >= 3, "nats_proto has seeds");
+    for (name, data) in &all {
+        let result = std::panic::catch_unwind(|| crate::cluster::proto::check_splits(data));
+        assert!(result.is_ok(), "nats_proto seed {name} panicked");
+    }
+    // The stream seed parses to every operation; the oversized MSG is refused.
+    let stream = seed(&all, "stream");
+    let (ops, err) = crate::cluster::proto::parse_in_pieces(&stream[1..], &[], 1 << 20);
+    assert_eq!((ops.len(), err), (9, None), "{ops:?}");
+    let (_, err) = crate::cluster::proto::parse_in_pieces(b"MSG a 1 99999\r\n", &[], 1);
+    assert_eq!(
+        err,
+        Some(crate::cluster::proto::Error::PayloadTooLarge(99999))
+    );
+}

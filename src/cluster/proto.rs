@@ -310,6 +310,61 @@ pub fn pong(out: &mut Vec<u8>) {
     out.extend_from_slice(b"PONG\r\n");
 }
 
+/// The operations of `stream` (as debug text) when it arrives in pieces cut at
+/// `cuts` (offsets taken modulo its length, in any order), parsed as the client
+/// does after each read; the first error ends it.
+pub fn parse_in_pieces(
+    stream: &[u8],
+    cuts: &[usize],
+    max_payload: usize,
+) -> (Vec<String>, Option<Error>) {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+    points.push(stream.len());
+    points.sort_unstable();
+    let (mut buf, mut out, mut from) = (Vec::new(), Vec::new(), 0);
+    for p in points {
+        buf.extend_from_slice(&stream[from..p]);
+        from = p;
+        let mut at = 0;
+        loop {
+            match parse(&buf[at..], max_payload) {
+                Ok(Some((op, n))) => {
+                    out.push(format!("{op:?}"));
+                    at += n;
+                }
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        buf.drain(..at);
+    }
+    (out, None)
+}
+
+/// The fuzz target's check (`tests/fuzz/fuzz_targets/nats_proto.rs`): bytes from a
+/// NATS server parse to the same operations and the same error whether they come
+/// whole, byte by byte or at cuts the input chooses, and nothing panics. A small
+/// `max_payload` (from the first byte) makes the size checks reachable.
+pub fn check_splits(input: &[u8]) {
+    let Some((&first, stream)) = input.split_first() else {
+        return;
+    };
+    let max_payload = 1 + usize::from(first) * 16;
+    let whole = parse_in_pieces(stream, &[], max_payload);
+    let every: Vec<usize> = (0..stream.len()).collect();
+    assert_eq!(
+        whole,
+        parse_in_pieces(stream, &every, max_payload),
+        "byte by byte"
+    );
+    let chosen: Vec<usize> = stream.iter().map(|b| usize::from(*b) * 7).collect();
+    assert_eq!(
+        whole,
+        parse_in_pieces(stream, &chosen, max_payload),
+        "chosen cuts"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,34 +372,15 @@ mod tests {
 
     /// Every operation in `stream`, parsed whole.
     fn all(stream: &[u8]) -> Result<Vec<String>, Error> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while let Some((op, n)) = parse(&stream[at..], DEFAULT_MAX_PAYLOAD)? {
-            out.push(format!("{op:?}"));
-            at += n;
-        }
-        Ok(out)
+        split(stream, &[])
     }
 
     /// The same stream delivered in pieces cut at `cuts`, as a client reads it.
     fn split(stream: &[u8], cuts: &[usize]) -> Result<Vec<String>, Error> {
-        let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
-        points.push(stream.len());
-        points.sort_unstable();
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        let mut from = 0;
-        for p in points {
-            buf.extend_from_slice(&stream[from..p]);
-            from = p;
-            let mut at = 0;
-            while let Some((op, n)) = parse(&buf[at..], DEFAULT_MAX_PAYLOAD)? {
-                out.push(format!("{op:?}"));
-                at += n;
-            }
-            buf.drain(..at);
+        match parse_in_pieces(stream, cuts, DEFAULT_MAX_PAYLOAD) {
+            (ops, None) => Ok(ops),
+            (_, Some(e)) => Err(e),
         }
-        Ok(out)
     }
 
     const STREAM: &[u8] =
