@@ -852,6 +852,43 @@ mod tests {
     /// A scripted NATS server: handshake, a message, "no responders" for the
     /// client's request, garbage (the client must reconnect), and a second
     /// handshake in which the subscriptions must come again.
+    /// A worker's loop around one client, for the tests with a fake server.
+    struct Loop {
+        poll: mio::Poll,
+        events: mio::Events,
+        wheel: Wheel,
+    }
+
+    impl Loop {
+        fn new() -> Loop {
+            Loop {
+                poll: mio::Poll::new().unwrap(),
+                events: mio::Events::with_capacity(16),
+                wheel: Wheel::new(Instant::now()),
+            }
+        }
+
+        /// One turn as the worker drives the client: wait up to 10 ms, tick, hand
+        /// it the events, let `act` send, flush; the turn's time and deliveries.
+        fn turn(
+            &mut self,
+            c: &mut Client,
+            act: impl FnOnce(&mut Client, &mut Wheel, Instant),
+        ) -> (Instant, Vec<Incoming>) {
+            let timeout = Some(Duration::from_millis(10));
+            self.poll.poll(&mut self.events, timeout).unwrap();
+            let now = Instant::now();
+            let mut out = Vec::new();
+            c.tick(self.poll.registry(), now, &mut out);
+            for _ in self.events.iter() {
+                c.on_event(self.poll.registry(), &mut self.wheel, now, &mut out);
+            }
+            act(c, &mut self.wheel, now);
+            c.flush(self.poll.registry(), now, &mut out);
+            (now, out)
+        }
+    }
+
     fn fake_server(l: std::net::TcpListener, tx: std::sync::mpsc::Sender<String>) {
         let info = "INFO {\"server_id\":\"fake\",\"headers\":true,\"max_payload\":4096}\r\n";
         let (mut s, _) = l.accept().unwrap();
@@ -881,9 +918,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || fake_server(l, tx));
-        let mut poll = mio::Poll::new().unwrap();
-        let mut events = mio::Events::with_capacity(16);
-        let mut wheel = Wheel::new(Instant::now());
+        let mut lp = Loop::new();
         let mut c = Client::new(vec![addr], "t", Token(9), 1 << 20);
         c.subscribe(b"a.b", Tag::Other(1));
         let mut got: Vec<Incoming> = Vec::new();
@@ -892,23 +927,16 @@ mod tests {
         let mut ups = 0;
         while ups < 2 {
             assert!(Instant::now() < deadline, "timed out; got {got:?}");
-            poll.poll(&mut events, Some(Duration::from_millis(10)))
-                .unwrap();
-            let now = Instant::now();
-            let mut out = Vec::new();
-            c.tick(poll.registry(), now, &mut out);
-            for _ in events.iter() {
-                c.on_event(poll.registry(), &mut wheel, now, &mut out);
-            }
-            if c.is_up() && !requested {
-                requested = true;
-                assert_eq!(c.max_payload(), 4096);
-                let w = Waiter::Token(7);
-                let r = c.request(b"req.x", b"q", w, Duration::from_secs(5), &mut wheel, now);
-                assert_eq!(r, Ok(()));
-                assert_eq!(c.publish(b"x", None, &[0; 5000]), Err(Refused::TooLarge));
-            }
-            c.flush(poll.registry(), now, &mut out);
+            let (_, out) = lp.turn(&mut c, |c, wheel, now| {
+                if c.is_up() && !requested {
+                    requested = true;
+                    assert_eq!(c.max_payload(), 4096);
+                    let w = Waiter::Token(7);
+                    let r = c.request(b"req.x", b"q", w, Duration::from_secs(5), wheel, now);
+                    assert_eq!(r, Ok(()));
+                    assert_eq!(c.publish(b"x", None, &[0; 5000]), Err(Refused::TooLarge));
+                }
+            });
             ups += out.iter().filter(|i| matches!(i, Incoming::Up)).count();
             got.extend(out);
         }
@@ -943,7 +971,7 @@ mod tests {
         assert_eq!(c.reconnects, 1);
         assert_eq!(c.in_flight(), 0);
         assert!(
-            wheel.is_empty(),
+            lp.wheel.is_empty(),
             "the answered request's timer is cancelled"
         );
     }
@@ -969,31 +997,22 @@ mod tests {
                 .unwrap();
             let _ = read_until(&mut s, "never");
         });
-        let mut poll = mio::Poll::new().unwrap();
-        let mut events = mio::Events::with_capacity(16);
-        let mut wheel = Wheel::new(Instant::now());
+        let mut lp = Loop::new();
         let mut c = Client::new(vec![addr], "t", Token(9), 1 << 20);
         let mut got = Vec::new();
         let mut expired = Vec::new();
         let start = Instant::now();
         let mut requested = false;
         while start.elapsed() < Duration::from_millis(1300) {
-            poll.poll(&mut events, Some(Duration::from_millis(10)))
-                .unwrap();
-            let now = Instant::now();
-            let mut out = Vec::new();
-            c.tick(poll.registry(), now, &mut out);
-            for _ in events.iter() {
-                c.on_event(poll.registry(), &mut wheel, now, &mut out);
-            }
-            if c.is_up() && !requested {
-                requested = true;
-                let t = Duration::from_millis(500);
-                let w = Waiter::Token(3);
-                assert_eq!(c.request_many(b"all", b"go", w, t, &mut wheel, now), Ok(()));
-            }
-            c.flush(poll.registry(), now, &mut out);
-            wheel.expire(now, &mut expired);
+            let (now, mut out) = lp.turn(&mut c, |c, wheel, now| {
+                if c.is_up() && !requested {
+                    requested = true;
+                    let t = Duration::from_millis(500);
+                    let w = Waiter::Token(3);
+                    assert_eq!(c.request_many(b"all", b"go", w, t, wheel, now), Ok(()));
+                }
+            });
+            lp.wheel.expire(now, &mut expired);
             for e in expired.drain(..) {
                 assert_eq!(e.kind, TimerKind::ClusterRequest);
                 out.extend(c.expire(e.key, e.generation, now));
