@@ -185,6 +185,31 @@ route_response = true
 throttling = { rate = 10, burst = 5 }
 "#;
 
+/// Runs `run_chat` on a gateway serving `template` with `--template` and on one
+/// serving the hand-written equivalent `config`, each with its own Invoke fixture;
+/// asserts both saw and answered the same, and returns what the template gave and
+/// the template's fixture.
+fn served_as_hand_written<T: PartialEq + std::fmt::Debug>(
+    template_name: &str,
+    config: &str,
+    run_chat: impl Fn(&[&str], &Backend) -> T,
+) -> (T, Backend) {
+    let f1 = lambda::invoke_fixture();
+    let t = template(template_name);
+    let args = [
+        "--template",
+        t.to_str().unwrap(),
+        "--lambda-endpoint",
+        &f1.url(""),
+    ];
+    let from_template = run_chat(&args, &f1);
+    let f2 = lambda::invoke_fixture();
+    let path = hand_written(config, &f2.url(""));
+    let from_config = run_chat(&["--config", path.to_str().unwrap()], &f2);
+    assert_eq!(from_template, from_config);
+    (from_template, f1)
+}
+
 fn hand_written(text: &str, endpoint: &str) -> PathBuf {
     write_config(&text.replace("ENDPOINT", endpoint))
 }
@@ -241,21 +266,7 @@ fn the_sam_simple_chat_serves_as_its_hand_written_config() {
         drop(c);
         trace(fixture, 3)
     };
-    let f1 = lambda::invoke_fixture();
-    let t = template("simple-chat.yaml");
-    let from_template = run_chat(
-        &[
-            "--template",
-            t.to_str().unwrap(),
-            "--lambda-endpoint",
-            &f1.url(""),
-        ],
-        &f1,
-    );
-    let f2 = lambda::invoke_fixture();
-    let config = hand_written(SIMPLE_CHAT, &f2.url(""));
-    let from_config = run_chat(&["--config", config.to_str().unwrap()], &f2);
-    assert_eq!(from_template, from_config);
+    let (from_template, f1) = served_as_hand_written("simple-chat.yaml", SIMPLE_CHAT, run_chat);
     let body = r#"{"action":"sendmessage","data":"hello"}"#;
     assert_eq!(
         from_template,
@@ -302,21 +313,7 @@ fn the_cdk_template_answers_as_its_hand_written_config() {
         drop(c);
         (replies, trace(fixture, 3))
     };
-    let f1 = lambda::invoke_fixture();
-    let t = template("cdk-chat.json");
-    let from_template = run_chat(
-        &[
-            "--template",
-            t.to_str().unwrap(),
-            "--lambda-endpoint",
-            &f1.url(""),
-        ],
-        &f1,
-    );
-    let f2 = lambda::invoke_fixture();
-    let config = hand_written(CDK_CHAT, &f2.url(""));
-    let from_config = run_chat(&["--config", config.to_str().unwrap()], &f2);
-    assert_eq!(from_template, from_config);
+    let (from_template, _) = served_as_hand_written("cdk-chat.json", CDK_CHAT, run_chat);
     assert_eq!(
         from_template.0,
         ["pong:hello", r#"pong:{"action":"sendmessage","text":"hi"}"#]
