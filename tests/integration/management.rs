@@ -271,16 +271,15 @@ fn well_formed_unknown_ids_are_410_gone() {
     let mut raw = gw.raw();
     let id = id_of(&mut raw);
     let mut unknown = vec![
-        // Same worker, slot and epoch; another generation.
+        // Ids are a keyed permutation (SPEC §6), so flipping any bits of a live id
+        // gives an unrelated one: another node, worker, epoch, slot or generation.
+        // Each tweak flips at least one bit, so it never gives the id back.
         tweak_id(&id, |b| b[6] ^= 0x01),
         tweak_id(&id, |b| b[4] ^= 0x80),
-        // Same worker and epoch; another slot.
         tweak_id(&id, |b| b[3] ^= 0x40),
-        // Another epoch (a previous process).
         tweak_id(&id, |b| b[10] ^= 0x01),
-        // A worker that does not exist.
-        tweak_id(&id, |b| b[0] = 7),
-        tweak_id(&id, |b| b[0] = 255),
+        tweak_id(&id, |b| b[0] ^= 0x07),
+        tweak_id(&id, |b| b[0] ^= 0xFF),
         // Random well-formed ids; the last two have non-zero trailing bits, which
         // still match ^[A-Za-z0-9_-]{15}=$.
         "AAAAAAAAAAAAAAA=".to_string(),
@@ -288,7 +287,6 @@ fn well_formed_unknown_ids_are_410_gone() {
         "zzzzzzzzzzzzzzz=".to_string(),
         "_-_-_-_-_-_-_-_=".to_string(),
     ];
-    // The other worker's byte with the rest of this id.
     unknown.push(tweak_id(&id, |b| b[0] ^= 1));
     let mut m = Mgmt::connect(gw.management);
     for u in &unknown {
