@@ -52,19 +52,7 @@ fn connections_calls_on_the_client_port_post_get_and_delete() {
 #[test]
 fn ids_owned_by_either_worker_work_from_one_api_port_connection() {
     let gw = two_workers(TOKEN);
-    // 24 clients: the kernel's hash leaves one worker without any once in 2^23 runs.
-    let mut clients: Vec<(Raw, String)> = (0..24)
-        .map(|_| {
-            let mut r = gw.raw();
-            let id = id_of(&mut r);
-            (r, id)
-        })
-        .collect();
-    let ws: Vec<u8> = clients.iter().map(|(_, id)| worker_of(&gw, id)).collect();
-    assert!(
-        ws.contains(&0) && ws.contains(&1),
-        "both workers own clients: {ws:?}"
-    );
+    let mut clients = clients_on_both_workers(&gw);
     // Pipelined on one connection: whichever worker accepted it, some ids are the
     // other worker's.
     let mut bytes = Vec::new();
@@ -152,37 +140,13 @@ fn boto3_drives_connections_on_the_client_port_with_sigv4() {
         toml_str(key),
         toml_str(secret)
     ));
-    let since = crate::backend::now_ms().to_string();
+    let since = crate::backend::now_ms();
     let (mut raw, id) = crate::sdk::client(&gw);
-    let python = crate::sdk::sdk_python();
     // The SDK pointed at the API's own address, as an AWS handler builds it.
     let url = format!("http://{}/prod", gw.listen);
-    let id_arg = format!("--id={id}");
     let message = "posted by boto3 to the api port";
-    let args = [
-        "tests/sdk/management_sdk.py",
-        "--url",
-        &url,
-        &id_arg,
-        "--mode",
-        "ok",
-        "--message",
-        message,
-        "--access-key",
-        key,
-        "--secret-key",
-        secret,
-        "--user-agent",
-        crate::sdk::USER_AGENT,
-        "--not-before-ms",
-        &since,
-    ];
-    let (ok, out, err) = crate::sdk::run(&python, &args, Duration::from_secs(90));
-    assert!(
-        ok,
-        "management_sdk.py against the api port failed:\n{out}\n{err}\ngateway:\n{}",
-        gw.stderr()
-    );
+    let creds = ["--access-key", key, "--secret-key", secret];
+    crate::sdk::management_sdk(&gw, &url, &id, "ok", message, since, &creds);
     assert_eq!(raw.recv_text(), message);
     raw.expect_close_with(1000, "Connection Closed Normally");
 }

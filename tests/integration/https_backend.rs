@@ -88,6 +88,11 @@ struct TlsBackend {
 impl TlsBackend {
     /// Serves `inner` over TLS on `bind` (e.g. `127.0.0.1:0`) with a certificate for
     /// `names` signed by `ca`.
+    /// An echo backend on 127.0.0.1 with a certificate for 127.0.0.1 signed by `ca`.
+    fn echo(ca: &Ca) -> TlsBackend {
+        TlsBackend::start(ca, &["127.0.0.1"], "127.0.0.1:0", Backend::echo_message())
+    }
+
     fn start(ca: &Ca, names: &[&str], bind: &str, inner: Backend) -> TlsBackend {
         let (cert, key) = ca.server_cert(names);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -320,7 +325,7 @@ fn wait_log_line(gw: &Gateway, needles: &[&str]) -> String {
 #[test]
 fn an_aws_proxy_route_to_an_https_backend_with_tls_ca_echoes_on_one_kept_alive_connection() {
     let ca = Ca::new("wsgate test CA");
-    let backend = TlsBackend::start(&ca, &["127.0.0.1"], "127.0.0.1:0", Backend::echo_message());
+    let backend = TlsBackend::echo(&ca);
     let gw = default_gateway(&backend.url("127.0.0.1", "/up"), &tls_ca(&ca.pem_file()));
     let mut raw = gw.raw();
     for i in 0..5 {
@@ -395,7 +400,7 @@ fn a_dns_host_is_sent_as_sni_and_checked_against_the_certificate() {
 #[test]
 fn connect_message_and_disconnect_go_over_https() {
     let ca = Ca::new("wsgate test CA");
-    let backend = TlsBackend::start(&ca, &["127.0.0.1"], "127.0.0.1:0", Backend::echo_message());
+    let backend = TlsBackend::echo(&ca);
     let cfg = all_routes_config(
         &backend.url("127.0.0.1", "/ws"),
         &tls_ca(&ca.pem_file()),
@@ -425,12 +430,7 @@ fn connect_message_and_disconnect_go_over_https() {
 fn a_certificate_from_another_ca_fails_the_call_and_logs_why() {
     let trusted = Ca::new("trusted CA");
     let other = Ca::new("other CA");
-    let backend = TlsBackend::start(
-        &other,
-        &["127.0.0.1"],
-        "127.0.0.1:0",
-        Backend::echo_message(),
-    );
+    let backend = TlsBackend::echo(&other);
     let gw = default_gateway(
         &backend.url("127.0.0.1", "/up"),
         &tls_ca(&trusted.pem_file()),
@@ -480,12 +480,7 @@ fn a_certificate_for_another_name_fails_the_call() {
 fn an_untrusted_certificate_refuses_the_connect_with_502() {
     let trusted = Ca::new("trusted CA");
     let other = Ca::new("other CA");
-    let backend = TlsBackend::start(
-        &other,
-        &["127.0.0.1"],
-        "127.0.0.1:0",
-        Backend::echo_message(),
-    );
+    let backend = TlsBackend::echo(&other);
     let cfg = all_routes_config(
         &backend.url("127.0.0.1", "/ws"),
         &tls_ca(&trusted.pem_file()),
@@ -500,7 +495,7 @@ fn an_untrusted_certificate_refuses_the_connect_with_502() {
 #[test]
 fn without_tls_ca_the_system_roots_are_used_and_do_not_trust_the_test_ca() {
     let ca = Ca::new("wsgate test CA");
-    let backend = TlsBackend::start(&ca, &["127.0.0.1"], "127.0.0.1:0", Backend::echo_message());
+    let backend = TlsBackend::echo(&ca);
     let gw = default_gateway(&backend.url("127.0.0.1", "/up"), "");
     let mut raw = gw.raw();
     raw.send_text("hi");
@@ -533,12 +528,7 @@ fn a_backend_that_does_not_speak_tls_fails_the_call() {
 fn integrations_with_other_trust_anchors_never_share_a_verified_connection() {
     let trusted = Ca::new("trusted CA");
     let other = Ca::new("other CA");
-    let backend = TlsBackend::start(
-        &trusted,
-        &["127.0.0.1"],
-        "127.0.0.1:0",
-        Backend::echo_message(),
-    );
+    let backend = TlsBackend::echo(&trusted);
     let uri = backend.url("127.0.0.1", "/up");
     let mut c = api_config("$request.body.action", None, "");
     c.push_str(&aws_integration("good", &uri, &tls_ca(&trusted.pem_file())));

@@ -61,6 +61,24 @@ pub fn worker_of(gw: &Gateway, id: &str) -> u8 {
     )
 }
 
+/// 24 clients of a two-worker gateway with their ids, checked to be spread over
+/// both workers (the kernel's hash leaves one worker without any once in 2^23 runs).
+pub fn clients_on_both_workers(gw: &Gateway) -> Vec<(Raw, String)> {
+    let clients: Vec<(Raw, String)> = (0..24)
+        .map(|_| {
+            let mut r = gw.raw();
+            let id = id_of(&mut r);
+            (r, id)
+        })
+        .collect();
+    let ws: Vec<u8> = clients.iter().map(|(_, id)| worker_of(gw, id)).collect();
+    assert!(
+        ws.contains(&0) && ws.contains(&1),
+        "both workers own clients: {ws:?}"
+    );
+    clients
+}
+
 // ---------------------------------------------------------------------------
 // HTTP.
 

@@ -111,35 +111,53 @@ fn run_sdk(
     secret: &str,
     since_ms: u64,
 ) {
-    let python = sdk_python();
     let url = format!("http://{}/prod", gw.management);
-    let since = since_ms.to_string();
-    // `--id=ID`: an id may start with `-`, which argparse would take for an option.
-    let id_arg = format!("--id={id}");
-    let args = [
-        "tests/sdk/management_sdk.py",
-        "--url",
-        &url,
-        &id_arg,
-        "--mode",
-        mode,
-        "--message",
-        message,
+    let creds = [
         "--access-key",
         key,
         "--secret-key",
         secret,
         "--region",
         "us-east-1",
+    ];
+    management_sdk(gw, &url, id, mode, message, since_ms, &creds);
+}
+
+/// Runs `tests/sdk/management_sdk.py` (boto3) in `mode` against `url` for the
+/// connection `id`, with `extra` arguments (credentials, region, `--ca`), and fails
+/// the test with its output and the gateway's when it fails.
+pub fn management_sdk(
+    gw: &Gateway,
+    url: &str,
+    id: &str,
+    mode: &str,
+    message: &str,
+    since_ms: u64,
+    extra: &[&str],
+) {
+    let python = sdk_python();
+    let since = since_ms.to_string();
+    // `--id=ID`: an id may start with `-`, which argparse would take for an option.
+    let id_arg = format!("--id={id}");
+    let mut args = vec![
+        "tests/sdk/management_sdk.py",
+        "--url",
+        url,
+        &id_arg,
+        "--mode",
+        mode,
+        "--message",
+        message,
         "--user-agent",
         USER_AGENT,
         "--not-before-ms",
         &since,
     ];
+    args.extend_from_slice(extra);
     let (ok, out, err) = run(&python, &args, Duration::from_secs(90));
     assert!(
         ok,
-        "management_sdk.py --mode {mode} failed:\nstdout:\n{out}\nstderr:\n{err}\ngateway stderr:\n{}",
+        "management_sdk.py --mode {mode} against {url} failed:\nstdout:\n{out}\nstderr:\n{err}\ngateway stderr:\n{}",
         gw.stderr()
     );
 }

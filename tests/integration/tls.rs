@@ -432,35 +432,12 @@ fn boto3_drives_the_management_api_over_https() {
     let mut c = crate::mgmt::whoami_config("auth = \"none\"", "");
     c.push_str(&tls_table("management.tls", &pki.cert, &pki.key, ""));
     let gw = Gateway::start_with(&c, &["--workers", "2"]);
-    let since = crate::backend::now_ms().to_string();
+    let since = crate::backend::now_ms();
     let (mut raw, id) = crate::sdk::client(&gw);
-    let python = crate::sdk::sdk_python();
     let url = format!("https://localhost:{}/prod", gw.management.port());
     let ca = pki.ca_path.to_string_lossy().into_owned();
-    let id_arg = format!("--id={id}");
     let message = "posted over https";
-    let args = [
-        "tests/sdk/management_sdk.py",
-        "--url",
-        &url,
-        &id_arg,
-        "--mode",
-        "ok",
-        "--message",
-        message,
-        "--user-agent",
-        crate::sdk::USER_AGENT,
-        "--not-before-ms",
-        &since,
-        "--ca",
-        &ca,
-    ];
-    let (ok, out, err) = crate::sdk::run(&python, &args, Duration::from_secs(90));
-    assert!(
-        ok,
-        "management_sdk.py over https failed:\n{out}\n{err}\ngateway:\n{}",
-        gw.stderr()
-    );
+    crate::sdk::management_sdk(&gw, &url, &id, "ok", message, since, &["--ca", &ca]);
     assert_eq!(raw.recv_text(), message);
     raw.expect_close_with(1000, "Connection Closed Normally");
 }
