@@ -14,26 +14,9 @@ use crate::mgmt::{call, eventually, id_of, metric_sum};
 use crate::support::*;
 
 /// Five fields with draft 4's nested features: `required`, `type`, `enum`, `pattern`,
-/// `minLength`, `properties`, `items`, and a `$ref` into `#/definitions`.
-const JOIN: &str = r##"{
-  "$schema": "http://json-schema.org/draft-04/schema#",
-  "type": "object",
-  "required": ["action", "room", "user"],
-  "properties": {
-    "action": { "type": "string", "enum": ["join"] },
-    "room": { "type": "string", "pattern": "^[a-z0-9-]+$", "minLength": 1 },
-    "user": { "$ref": "#/definitions/user" },
-    "tags": { "type": "array", "items": { "type": "string", "minLength": 2 } },
-    "count": { "type": "integer", "minimum": 0 }
-  },
-  "definitions": {
-    "user": {
-      "type": "object",
-      "required": ["id"],
-      "properties": { "id": { "type": "string", "minLength": 3 } }
-    }
-  }
-}"##;
+/// `minLength`, `properties`, `items`, and a `$ref` into `#/definitions` (the unit
+/// tests of `src/model` use the same file).
+const JOIN: &str = include_str!("../models/join.json");
 
 const VALID_JOIN: &str =
     r#"{"action":"join","room":"r-1","user":{"id":"abc"},"tags":["aa","bb"],"count":2}"#;
