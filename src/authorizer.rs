@@ -53,7 +53,7 @@ impl Context {
         out.extend_from_slice(b"\"authorizer\":{\"principalId\":");
         crate::json::write_str(out, self.principal_id.as_bytes());
         out.extend_from_slice(b",\"integrationLatency\":");
-        out.extend_from_slice(self.latency_ms.to_string().as_bytes());
+        out.extend_from_slice(self.latency_text.as_bytes());
         for (k, v) in &self.values {
             out.push(b',');
             crate::json::write_str(out, k.as_bytes());

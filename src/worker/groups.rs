@@ -180,10 +180,9 @@ impl Worker {
                 skipped += 1;
                 continue;
             }
-            self.shared.wbuf.extend_from_slice(&framed);
             self.metrics.worker(self.index).message_out(payload.len());
             self.shared.active = true;
-            self.finish_output(key);
+            self.send_output(key, &framed);
             delivered += 1;
         }
         if skipped > 0 {

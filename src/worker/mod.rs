@@ -848,16 +848,23 @@ impl Worker {
     /// Sends what the message path wrote into `wbuf`, and keeps write interest and the
     /// connection's life in step with what is still pending.
     fn finish_output(&mut self, key: usize) {
+        let mut wbuf = std::mem::take(&mut self.shared.wbuf);
+        self.send_output(key, &wbuf);
+        wbuf.clear();
+        self.shared.wbuf = wbuf;
+    }
+
+    /// [`Worker::finish_output`] for bytes held outside `wbuf` (a group send's frame,
+    /// written to every member without a copy per member).
+    fn send_output(&mut self, key: usize, data: &[u8]) {
         let Some(conn) = self.conns.get_mut(key) else {
-            self.shared.wbuf.clear();
             self.shared.active = false;
             return;
         };
         if std::mem::take(&mut self.shared.active) {
             conn.last_active = self.now.into();
         }
-        let res = conn.send(&self.shared.wbuf, &mut self.shared.pool);
-        self.shared.wbuf.clear();
+        let res = conn.send(data, &mut self.shared.pool);
         match res {
             Ok(Flushed::All) if conn.session.state() == State::Done => self.close(key),
             Ok(Flushed::All) => {}
