@@ -446,6 +446,7 @@ impl Groups {
         }
     }
 
+    #[cfg(test)]
     /// Whether `conn` is in `group`.
     pub fn is_member(&self, group: &[u8], conn: u32) -> bool {
         let Some(&g) = self.by_name.get(group) else {
@@ -461,6 +462,7 @@ impl Groups {
         false
     }
 
+    #[cfg(test)]
     /// Heap bytes the table holds (capacities, not lengths): for measurements.
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;

@@ -158,7 +158,7 @@ impl Metrics {
         let head = |s: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let simple: [Simple; 9] = [
+        let simple: [Simple; 11] = [
             (
                 "wsgate_connect_total",
                 "Connections accepted (AWS ConnectCount).",
@@ -213,12 +213,6 @@ impl Metrics {
                 "counter",
                 |c| &c.access_log_dropped,
             ),
-        ];
-        for (name, help, kind, f) in simple {
-            head(&mut s, name, help, kind);
-            let _ = writeln!(s, "{name}{{api=\"{api}\"}} {}", self.sum(f));
-        }
-        let groups: [Simple; 2] = [
             (
                 "wsgate_group_memberships",
                 "Group memberships held (a connection in a group) [ext].",
@@ -232,7 +226,7 @@ impl Metrics {
                 |c| &c.group_skipped,
             ),
         ];
-        for (name, help, kind, f) in groups {
+        for (name, help, kind, f) in simple {
             head(&mut s, name, help, kind);
             let _ = writeln!(s, "{name}{{api=\"{api}\"}} {}", self.sum(f));
         }

@@ -170,6 +170,7 @@ impl Models {
         })
     }
 
+    #[cfg(test)]
     /// Whether some route validates its messages.
     #[must_use]
     pub fn is_active(&self) -> bool {

@@ -13,10 +13,6 @@ use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Hex SHA-256 of the empty payload.
-pub const EMPTY_SHA256: &[u8; 64] =
-    b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
 /// Writes the canonical request's first three lines: method, canonical URI (the path
 /// as sent, URI-encoded once more, `/` kept, as AWS does for every service but S3)
 /// and the canonical query (the caller's, already in canonical form).

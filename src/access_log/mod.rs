@@ -181,6 +181,7 @@ impl Format {
         })
     }
 
+    #[cfg(test)]
     /// Whether values are JSON-escaped.
     pub fn is_json(&self) -> bool {
         self.json

@@ -260,6 +260,7 @@ pub fn publish(out: &mut Vec<u8>, subject: &[u8], reply: Option<&[u8]>, payload:
     out.extend_from_slice(b"\r\n");
 }
 
+#[cfg(test)]
 /// `HPUB subject [reply] hsize size\r\nheaders payload\r\n`; `headers` is a whole
 /// `NATS/1.0\r\n...\r\n\r\n` block.
 pub fn hpublish(

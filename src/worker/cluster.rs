@@ -18,9 +18,6 @@ use crate::metrics;
 use crate::session::State;
 use crate::timer::Kind as TimerKind;
 
-/// What an isolated node answers an upgrade request with (SPEC §15).
-const ISOLATED_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 27\r\nConnection: close\r\n\r\ncut off from the cluster.\r\n";
-
 impl Worker {
     /// Starts connecting to NATS and the periodic cluster tick (no-op on one node).
     pub(super) fn start_cluster(&mut self) {
@@ -100,7 +97,10 @@ impl Worker {
             return false;
         }
         if self.tls.client.is_none() {
-            let _ = (&*stream).write(ISOLATED_ANSWER);
+            let mut answer = Vec::new();
+            let body = b"cut off from the cluster.\r\n";
+            crate::handshake::write_status(&mut answer, 503, None, "text/plain", body);
+            let _ = (&*stream).write(&answer);
         }
         true
     }
@@ -225,18 +225,6 @@ impl Worker {
     pub(super) fn cluster_subscribe(&mut self, subject: &[u8], tag: u32) -> Option<u64> {
         let c = self.cluster.as_mut()?;
         cluster::proto::valid_subject(subject).then(|| c.client.subscribe(subject, Tag::Other(tag)))
-    }
-
-    /// Publishes `payload` on `subject` (refused, never queued, while NATS is down
-    /// or the output is full).
-    #[allow(dead_code)]
-    pub(super) fn cluster_publish(
-        &mut self,
-        subject: &[u8],
-        payload: &[u8],
-    ) -> Result<(), Refused> {
-        let c = self.cluster.as_mut().ok_or(Refused::NotConnected)?;
-        c.client.publish(subject, None, payload)
     }
 
     /// Publishes a request that every subscriber of `subject` may answer: each
