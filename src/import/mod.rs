@@ -75,10 +75,26 @@ fn convert_template(source: &str, text: &str, opts: &Options) -> Result<Output, 
     })
 }
 
+/// The largest template file read (CloudFormation's own limit is 1 MB).
+pub const MAX_TEMPLATE_BYTES: u64 = 16 << 20;
+
+/// The file's text, refused past [`MAX_TEMPLATE_BYTES`] (it is never read whole).
+fn read_bounded(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_TEMPLATE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_TEMPLATE_BYTES {
+        let e = format!("larger than {} MiB", MAX_TEMPLATE_BYTES >> 20);
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+    }
+    Ok(text)
+}
+
 /// Reads and converts the template at `path`.
 pub fn convert_file(path: &std::path::Path, opts: &Options) -> Result<Output, String> {
     let shown = write::comment(&path.display().to_string());
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{shown}: cannot read the template: {e}"))?;
+    let text = read_bounded(path).map_err(|e| format!("{shown}: cannot read the template: {e}"))?;
     convert_text(&path.display().to_string(), &text, opts).map_err(|e| format!("{shown}: {e}"))
 }

@@ -159,3 +159,29 @@ fn errors_are_one_line_whatever_the_template_holds() {
         "Api Api: Ref to No\\nwhere\\u{1b}[2J: the template has no parameter or resource named No\\nwhere\\u{1b}[2J"
     );
 }
+
+#[test]
+fn an_alias_of_a_large_string_cannot_expand_past_the_budget() {
+    // A 1 MiB string named 80 times: 80 MiB of tree from a 1 MiB file. The YAML
+    // reader's own limit counts replayed events (80 here), not bytes.
+    let mut text = format!("Big: &big \"{}\"\nMany: [", "x".repeat(1 << 20));
+    text.push_str(&vec!["*big"; 80].join(", "));
+    text.push_str("]\nResources: {}\n");
+    let e = convert(&text).unwrap_err();
+    assert!(e.contains("expands to more than 64 MiB"), "{e}");
+    // A few copies stay well within it (the error is about the missing API).
+    let small = text.replace(&vec!["*big"; 80].join(", "), "*big, *big");
+    let e = convert(&small).unwrap_err();
+    assert!(!e.contains("expands"), "{e}");
+}
+
+#[test]
+fn a_template_file_past_the_size_limit_is_refused_unread() {
+    let path = std::env::temp_dir().join(format!("wsgate-big-{}.yaml", std::process::id()));
+    let mut text = "# padding\n".repeat((MAX_TEMPLATE_BYTES / 10) as usize + 1);
+    text.push_str("Resources: {}\n");
+    std::fs::write(&path, &text).unwrap();
+    let e = convert_file(&path, &Options::default()).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(e.contains("larger than 16 MiB"), "{e}");
+}
