@@ -374,3 +374,21 @@ fn nats_proto_seeds_pass_the_target() {
         Some(crate::cluster::proto::Error::PayloadTooLarge(99999))
     );
 }
+
+#[test]
+fn import_template_seeds_pass_the_target() {
+    let all = seeds("import_template");
+    assert!(all.len() >= 4, "import_template has seeds");
+    for (name, data) in &all {
+        let text = std::str::from_utf8(data).expect("seed is text");
+        let result = std::panic::catch_unwind(|| {
+            crate::import::convert_text("t.yaml", text, &Default::default()).is_ok()
+        });
+        assert!(result.is_ok(), "import_template seed {name} panicked");
+    }
+    // The SAM simple chat converts; text that is no template does not.
+    let chat = seed(&all, "simple-chat.yaml");
+    let chat = std::str::from_utf8(&chat).unwrap();
+    assert!(crate::import::convert_text("t.yaml", chat, &Default::default()).is_ok());
+    assert!(crate::import::convert_text("t.yaml", "[", &Default::default()).is_err());
+}
