@@ -78,8 +78,20 @@ struct Partial {
     /// Bytes received but not yet usable (a partial request head or frame header, or
     /// everything sent while `$connect` is pending).
     inbuf: Option<Vec<u8>>,
+    /// Where `inbuf`'s unprocessed bytes start: frames held back by
+    /// `max_inflight_per_connection` stay in place while each resume takes a few
+    /// (copying the rest every time would cost the square of the input).
+    inbuf_at: usize,
     /// A message being assembled from several frames or reads.
     asm: Option<Vec<u8>>,
+}
+
+/// Why [`Session::frames`] stopped.
+enum Stop {
+    /// The input is used up (a partial frame at its end stashed).
+    Done,
+    /// `max_inflight_per_connection` calls are in flight: the frames from here wait.
+    Held(usize),
 }
 
 impl Partial {
@@ -350,7 +362,10 @@ impl Session {
     /// Bytes received but not processed yet (a partial head or frame), handed to the
     /// worker to be put in front of the next read.
     pub fn take_stash(&mut self) -> Option<Vec<u8>> {
-        self.partial.as_mut().and_then(|p| p.inbuf.take())
+        let p = self.partial.as_mut()?;
+        let mut b = p.inbuf.take()?;
+        b.drain(..std::mem::take(&mut p.inbuf_at));
+        Some(b)
     }
 
     /// The client left while `$connect` is pending: the session waits for the answer
@@ -460,7 +475,9 @@ impl Session {
             State::Connecting => return self.keep_early(input, sx),
             _ => {}
         }
-        self.frames(input, pos, sx);
+        if let Stop::Held(pos) = self.frames(input, pos, sx) {
+            self.stash(&input[pos..], sx);
+        }
     }
 
     /// Keeps bytes that arrive while `$connect` is pending (they are processed after
@@ -482,8 +499,9 @@ impl Session {
 
     /// Bytes held while `$connect` is pending.
     pub fn early_bytes(&self) -> usize {
-        let inbuf = self.partial.as_ref().and_then(|p| p.inbuf.as_ref());
-        inbuf.map_or(0, Vec::len)
+        let p = self.partial.as_ref();
+        p.and_then(|p| Some(p.inbuf.as_ref()?.len() - p.inbuf_at))
+            .unwrap_or(0)
     }
 
     /// Resumes processing of what arrived while `$connect` was pending, or of the
@@ -491,23 +509,46 @@ impl Session {
     /// (they may be held again, from where the limit is reached anew).
     pub fn resume(&mut self, sx: &mut Scratch) {
         self.held = false;
-        if let Some(mut early) = self.take_stash() {
-            self.frames(&mut early, 0, sx);
-            sx.pool.give(early);
+        let stash = self.partial.as_mut().and_then(|p| {
+            let at = std::mem::take(&mut p.inbuf_at);
+            Some((p.inbuf.take()?, at))
+        });
+        if let Some((mut early, at)) = stash {
+            match self.frames(&mut early, at, sx) {
+                Stop::Held(pos) => self.hold(early, pos, sx),
+                Stop::Done => sx.pool.give(early),
+            }
         }
         self.settle(sx);
     }
 
-    fn frames(&mut self, input: &mut [u8], mut pos: usize, sx: &mut Scratch) {
+    /// Keeps `buf[pos..]`, the frames held back again, where they are.
+    fn hold(&mut self, buf: Vec<u8>, pos: usize, sx: &mut Scratch) {
+        let p = self
+            .partial
+            .get_or_insert_with(|| sx.partials.pop().unwrap_or_default());
+        if p.inbuf.is_none() {
+            p.inbuf = Some(buf);
+            p.inbuf_at = pos;
+        } else {
+            // Not reached: nothing is stashed before frames are held.
+            self.stash(&buf[pos..], sx);
+            sx.pool.give(buf);
+        }
+    }
+
+    /// Processes the frames of `input` from `pos` until it ends or
+    /// `max_inflight_per_connection` holds the rest back ([`Stop::Held`]: the caller
+    /// keeps `input[pos..]`).
+    fn frames(&mut self, input: &mut [u8], mut pos: usize, sx: &mut Scratch) -> Stop {
         while pos < input.len() && matches!(self.state, State::Open | State::Closing) {
             if self.state == State::Open
                 && self.inflight as usize >= sx.config.limits.max_inflight_per_connection
             {
                 // TCP backpressure, not dropped messages: the rest waits here, and
                 // the worker reads no more, until a call finishes (SPEC §10.3).
-                self.stash(&input[pos..], sx);
                 self.held = true;
-                return;
+                return Stop::Held(pos);
             }
             let p = self
                 .partial
@@ -520,7 +561,7 @@ impl Session {
                 Ok((n, None)) => {
                     pos += n;
                     self.stash(&input[pos..], sx);
-                    return;
+                    return Stop::Done;
                 }
                 Ok((n, Some(ev))) => {
                     pos += n;
@@ -542,10 +583,11 @@ impl Session {
                     } else {
                         self.state = State::Done;
                     }
-                    return;
+                    return Stop::Done;
                 }
             }
         }
+        Stop::Done
     }
 
     /// A valid upgrade request: accept it now, or ask `$connect` first. `true` when
@@ -1243,7 +1285,10 @@ impl Session {
             let p = self
                 .partial
                 .get_or_insert_with(|| sx.partials.pop().unwrap_or_default());
-            let mut b = p.inbuf.take().unwrap_or_else(|| sx.pool.take());
+            let mut b = p.inbuf.take().unwrap_or_else(|| {
+                p.inbuf_at = 0;
+                sx.pool.take()
+            });
             b.extend_from_slice(rest);
             p.inbuf = Some(b);
         }
@@ -1395,6 +1440,7 @@ impl Session {
     /// Returns every borrowed buffer to the pool.
     pub fn release(&mut self, pool: &mut Pool) {
         if let Some(p) = self.partial.as_mut() {
+            p.inbuf_at = 0;
             for b in [p.inbuf.take(), p.asm.take()].into_iter().flatten() {
                 pool.give(b);
             }

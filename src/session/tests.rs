@@ -444,3 +444,47 @@ fn an_idle_session_holds_no_partial_state_and_shares_its_client() {
     assert!(a.partial.is_none());
     assert_eq!(sx.partials.len(), 1);
 }
+
+#[test]
+fn frames_held_at_the_inflight_limit_stay_in_place_across_resumes() {
+    let mut sx = scratch(&format!(
+        "{HTTP_CONNECT}[routes.call]\nintegration = \"be\"\n\
+         [limits]\nmax_inflight_per_connection = 1\n"
+    ));
+    let mut s = session();
+    feed(&mut s, &mut sx, HEAD);
+    let ok = || Outcome::Reply {
+        status: 200,
+        body: b"",
+        content_type: None,
+        protocol: None,
+    };
+    assert!(s.on_connect_outcome(ok(), &CALL, &mut sx));
+    sx.outbox.clear();
+    sx.wbuf.clear();
+    let call = masked(true, 1, br#"{"action":"call"}"#);
+    let many: Vec<u8> = call.repeat(200);
+    feed(&mut s, &mut sx, &many);
+    let held = |s: &Session| {
+        let p = s.partial.as_ref().unwrap();
+        (p.inbuf.as_ref().map(|b| b.as_ptr()), s.early_bytes())
+    };
+    let (first, mut left) = held(&s);
+    assert!(first.is_some() && left == 199 * call.len());
+    let mut answered = 0;
+    while let Some(c) = sx.outbox.pop() {
+        s.on_message_outcome(c.route, &CALL, ok(), 1 << 20, &mut sx);
+        answered += 1;
+        s.resume(&mut sx);
+        if s.is_holding() {
+            // The rest is neither copied nor moved: each resume takes one frame.
+            let (ptr, now) = held(&s);
+            assert_eq!(ptr, first, "the held frames stay in their buffer");
+            assert_eq!(now, left - call.len());
+            left = now;
+        }
+    }
+    assert_eq!(answered, 200);
+    assert_eq!(s.early_bytes(), 0);
+    assert!(!s.is_holding());
+}
