@@ -142,8 +142,6 @@ pub struct Writer {
     /// The destination took less than what waited: no new try before this (a full
     /// pipe must not make the worker spin).
     retry_at: Option<std::time::Instant>,
-    /// The line being rendered (reused).
-    line: Vec<u8>,
     /// Lines dropped since [`Writer::take_dropped`] last looked.
     dropped: u64,
     /// A write failed and was logged; the next failure is only counted.
@@ -169,7 +167,6 @@ impl Writer {
             buf: Vec::with_capacity(BUFFER_BYTES),
             waiting_since: None,
             retry_at: None,
-            line: Vec::with_capacity(1024),
             dropped: 0,
             failing: false,
         })
@@ -182,20 +179,19 @@ impl Writer {
             self.dropped += 1;
             return;
         }
-        self.line.clear();
-        self.format.render(&mut self.line, config, r);
-        self.line.push(b'\n');
-        if self.buf.len() + self.line.len() > BUFFER_BYTES {
+        // Rendered in place (no copy per line), taken back if it does not fit.
+        let start = self.buf.len();
+        self.format.render(&mut self.buf, config, r);
+        self.buf.push(b'\n');
+        if self.buf.len() > BUFFER_BYTES {
+            self.buf.truncate(start);
+            // One huge line (a long User-Agent) does not stay resident.
+            self.buf.shrink_to(BUFFER_BYTES);
             self.dropped += 1;
             return;
         }
-        if self.buf.is_empty() {
+        if start == 0 {
             self.waiting_since = Some(std::time::Instant::now());
-        }
-        self.buf.extend_from_slice(&self.line);
-        if self.line.capacity() > 64 * 1024 {
-            // One huge line (a long User-Agent) does not stay resident.
-            self.line = Vec::with_capacity(1024);
         }
     }
 
