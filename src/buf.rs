@@ -65,6 +65,11 @@ impl Pool {
     }
 }
 
+/// Where `needle` first occurs in `hay` (protocol heads and lines: short needles).
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! received so far and it says "need more", "reject with this status", or "upgrade".
 //! Rejections are checked in SPEC §3's order.
 
+use crate::buf::find;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -264,7 +265,7 @@ pub fn parse_resumed<'b>(
         return Err(Rejection::BadRequest("more than one Sec-WebSocket-Key"));
     }
     let key = key
-        .map(trim)
+        .map(<[u8]>::trim_ascii)
         .ok_or(Rejection::BadRequest("missing Sec-WebSocket-Key"))?;
     let mut decoded = [0u8; 18];
     if STANDARD.decode_slice(key, &mut decoded) != Ok(16) {
@@ -272,7 +273,7 @@ pub fn parse_resumed<'b>(
             "Sec-WebSocket-Key is not 16 bytes of base64",
         ));
     }
-    if version.map(trim) != Some(b"13") {
+    if version.map(<[u8]>::trim_ascii) != Some(b"13") {
         return Err(Rejection::UnsupportedVersion);
     }
     Ok(Some(Upgrade {
@@ -322,15 +323,7 @@ fn stage_matches(path: &str, stage: &str) -> bool {
 fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&c| c == b',')
-        .any(|t| trim(t).eq_ignore_ascii_case(token))
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ pub fn parse(buf: &[u8], max_payload: usize) -> Result<Option<(Op<'_>, usize)>, 
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let after = nl + 1;
     let (op, rest) = match line.iter().position(|b| *b == b' ' || *b == b'\t') {
-        Some(i) => (&line[..i], trim(&line[i + 1..])),
+        Some(i) => (&line[..i], line[i + 1..].trim_ascii()),
         None => (line, &b""[..]),
     };
     let op_is = |name: &[u8]| op.eq_ignore_ascii_case(name);
@@ -155,11 +155,6 @@ pub fn parse(buf: &[u8], max_payload: usize) -> Result<Option<(Op<'_>, usize)>, 
     Ok(Some((parsed, after)))
 }
 
-fn trim(s: &[u8]) -> &[u8] {
-    let s = s.trim_ascii_start();
-    s.trim_ascii_end()
-}
-
 /// Splits space-separated arguments into `out`; `None` for more than `out` holds.
 fn split_args<'a>(s: &'a [u8], out: &mut [&'a [u8]]) -> Option<usize> {
     let mut n = 0;
@@ -199,7 +194,7 @@ fn header_status(block: &[u8]) -> Option<u16> {
 
 /// The number after `"key":` in a flat JSON text (the server's `INFO`).
 fn json_number(json: &[u8], key: &[u8]) -> Option<usize> {
-    let at = find(json, key)? + key.len();
+    let at = crate::buf::find(json, key)? + key.len();
     let rest = json[at..].trim_ascii_start().strip_prefix(b":")?;
     let rest = rest.trim_ascii_start();
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -207,15 +202,11 @@ fn json_number(json: &[u8], key: &[u8]) -> Option<usize> {
 }
 
 fn json_true(json: &[u8], key: &[u8]) -> bool {
-    find(json, key).is_some_and(|at| {
+    crate::buf::find(json, key).is_some_and(|at| {
         let rest = json[at + key.len()..].trim_ascii_start();
         rest.strip_prefix(b":")
             .is_some_and(|r| r.trim_ascii_start().starts_with(b"true"))
     })
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Whether `s` is a subject this client may publish to or subscribe to: 1 to 255

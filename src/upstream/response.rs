@@ -404,7 +404,7 @@ fn chunk_size(line: &[u8]) -> Option<usize> {
 }
 
 fn find_crlf(b: &[u8]) -> Option<usize> {
-    b.windows(2).position(|w| w == b"\r\n")
+    crate::buf::find(b, b"\r\n")
 }
 
 /// How a reply parsed, in owned form: the fuzz target and the tests compare it.
