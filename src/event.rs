@@ -163,8 +163,10 @@ fn write_context(out: &mut Vec<u8>, c: &Common<'_>, kind: &Kind<'_>) {
     out.push(b'}');
 }
 
-fn write_stage_variables(out: &mut Vec<u8>, api: &Api) {
-    if api.stage_variables.is_empty() {
+/// `,"stageVariables":{...}`, left out when there are none unless `always` (the
+/// authorizer's event carries `{}`).
+fn write_stage_variables(out: &mut Vec<u8>, api: &Api, always: bool) {
+    if api.stage_variables.is_empty() && !always {
         return;
     }
     out.extend_from_slice(b",\"stageVariables\":{");
@@ -207,7 +209,7 @@ pub fn write_message(
     } else {
         b",\"isBase64Encoded\":false"
     });
-    write_stage_variables(out, c.api);
+    write_stage_variables(out, c.api, false);
     out.push(b'}');
 }
 
@@ -317,7 +319,7 @@ pub fn write_connect(
             &query_pairs(q),
         );
     }
-    write_stage_variables(out, c.api);
+    write_stage_variables(out, c.api, false);
     out.push(b',');
     write_context(out, c, &Kind::Connect);
     out.extend_from_slice(b",\"isBase64Encoded\":false}");
@@ -344,16 +346,8 @@ pub fn write_authorizer(
         "multiValueQueryStringParameters",
         &pairs,
     );
-    out.extend_from_slice(b",\"stageVariables\":{");
-    for (i, (k, v)) in c.api.stage_variables.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, k.as_bytes());
-        out.push(b':');
-        write_str(out, v.as_bytes());
-    }
-    out.extend_from_slice(b"},");
+    write_stage_variables(out, c.api, true);
+    out.push(b',');
     write_context(out, c, &Kind::Connect);
     out.push(b'}');
 }
@@ -368,7 +362,7 @@ pub fn write_disconnect(out: &mut Vec<u8>, c: &Common<'_>, code: u16, reason: &[
     ];
     out.push(b'{');
     write_maps(out, "headers", "multiValueHeaders", &headers);
-    write_stage_variables(out, c.api);
+    write_stage_variables(out, c.api, false);
     out.push(b',');
     write_context(out, c, &Kind::Disconnect { code, reason });
     out.extend_from_slice(b",\"isBase64Encoded\":false}");

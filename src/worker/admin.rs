@@ -492,6 +492,20 @@ impl Worker {
         }
     }
 
+    /// Answers a management request parked while another node (NATS) works on it,
+    /// if that management connection (`key`, `generation`) still waits for it.
+    pub(super) fn finish_parked(&mut self, key: usize, generation: u32, r: &Response) {
+        let Some(a) = self.admin.get_mut(key) else {
+            return;
+        };
+        if a.generation != generation || !a.waiting {
+            return;
+        }
+        a.waiting = false;
+        self.respond(key, r);
+        self.drive_admin(key);
+    }
+
     /// Performs a management operation on one of this worker's connections.
     pub(super) fn connection_op(&mut self, slot: u32, generation: u64, op: Op) -> Answer {
         let key = slot as usize;

@@ -374,15 +374,7 @@ impl Worker {
             .worker(self.index)
             .cluster
             .remote_call(r.status, rtt);
-        let Some(a) = self.admin.get_mut(key) else {
-            return;
-        };
-        if a.generation != generation || !a.waiting {
-            return;
-        }
-        a.waiting = false;
-        self.respond(key, &r);
-        self.drive_admin(key);
+        self.finish_parked(key, generation, &r);
     }
 
     /// Another node's management call for one of this worker's connections:

@@ -280,15 +280,8 @@ impl Worker {
                 c.client.cancel(w.request.0, w.request.1, &mut self.timers);
             }
         }
-        let Some(a) = self.admin.get_mut(w.admin_key) else {
-            return;
-        };
-        if a.generation != w.admin_generation || !a.waiting {
-            return;
-        }
-        a.waiting = false;
-        self.respond(w.admin_key, &groups::accepted(w.acked.len()));
-        self.drive_admin(w.admin_key);
+        let answer = groups::accepted(w.acked.len());
+        self.finish_parked(w.admin_key, w.admin_generation, &answer);
     }
 }
 
